@@ -1,0 +1,439 @@
+"""Every setting of iggt_ros as dataclasses, loaded from and saved to YAML.
+
+The node and the CLI share one description of the settings, so a parameter file written for
+`ros2 launch` works unchanged with `iggt-ros replay --config`. The YAML follows the ROS 2
+parameter-file layout (``iggt_node: ros__parameters: {...}``); nested sections become dotted ROS
+parameter names (``window.size``). ROS parameters cannot hold lists of structures, so per-camera
+settings are keyed by camera name rather than listed.
+
+Validation reports the dotted key, the value and what is allowed, because a user reading a launch
+error should not have to open the source to find out what went wrong.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import os
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+NODE_NAME = "iggt_node"
+PATCH_MULTIPLE = 28  # the instance head windows an even patch grid: sides must be multiples of 2*14
+
+
+class ConfigError(ValueError):
+    """A configuration value is invalid; the message names the key and the allowed values."""
+
+
+def _check(cond: bool, key: str, value: Any, allowed: str) -> None:
+    if not cond:
+        raise ConfigError(f"config key '{key}' = {value!r} is invalid: {allowed}")
+
+
+def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
+    _check(value in choices, key, value, "allowed values are " + ", ".join(repr(c) for c in choices))
+
+
+@dataclass
+class InputConfig:
+    """Cameras, image size the model sees, synchronisation and frames."""
+
+    cameras: list[str] = field(default_factory=lambda: ["camera"])
+    """Camera names; each subscribes to `<name>/image_raw` and `<name>/camera_info` (remappable)."""
+    compressed_cameras: list[str] = field(default_factory=list)
+    """Cameras whose images arrive as sensor_msgs/CompressedImage on `<name>/image_raw/compressed`."""
+    image_width: int = 504
+    image_height: int = 336
+    sync_slop_s: float = 0.05
+    """Largest stamp difference between cameras of one synchronised set (message_filters 'slop')."""
+    sync_queue_size: int = 10
+    qos: str = "sensor_data"
+    """Subscription QoS profile: 'sensor_data' (best effort, depth 5) or 'reliable' (depth 10)."""
+    world_frame: str = "odom"
+    """Fixed frame to align windows to when TF provides camera poses."""
+    fallback_frame: str = "iggt_map"
+    """Frame the node publishes in when TF is unavailable (scale then comes from the model)."""
+    use_tf: bool = True
+    tf_timeout_s: float = 0.05
+
+    def validate(self, prefix: str = "input") -> None:
+        _check(len(self.cameras) > 0, f"{prefix}.cameras", self.cameras, "list at least one camera name")
+        _check(len(set(self.cameras)) == len(self.cameras), f"{prefix}.cameras", self.cameras,
+               "camera names must be unique")
+        for name in self.compressed_cameras:
+            _check(name in self.cameras, f"{prefix}.compressed_cameras", name,
+                   f"must be one of input.cameras {self.cameras}")
+        for key in ("image_width", "image_height"):
+            v = getattr(self, key)
+            _check(isinstance(v, int) and v > 0 and v % PATCH_MULTIPLE == 0, f"{prefix}.{key}", v,
+                   f"must be a positive multiple of {PATCH_MULTIPLE} (e.g. 504x336 or 504x392)")
+        _check(self.sync_slop_s > 0, f"{prefix}.sync_slop_s", self.sync_slop_s, "must be > 0 seconds")
+        _check(self.sync_queue_size >= 1, f"{prefix}.sync_queue_size", self.sync_queue_size, "must be >= 1")
+        _check_choice(f"{prefix}.qos", self.qos, ("sensor_data", "reliable"))
+        _check(bool(self.world_frame), f"{prefix}.world_frame", self.world_frame, "must not be empty")
+        _check(bool(self.fallback_frame), f"{prefix}.fallback_frame", self.fallback_frame, "must not be empty")
+        _check(self.tf_timeout_s >= 0, f"{prefix}.tf_timeout_s", self.tf_timeout_s, "must be >= 0")
+
+
+@dataclass
+class WindowConfig:
+    """Keyframe selection and the sliding multi-view window."""
+
+    size: int = 8
+    """Keyframe time steps per window (S). IGGT supports 1..12 frames per forward pass."""
+    stride: int = 4
+    """New keyframes between consecutive windows; size - stride frames are shared for tracking."""
+    min_translation_m: float = 0.05
+    min_rotation_deg: float = 5.0
+    min_image_change: float = 0.04
+    """Without TF: mean absolute grey-level change (0..1) that makes a frame a keyframe."""
+    max_interval_s: float = 1.0
+    """A frame becomes a keyframe after this long even without motion."""
+    max_queue: int = 2
+    """Windows waiting for inference; beyond this the oldest is dropped and counted."""
+
+    def validate(self, prefix: str = "window") -> None:
+        _check(1 <= self.size <= 12, f"{prefix}.size", self.size, "must be in 1..12 (IGGT's frame limit)")
+        _check(1 <= self.stride <= self.size, f"{prefix}.stride", self.stride, "must be in 1..window.size")
+        _check(self.min_translation_m >= 0, f"{prefix}.min_translation_m", self.min_translation_m, "must be >= 0")
+        _check(self.min_rotation_deg >= 0, f"{prefix}.min_rotation_deg", self.min_rotation_deg, "must be >= 0")
+        _check(0 <= self.min_image_change <= 1, f"{prefix}.min_image_change", self.min_image_change,
+               "must be in [0, 1]")
+        _check(self.max_interval_s > 0, f"{prefix}.max_interval_s", self.max_interval_s, "must be > 0")
+        _check(self.max_queue >= 1, f"{prefix}.max_queue", self.max_queue, "must be >= 1")
+
+
+ENGINE_BACKENDS = ("torch", "onnxruntime", "tensorrt", "oracle")
+
+
+@dataclass
+class EngineConfig:
+    """Which inference backend runs the model, and from which weights."""
+
+    backend: str = "torch"
+    model: str = "tiny"
+    """Model configuration: 'tiny' (the embedded default), 'official' (IGGT-1B), or a JSON config path."""
+    checkpoint: str = ""
+    """Weights (.safetensors/.pt/.pth). Empty: the embedded tiny weights shipped with the package."""
+    engine_path: str = ""
+    """ONNX model (onnxruntime) or TensorRT plan (tensorrt). Empty: looked up in cache_dir."""
+    device: str = "cpu"
+    precision: str = "fp32"
+    """torch: fp32, or fp16/bf16 for the backbone (heads stay fp32). tensorrt: fp16 or fp32."""
+    allow_partial_checkpoint: bool = False
+    """Run even when the checkpoint misses keys. Off: a partial load is refused with the key names."""
+    cache_dir: str = "~/.cache/iggt_ros/engines"
+    build_if_missing: bool = False
+    """tensorrt: build the plan at configure time when the cache has none (minutes on a Jetson)."""
+
+    def validate(self, prefix: str = "engine") -> None:
+        _check_choice(f"{prefix}.backend", self.backend, ENGINE_BACKENDS)
+        _check(self.device == "cpu" or self.device.startswith("cuda"), f"{prefix}.device", self.device,
+               "allowed values are 'cpu', 'cuda' or 'cuda:N'")
+        _check_choice(f"{prefix}.precision", self.precision, ("fp32", "fp16", "bf16"))
+        _check(bool(self.model), f"{prefix}.model", self.model, "'tiny', 'official' or a JSON config path")
+
+
+@dataclass
+class ClusteringConfig:
+    """Instance clustering of the 8-D per-pixel features of a window."""
+
+    backend: str = "fast_hdbscan"
+    """'fast_hdbscan' or 'hdbscan' (the same algorithm; fast_hdbscan is faster here)."""
+    max_samples: int = 4000
+    """Pixels clustered per window; every other pixel is assigned to the nearest cluster prototype."""
+    min_cluster_size: int = 20
+    """HDBSCAN min_cluster_size, in samples."""
+    min_samples: int = 5
+    cluster_selection_epsilon: float = 0.0
+    min_instance_area_px: int = 150
+    """Masks smaller than this in a view (at model resolution) are dropped from that view."""
+    confidence_percentile: float = 10.0
+    """Pixels below this percentile of depth confidence are not sampled and not labelled."""
+    max_assign_distance: float = 0.6
+    """Pixels farther than this (L2, normalised features) from every prototype stay unlabelled."""
+    position_weight: float = 0.0
+    """Weight of normalised 3D position appended to the features (0 = features only, as the paper)."""
+
+    def validate(self, prefix: str = "clustering") -> None:
+        _check_choice(f"{prefix}.backend", self.backend, ("fast_hdbscan", "hdbscan"))
+        _check(self.max_samples >= 50, f"{prefix}.max_samples", self.max_samples, "must be >= 50")
+        _check(self.min_cluster_size >= 2, f"{prefix}.min_cluster_size", self.min_cluster_size, "must be >= 2")
+        _check(self.min_samples >= 1, f"{prefix}.min_samples", self.min_samples, "must be >= 1")
+        _check(self.cluster_selection_epsilon >= 0, f"{prefix}.cluster_selection_epsilon",
+               self.cluster_selection_epsilon, "must be >= 0")
+        _check(self.min_instance_area_px >= 0, f"{prefix}.min_instance_area_px", self.min_instance_area_px,
+               "must be >= 0")
+        _check(0 <= self.confidence_percentile < 100, f"{prefix}.confidence_percentile",
+               self.confidence_percentile, "must be in [0, 100)")
+        _check(self.max_assign_distance > 0, f"{prefix}.max_assign_distance", self.max_assign_distance,
+               "must be > 0")
+        _check(self.position_weight >= 0, f"{prefix}.position_weight", self.position_weight, "must be >= 0")
+
+
+@dataclass
+class TrackingConfig:
+    """Persistent instance IDs across windows."""
+
+    confirm_windows: int = 2
+    """A track becomes confirmed after being matched in this many windows."""
+    lost_windows: int = 3
+    """A confirmed track becomes lost after this many windows without a match."""
+    forget_windows: int = 200
+    """A lost track is removed after this many windows (bounds memory)."""
+    min_match_score: float = 0.3
+    """Assignments scoring below this start a new track instead."""
+    mask_iou_weight: float = 1.0
+    feature_weight: float = 0.5
+    position_weight: float = 1.0
+    position_scale_m: float = 0.3
+    """Centroid distance at which the position term of the match score falls to 1/e."""
+
+    def validate(self, prefix: str = "tracking") -> None:
+        for key in ("confirm_windows", "lost_windows", "forget_windows"):
+            v = getattr(self, key)
+            _check(isinstance(v, int) and v >= 1, f"{prefix}.{key}", v, "must be an integer >= 1")
+        _check(0 <= self.min_match_score <= 1, f"{prefix}.min_match_score", self.min_match_score, "must be in [0, 1]")
+        for key in ("mask_iou_weight", "feature_weight", "position_weight"):
+            _check(getattr(self, key) >= 0, f"{prefix}.{key}", getattr(self, key), "must be >= 0")
+        _check(self.position_scale_m > 0, f"{prefix}.position_scale_m", self.position_scale_m, "must be > 0")
+
+
+@dataclass
+class MappingConfig:
+    """World frame, metric scale and the object map."""
+
+    voxel_size_m: float = 0.02
+    """Voxel size of the published cloud and of each object's point set."""
+    max_points_per_object: int = 4000
+    max_cloud_points: int = 150000
+    """Upper bound on /iggt/points per window (rclpy copies cost ~7 ms per MB)."""
+    min_depth_m: float = 0.05
+    max_depth_m: float = 20.0
+    rig_baseline_m: float = 0.0
+    """Known baseline between the first two cameras of a rig (0 = unknown); gives metric scale without TF."""
+
+    def validate(self, prefix: str = "mapping") -> None:
+        _check(self.voxel_size_m > 0, f"{prefix}.voxel_size_m", self.voxel_size_m, "must be > 0 metres")
+        _check(self.max_points_per_object >= 10, f"{prefix}.max_points_per_object", self.max_points_per_object,
+               "must be >= 10")
+        _check(self.max_cloud_points >= 100, f"{prefix}.max_cloud_points", self.max_cloud_points, "must be >= 100")
+        _check(0 <= self.min_depth_m < self.max_depth_m, f"{prefix}.min_depth_m", self.min_depth_m,
+               "must be >= 0 and below mapping.max_depth_m")
+        _check(self.rig_baseline_m >= 0, f"{prefix}.rig_baseline_m", self.rig_baseline_m, "must be >= 0")
+
+
+@dataclass
+class PublishConfig:
+    """Which outputs the node publishes (all can be toggled at run time)."""
+
+    points: bool = True
+    instance_images: bool = True
+    colorized_instance_images: bool = False
+    depth: bool = True
+    markers: bool = True
+    detections: bool = True
+    diagnostics_period_s: float = 1.0
+
+    def validate(self, prefix: str = "publish") -> None:
+        _check(self.diagnostics_period_s > 0, f"{prefix}.diagnostics_period_s", self.diagnostics_period_s,
+               "must be > 0 seconds")
+
+
+@dataclass
+class QueryConfig:
+    """Text queries and the vision-language plug-ins that embed instances."""
+
+    text_encoder: str = "embedded"
+    """'embedded' (shipped MiniLM + region model), 'open_clip', or 'none' (queries disabled)."""
+    region_encoder: str = "embedded"
+    open_clip_model: str = "ViT-B-32"
+    open_clip_weights: str = ""
+    """Local open_clip weights file; required when text_encoder is 'open_clip'. Nothing is downloaded."""
+    max_results: int = 5
+    min_score: float = 0.0
+    max_text_length: int = 200
+    lmm_endpoint: str = ""
+    """OpenAI-compatible chat endpoint for LMM grounding (empty = disabled)."""
+    lmm_model: str = ""
+    lmm_timeout_s: float = 10.0
+
+    def validate(self, prefix: str = "query") -> None:
+        _check_choice(f"{prefix}.text_encoder", self.text_encoder, ("embedded", "open_clip", "none"))
+        _check_choice(f"{prefix}.region_encoder", self.region_encoder, ("embedded", "open_clip", "none"))
+        _check(self.max_results >= 1, f"{prefix}.max_results", self.max_results, "must be >= 1")
+        _check(self.max_text_length >= 1, f"{prefix}.max_text_length", self.max_text_length, "must be >= 1")
+        _check(self.lmm_timeout_s > 0, f"{prefix}.lmm_timeout_s", self.lmm_timeout_s, "must be > 0 seconds")
+
+
+@dataclass
+class IggtConfig:
+    """The whole configuration of the node and the CLI."""
+
+    input: InputConfig = field(default_factory=InputConfig)
+    window: WindowConfig = field(default_factory=WindowConfig)
+    engine: EngineConfig = field(default_factory=EngineConfig)
+    clustering: ClusteringConfig = field(default_factory=ClusteringConfig)
+    tracking: TrackingConfig = field(default_factory=TrackingConfig)
+    mapping: MappingConfig = field(default_factory=MappingConfig)
+    publish: PublishConfig = field(default_factory=PublishConfig)
+    query: QueryConfig = field(default_factory=QueryConfig)
+
+    def validate(self) -> IggtConfig:
+        for f in dataclasses.fields(self):
+            getattr(self, f.name).validate(f.name)
+        return self
+
+    # ---------------------------------------------------------------- conversions
+    def to_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+    def to_flat(self) -> dict[str, Any]:
+        """Dotted names and values, as ROS parameters see them."""
+        flat: dict[str, Any] = {}
+        for section, values in self.to_dict().items():
+            for key, value in values.items():
+                flat[f"{section}.{key}"] = value
+        return flat
+
+    @classmethod
+    def from_dict(cls, data: dict[str, Any] | None) -> IggtConfig:
+        """Build from a nested dict; unknown sections or keys are errors (typos must not pass silently)."""
+        data = dict(data or {})
+        sections = {f.name: f for f in dataclasses.fields(cls)}
+        kwargs: dict[str, Any] = {}
+        for name, value in data.items():
+            if name not in sections:
+                raise ConfigError(f"unknown config section '{name}': allowed sections are "
+                                  + ", ".join(sorted(sections)))
+            section_cls = _section_type(name)
+            kwargs[name] = _build_section(section_cls, name, value or {})
+        return cls(**kwargs).validate()
+
+    @classmethod
+    def from_flat(cls, flat: dict[str, Any]) -> IggtConfig:
+        nested: dict[str, dict[str, Any]] = {}
+        for key, value in flat.items():
+            if "." not in key:
+                raise ConfigError(f"config key '{key}' is not of the form 'section.key'")
+            section, sub = key.split(".", 1)
+            nested.setdefault(section, {})[sub] = value
+        return cls.from_dict(nested)
+
+    def replace(self, **flat: Any) -> IggtConfig:
+        """A copy with dotted keys overridden, e.g. replace(**{'window.size': 4})."""
+        merged = self.to_flat()
+        for key, value in flat.items():
+            if key not in merged:
+                raise ConfigError(f"unknown config key '{key}'")
+            merged[key] = value
+        return IggtConfig.from_flat(merged)
+
+
+def _section_type(name: str) -> type:
+    return {
+        "input": InputConfig,
+        "window": WindowConfig,
+        "engine": EngineConfig,
+        "clustering": ClusteringConfig,
+        "tracking": TrackingConfig,
+        "mapping": MappingConfig,
+        "publish": PublishConfig,
+        "query": QueryConfig,
+    }[name]
+
+
+def _coerce(key: str, value: Any, default: Any) -> Any:
+    """Accept YAML's natural types; ints where floats are expected; reject the rest clearly."""
+    if isinstance(default, bool):
+        _check(isinstance(value, bool), key, value, "must be true or false")
+        return value
+    if isinstance(default, int):
+        _check(isinstance(value, int) and not isinstance(value, bool), key, value, "must be an integer")
+        return value
+    if isinstance(default, float):
+        _check(isinstance(value, (int, float)) and not isinstance(value, bool), key, value, "must be a number")
+        return float(value)
+    if isinstance(default, str):
+        _check(isinstance(value, str), key, value, "must be a string")
+        return value
+    if isinstance(default, list):
+        if value is None or value == [""]:  # ROS cannot declare an empty string array parameter
+            return []
+        _check(isinstance(value, (list, tuple)) and all(isinstance(v, str) for v in value), key, value,
+               "must be a list of strings")
+        return list(value)
+    return value
+
+
+def _build_section(section_cls: type, name: str, values: dict[str, Any]) -> Any:
+    if not isinstance(values, dict):
+        raise ConfigError(f"config section '{name}' must be a mapping of keys to values, got {values!r}")
+    defaults = section_cls()
+    allowed = {f.name for f in dataclasses.fields(section_cls)}
+    kwargs = {}
+    for key, value in values.items():
+        if key not in allowed:
+            raise ConfigError(f"unknown config key '{name}.{key}': keys of '{name}' are " + ", ".join(sorted(allowed)))
+        kwargs[key] = _coerce(f"{name}.{key}", value, getattr(defaults, key))
+    return section_cls(**kwargs)
+
+
+# -------------------------------------------------------------------- YAML files
+def load_config(path: str | os.PathLike[str] | None = None) -> IggtConfig:
+    """Load a ROS-style parameter file (or a plain nested mapping). None gives the defaults."""
+    if path is None:
+        return IggtConfig().validate()
+    p = Path(path).expanduser()
+    if not p.is_file():
+        raise ConfigError(f"config file '{p}' does not exist; pass a YAML file such as "
+                          "share/iggt_ros/config/iggt.yaml, or omit --config for the defaults")
+    try:
+        doc = yaml.safe_load(p.read_text()) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"config file '{p}' is not valid YAML: {exc}") from exc
+    return config_from_document(doc, source=str(p))
+
+
+def config_from_document(doc: dict[str, Any], source: str = "<document>") -> IggtConfig:
+    """Find our parameters in a parameter document: under iggt_node (any namespace) or `/**`."""
+    if not isinstance(doc, dict):
+        raise ConfigError(f"{source}: expected a mapping at the top level")
+    params = _find_ros_parameters(doc)
+    if params is None:
+        params = doc  # a plain nested mapping
+    # ROS parameter files may also use dotted keys; accept both forms.
+    nested: dict[str, Any] = {}
+    for key, value in params.items():
+        if "." in key:
+            section, sub = key.split(".", 1)
+            nested.setdefault(section, {})[sub] = value
+        else:
+            if isinstance(value, dict):
+                nested.setdefault(key, {}).update(value)
+            else:
+                nested[key] = value
+    try:
+        return IggtConfig.from_dict(nested)
+    except ConfigError as exc:
+        raise ConfigError(f"{source}: {exc}") from exc
+
+
+def _find_ros_parameters(doc: dict[str, Any]) -> dict[str, Any] | None:
+    for key, value in doc.items():
+        if not isinstance(value, dict):
+            continue
+        if "ros__parameters" in value and (key.split("/")[-1] == NODE_NAME or key == "/**"):
+            return value["ros__parameters"] or {}
+        inner = _find_ros_parameters(value)  # namespaced: ns: iggt_node: ros__parameters
+        if inner is not None:
+            return inner
+    return None
+
+
+def save_config(config: IggtConfig, path: str | os.PathLike[str]) -> None:
+    doc = {NODE_NAME: {"ros__parameters": config.to_dict()}}
+    Path(path).write_text(yaml.safe_dump(doc, sort_keys=False))

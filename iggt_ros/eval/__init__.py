@@ -1,0 +1,1 @@
+"""iggt_ros.eval"""
