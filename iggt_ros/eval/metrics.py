@@ -30,14 +30,14 @@ from scipy.optimize import linear_sum_assignment
 DEPTH_ALIGNMENTS = ("per_view", "sequence", "none")
 
 
-def _jsonable(value: Any) -> Any:
+def to_jsonable(value: Any) -> Any:
     """Plain JSON types: NaN and infinities become None (JSON has no NaN), numpy scalars Python."""
     if isinstance(value, dict):
-        return {str(k): _jsonable(v) for k, v in value.items()}
+        return {str(k): to_jsonable(v) for k, v in value.items()}
     if isinstance(value, (list, tuple)):
-        return [_jsonable(v) for v in value]
+        return [to_jsonable(v) for v in value]
     if isinstance(value, np.ndarray):
-        return _jsonable(value.tolist())
+        return to_jsonable(value.tolist())
     if isinstance(value, (bool, np.bool_)):
         return bool(value)
     if isinstance(value, (int, np.integer)):
@@ -53,7 +53,7 @@ class _DictMixin:
     """`to_dict()` for the result dataclasses, ready for `json.dumps`."""
 
     def to_dict(self) -> dict[str, Any]:
-        return {f.name: _jsonable(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
+        return {f.name: to_jsonable(getattr(self, f.name)) for f in fields(self)}  # type: ignore[arg-type]
 
 
 # --------------------------------------------------------------------------------------------
@@ -294,9 +294,7 @@ class DepthMetrics(_DictMixin):
     """Views with at least one valid pixel."""
 
 
-def _valid_depth_pairs(
-    pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None
-) -> tuple[np.ndarray, np.ndarray]:
+def _valid_depth_pairs(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
     pred = np.asarray(pred, dtype=np.float64)
     gt = np.asarray(gt, dtype=np.float64)
     if pred.shape != gt.shape:

@@ -1,0 +1,569 @@
+"""Evaluation report of a run: metrics.json, summary.md and PNG plots.
+
+A `RunRecord` is fed view by view and window by window while a replay runs, and
+`write_report` turns it into an output folder:
+
+* `metrics.json`: engine, view and window counts, instance metrics (T-mIoU, T-SR, per object,
+  matching), depth metrics, trajectory error, per-stage latency statistics. Sections without
+  ground truth are null.
+* `summary.md`: the same as tables, with a note when the engine is the ground-truth oracle.
+* `latency.png`: a histogram per pipeline stage.
+* `tmiou_per_object.png`: T-mIoU per true object (only with instance ground truth).
+* `instances_strip.png`: a few views: input | predicted IDs | true IDs. A predicted ID matched
+  to a true object is drawn in that object's colour, so a correct prediction looks identical
+  to the truth; unmatched predicted IDs get muted colours.
+
+Memory stays bounded over an hour-long replay (about 50k views): the record keeps no image
+of the run. Instance and depth metrics are accumulated as they come (the instance accumulator
+holds one number pair per (predicted ID, true object) pair, and the Hungarian matching of
+the whole sequence is done at the end from those sums, exactly as on stored images). Depth
+is therefore aligned per view (scale drift between windows is expected of an up-to-scale
+model). The strip keeps at most 2 x `strip_views` + 1 views, downsampled to
+`strip_max_side` pixels, and thins them so that the kept views stay evenly spread over
+the run. Timings and camera positions are kept as compact float arrays (8 bytes a value:
+well under 10 MB per hour).
+"""
+
+from __future__ import annotations
+
+import colorsys
+import json
+import math
+from array import array
+from collections.abc import Callable, Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from matplotlib.backends.backend_agg import FigureCanvasAgg
+from matplotlib.figure import Figure
+from matplotlib.patches import Patch
+
+from iggt_ros.eval.metrics import (
+    DepthAccumulator,
+    DepthMetrics,
+    PoseMetrics,
+    TemporalInstanceAccumulator,
+    TemporalInstanceMetrics,
+    camera_positions,
+    pose_ate,
+    to_jsonable,
+)
+
+Colour = tuple[float, float, float]
+BACKGROUND: Colour = (0.0, 0.0, 0.0)
+_GOLDEN = 0.618033988749895
+
+
+# --------------------------------------------------------------------------------------------
+# Bounded sample of views for the strip
+# --------------------------------------------------------------------------------------------
+
+
+def resize_nearest(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of the first two axes (keeps IDs intact, unlike interpolation)."""
+    h, w = image.shape[:2]
+    if (h, w) == tuple(shape):
+        return image
+    rows = np.minimum((np.arange(shape[0]) + 0.5) * h / shape[0], h - 1).astype(np.intp)
+    cols = np.minimum((np.arange(shape[1]) + 0.5) * w / shape[1], w - 1).astype(np.intp)
+    return image[rows[:, None], cols[None, :]]
+
+
+@dataclass
+class StripSample:
+    """One view kept for the instance strip, downsampled."""
+
+    label: str
+    pred_ids: np.ndarray
+    gt_ids: np.ndarray | None = None
+    image: np.ndarray | None = None
+    """[h,w,3] uint8 RGB at the size of the ID images."""
+
+
+class StripSampler:
+    """Keeps `count` evenly spread views of a run of unknown length in bounded memory.
+
+    Views whose running index is a multiple of the current stride are kept; when more than
+    2 x count are held the stride doubles and every other kept view goes. At any time the kept
+    views are evenly spaced over the run so far, and views that will not be kept are never
+    copied or downsampled.
+    """
+
+    def __init__(self, count: int = 4, max_side: int = 336) -> None:
+        if count < 1 or max_side < 1:
+            raise ValueError(f"strip needs count >= 1 and max_side >= 1, got {count} and {max_side}")
+        self.count = count
+        self.max_side = max_side
+        self._stride = 1
+        self._seen = 0
+        self._kept: list[tuple[int, StripSample]] = []
+
+    @property
+    def held(self) -> int:
+        return len(self._kept)
+
+    def offer(
+        self, pred_ids: np.ndarray, gt_ids: np.ndarray | None = None, image: np.ndarray | None = None, label: str = ""
+    ) -> bool:
+        """Consider one view; returns whether it was kept for now."""
+        index = self._seen
+        self._seen += 1
+        if index % self._stride:
+            return False
+        pred_ids = np.asarray(pred_ids)
+        h, w = pred_ids.shape[:2]
+        step = max(1, math.ceil(max(h, w) / self.max_side))
+        small = pred_ids[::step, ::step].copy()
+        gt_small = None if gt_ids is None else np.asarray(gt_ids)[::step, ::step].copy()
+        img_small = None
+        if image is not None:
+            img = np.asarray(image)
+            if img.ndim == 2:
+                img = np.repeat(img[:, :, None], 3, axis=2)
+            img_small = np.ascontiguousarray(resize_nearest(img[:, :, :3], small.shape))
+        self._kept.append((index, StripSample(label or f"view {index}", small, gt_small, img_small)))
+        if len(self._kept) > 2 * self.count:
+            self._stride *= 2
+            self._kept = [(i, s) for i, s in self._kept if i % self._stride == 0]
+        return True
+
+    def samples(self) -> list[StripSample]:
+        """Up to `count` evenly spaced views, in run order."""
+        if len(self._kept) <= self.count:
+            return [s for _, s in self._kept]
+        picks = np.unique(np.linspace(0, len(self._kept) - 1, self.count).round().astype(int))
+        return [self._kept[i][1] for i in picks]
+
+
+# --------------------------------------------------------------------------------------------
+# Run record
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunRecord:
+    """Everything the report needs from a run, accumulated while it runs (see the module docstring).
+
+    Feed it with `add_view` once per output view (camera image of a time step), with
+    `add_window_timings` once per processed window and with `add_camera_position` once per view
+    whose pose is known.
+    """
+
+    engine_name: str
+    is_oracle: bool | None = None
+    """Whether the engine is the ground-truth oracle; None: inferred from the engine name."""
+    notes: list[str] = field(default_factory=list)
+    ignore_gt_ids: tuple[int, ...] = (0,)
+    depth_alignment: str = "per_view"
+    depth_threshold: float = 1.03
+    strip_views: int = 4
+    strip_max_side: int = 336
+
+    num_views: int = field(init=False, default=0)
+    num_windows: int = field(init=False, default=0)
+    instances: TemporalInstanceAccumulator = field(init=False)
+    depth: DepthAccumulator = field(init=False)
+    strip: StripSampler = field(init=False)
+    _timings: dict[str, array] = field(init=False, default_factory=dict)
+    _pred_positions: array = field(init=False, default_factory=lambda: array("d"))
+    _gt_positions: array = field(init=False, default_factory=lambda: array("d"))
+
+    def __post_init__(self) -> None:
+        self.instances = TemporalInstanceAccumulator(self.ignore_gt_ids)
+        self.depth = DepthAccumulator(self.depth_alignment, self.depth_threshold)
+        self.strip = StripSampler(self.strip_views, self.strip_max_side)
+
+    @property
+    def oracle(self) -> bool:
+        if self.is_oracle is not None:
+            return self.is_oracle
+        return self.engine_name.strip().lower().startswith("oracle")
+
+    @property
+    def has_instance_gt(self) -> bool:
+        return self.instances.num_views > 0
+
+    def add_view(
+        self,
+        pred_ids: np.ndarray,
+        gt_ids: np.ndarray | None = None,
+        *,
+        image: np.ndarray | None = None,
+        pred_depth: np.ndarray | None = None,
+        gt_depth: np.ndarray | None = None,
+        depth_valid: np.ndarray | None = None,
+        label: str = "",
+    ) -> None:
+        """Add one view's predicted instance IDs with whatever ground truth and image it has.
+
+        Predictions at another resolution than the ground truth (model input size versus camera
+        size) are resampled to the ground truth's size, nearest neighbour.
+        """
+        pred_ids = np.asarray(pred_ids)
+        if pred_ids.ndim != 2:
+            raise ValueError(f"predicted ID image must be [H,W], got shape {pred_ids.shape}")
+        if gt_ids is not None:
+            gt_ids = np.asarray(gt_ids)
+            pred_ids = resize_nearest(pred_ids, gt_ids.shape[:2])
+            self.instances.add_view(pred_ids, gt_ids)
+        if pred_depth is not None and gt_depth is not None:
+            gt_depth = np.asarray(gt_depth)
+            self.depth.add_view(resize_nearest(np.asarray(pred_depth), gt_depth.shape[:2]), gt_depth, depth_valid)
+        self.strip.offer(pred_ids, gt_ids, image, label)
+        self.num_views += 1
+
+    def add_window_timings(self, timings_ms: Mapping[str, float]) -> None:
+        """Add the per-stage latency of one window, in milliseconds."""
+        self.num_windows += 1
+        for stage, ms in timings_ms.items():
+            self._timings.setdefault(stage, array("d")).append(float(ms))
+
+    def add_camera_position(self, pred: np.ndarray, gt: np.ndarray | None = None) -> None:
+        """Add one camera position ([3]) or world-from-camera pose ([4,4]/[3,4]); kept only with its truth."""
+        if gt is None:
+            return
+        self._pred_positions.extend(camera_positions(np.asarray(pred)[None])[0].tolist())
+        self._gt_positions.extend(camera_positions(np.asarray(gt)[None])[0].tolist())
+
+    @property
+    def stage_timings_ms(self) -> dict[str, np.ndarray]:
+        return {stage: np.frombuffer(values, dtype=np.float64).copy() for stage, values in self._timings.items()}
+
+    @property
+    def positions(self) -> tuple[np.ndarray, np.ndarray]:
+        """Predicted and true camera positions, [N,3] each."""
+        pred = np.frombuffer(self._pred_positions, dtype=np.float64).reshape(-1, 3).copy()
+        gt = np.frombuffer(self._gt_positions, dtype=np.float64).reshape(-1, 3).copy()
+        return pred, gt
+
+
+# --------------------------------------------------------------------------------------------
+# Metrics
+# --------------------------------------------------------------------------------------------
+
+
+@dataclass
+class RunMetrics:
+    """The numbers of a report, computed once from a record."""
+
+    instances: TemporalInstanceMetrics | None
+    depth: DepthMetrics | None
+    pose: PoseMetrics | None
+    latency_ms: dict[str, dict[str, float]]
+
+
+def latency_stats(values: np.ndarray) -> dict[str, float]:
+    values = np.asarray(values, dtype=np.float64)
+    if values.size == 0:
+        return {"count": 0, "mean": math.nan, "p50": math.nan, "p95": math.nan, "max": math.nan}
+    return {
+        "count": int(values.size),
+        "mean": float(values.mean()),
+        "p50": float(np.percentile(values, 50)),
+        "p95": float(np.percentile(values, 95)),
+        "max": float(values.max()),
+    }
+
+
+def compute_run_metrics(record: RunRecord) -> RunMetrics:
+    instances = record.instances.result() if record.has_instance_gt else None
+    depth = record.depth.result()
+    pred_pos, gt_pos = record.positions
+    pose = pose_ate(pred_pos, gt_pos) if len(gt_pos) else None
+    latency = {stage: latency_stats(v) for stage, v in record.stage_timings_ms.items()}
+    return RunMetrics(instances, depth if depth.num_pixels else None, pose, latency)
+
+
+def metrics_document(record: RunRecord, metrics: RunMetrics) -> dict[str, Any]:
+    """The content of metrics.json (NaN written as null)."""
+    return to_jsonable(
+        {
+            "engine": record.engine_name,
+            "oracle": record.oracle,
+            "notes": list(record.notes),
+            "num_views": record.num_views,
+            "num_views_with_instance_gt": record.instances.num_views,
+            "num_windows": record.num_windows,
+            "instances": metrics.instances.to_dict() if metrics.instances else None,
+            "depth": metrics.depth.to_dict() if metrics.depth else None,
+            "pose": metrics.pose.to_dict() if metrics.pose else None,
+            "latency_ms": metrics.latency_ms,
+        }
+    )
+
+
+# --------------------------------------------------------------------------------------------
+# Colours
+# --------------------------------------------------------------------------------------------
+
+
+def id_colour(instance_id: int, muted: bool = False) -> Colour:
+    """A stable colour per ID: golden-ratio hue steps keep neighbouring IDs apart."""
+    hue = (instance_id * _GOLDEN) % 1.0
+    sat, val = (0.3, 0.7) if muted else (0.85, 0.95)
+    return colorsys.hsv_to_rgb(hue, sat, val)
+
+
+def gt_colour_fn(ignore_ids: Sequence[int] = (0,)) -> Callable[[int], Colour]:
+    ignored = set(ignore_ids)
+    return lambda i: BACKGROUND if i in ignored else id_colour(i)
+
+
+def pred_colour_fn(matching: Mapping[int, int] | None) -> Callable[[int], Colour]:
+    """Colours of predicted IDs: a matched ID takes its true object's colour.
+
+    `matching` maps true object ID -> predicted ID (as `TemporalInstanceMetrics.matching`);
+    None (no ground truth) colours every predicted ID by itself.
+    """
+    if matching is None:
+        return lambda i: BACKGROUND if i <= 0 else id_colour(i)
+    gt_of = {p: g for g, p in matching.items()}
+
+    def colour(i: int) -> Colour:
+        if i <= 0:
+            return BACKGROUND
+        return id_colour(gt_of[i]) if i in gt_of else id_colour(i, muted=True)
+
+    return colour
+
+
+def colourize_ids(ids: np.ndarray, colour_of: Callable[[int], Colour]) -> np.ndarray:
+    """[H,W] IDs -> [H,W,3] float RGB in [0, 1]."""
+    ids = np.asarray(ids)
+    values, inverse = np.unique(ids, return_inverse=True)
+    palette = np.array([colour_of(int(v)) for v in values], dtype=np.float64).reshape(-1, 3)
+    return palette[inverse.reshape(ids.shape)]
+
+
+# --------------------------------------------------------------------------------------------
+# Plots
+# --------------------------------------------------------------------------------------------
+
+
+def _save(fig: Figure, path: Path) -> None:
+    FigureCanvasAgg(fig)
+    fig.savefig(path, dpi=100)
+
+
+def _empty_figure(text: str) -> Figure:
+    fig = Figure(figsize=(6, 3))
+    ax = fig.add_subplot()
+    ax.text(0.5, 0.5, text, ha="center", va="center", fontsize=12)
+    ax.set_axis_off()
+    return fig
+
+
+def plot_latency(timings_ms: Mapping[str, np.ndarray], path: Path) -> None:
+    """One histogram per stage, with its median and 95th percentile marked."""
+    stages = [s for s, v in timings_ms.items() if len(v)]
+    if not stages:
+        _save(_empty_figure("no timing data recorded"), path)
+        return
+    ncols = min(3, len(stages))
+    nrows = math.ceil(len(stages) / ncols)
+    fig = Figure(figsize=(4.2 * ncols, 3.2 * nrows), layout="constrained")
+    axes = fig.subplots(nrows, ncols, squeeze=False).ravel()
+    for ax, stage in zip(axes, stages, strict=False):
+        v = np.asarray(timings_ms[stage], dtype=np.float64)
+        edges = np.histogram_bin_edges(v, bins="auto")
+        if len(edges) > 61:
+            edges = np.linspace(v.min(), v.max(), 61)
+        ax.hist(v, bins=edges, color="tab:blue", alpha=0.8)
+        p50, p95 = np.percentile(v, [50, 95])
+        ax.axvline(p50, color="black", linestyle="--", linewidth=1, label=f"median {p50:.1f}")
+        ax.axvline(p95, color="tab:red", linestyle=":", linewidth=1, label=f"p95 {p95:.1f}")
+        ax.set_title(f"{stage} (n={v.size})")
+        ax.set_xlabel("ms")
+        ax.set_ylabel("windows")
+        ax.legend(fontsize=8)
+    for ax in axes[len(stages) :]:
+        ax.set_axis_off()
+    fig.suptitle("Per-stage latency")
+    _save(fig, path)
+
+
+def plot_tmiou_per_object(metrics: TemporalInstanceMetrics, path: Path) -> None:
+    """Bar per true object; green when tracked in every view where visible (T-SR 1)."""
+    objs = metrics.objects
+    fig = Figure(figsize=(max(6.0, 0.4 * len(objs) + 2.0), 4.0), layout="constrained")
+    ax = fig.add_subplot()
+    x = np.arange(len(objs))
+    colours = ["tab:green" if o.t_sr >= 1.0 else "tab:orange" for o in objs]
+    ax.bar(x, [o.t_miou for o in objs], color=colours)
+    ax.set_xticks(x, [f"{o.gt_id}\n{o.pred_id if o.pred_id is not None else '-'}" for o in objs], fontsize=8)
+    ax.set_xlabel("true ID / matched predicted ID")
+    ax.set_ylabel("T-mIoU")
+    ax.set_ylim(0.0, 1.18)
+    if objs:
+        ax.axhline(metrics.t_miou, color="black", linestyle="--", linewidth=1)
+    handles = [
+        Patch(color="tab:green", label="T-SR 1"),
+        Patch(color="tab:orange", label="T-SR 0"),
+    ]
+    ax.legend(handles=handles, loc="upper left", ncols=2, fontsize=8)
+    ax.set_title(f"T-mIoU per object (mean {100 * metrics.t_miou:.1f} %, T-SR {100 * metrics.t_sr:.1f} %)")
+    _save(fig, path)
+
+
+def plot_instance_strip(
+    samples: Sequence[StripSample],
+    path: Path,
+    matching: Mapping[int, int] | None = None,
+    ignore_gt_ids: Sequence[int] = (0,),
+) -> None:
+    """Rows of views: input | predicted IDs | true IDs (columns present when the data is)."""
+    if not samples:
+        _save(_empty_figure("no views recorded"), path)
+        return
+    with_image = any(s.image is not None for s in samples)
+    with_gt = any(s.gt_ids is not None for s in samples)
+    columns = (["input"] if with_image else []) + ["predicted IDs"] + (["ground truth IDs"] if with_gt else [])
+    h, w = samples[0].pred_ids.shape[:2]
+    panel_w = 3.2
+    panel_h = panel_w * h / max(w, 1)
+    fig = Figure(figsize=(panel_w * len(columns) + 0.4, panel_h * len(samples) + 0.6), layout="constrained")
+    axes = fig.subplots(len(samples), len(columns), squeeze=False)
+    pred_colour = pred_colour_fn(matching)
+    gt_colour = gt_colour_fn(ignore_gt_ids)
+    for r, sample in enumerate(samples):
+        panels: dict[str, np.ndarray | None] = {
+            "input": sample.image,
+            "predicted IDs": colourize_ids(sample.pred_ids, pred_colour),
+            "ground truth IDs": None if sample.gt_ids is None else colourize_ids(sample.gt_ids, gt_colour),
+        }
+        for c, name in enumerate(columns):
+            ax = axes[r, c]
+            ax.set_xticks([])
+            ax.set_yticks([])
+            panel = panels[name]
+            if panel is None:
+                ax.text(0.5, 0.5, "n/a", ha="center", va="center", transform=ax.transAxes)
+            else:
+                ax.imshow(panel, interpolation="nearest")
+            if r == 0:
+                ax.set_title(name, fontsize=10)
+            if c == 0:
+                ax.set_ylabel(sample.label, fontsize=8)
+    _save(fig, path)
+
+
+# --------------------------------------------------------------------------------------------
+# Summary and report
+# --------------------------------------------------------------------------------------------
+
+ORACLE_NOTE = (
+    "The engine is the ground-truth oracle: it returns the true geometry and instance features, so these "
+    "numbers measure the pipeline after the engine (clustering, tracking, mapping), not a model."
+)
+
+
+def _fmt(value: float | None, percent: bool = False, digits: int = 3) -> str:
+    if value is None or not math.isfinite(value):
+        return "n/a"
+    return f"{100 * value:.1f} %" if percent else f"{value:.{digits}f}"
+
+
+def summary_markdown(record: RunRecord, metrics: RunMetrics, plots: Mapping[str, Path]) -> str:
+    lines = ["# iggt_ros evaluation report", "", f"Engine: `{record.engine_name}`", ""]
+    if record.oracle:
+        lines += [f"> **Note:** {ORACLE_NOTE}", ""]
+    lines += [
+        f"Views: {record.num_views} (with instance ground truth: {record.instances.num_views}); "
+        f"windows: {record.num_windows}.",
+        "",
+        "## Metrics",
+        "",
+        "| metric | value |",
+        "|---|---|",
+    ]
+    inst = metrics.instances
+    if inst is not None:
+        lines += [
+            f"| T-mIoU | {_fmt(inst.t_miou, percent=True)} |",
+            f"| T-SR | {_fmt(inst.t_sr, percent=True)} |",
+            f"| true objects / predicted IDs | {inst.num_objects} / {inst.num_pred_ids} |",
+        ]
+    else:
+        lines.append("| instances | no instance ground truth |")
+    if metrics.depth is not None:
+        d = metrics.depth
+        lines += [
+            f"| depth Abs.Rel ({d.alignment} median scale) | {_fmt(d.abs_rel, digits=4)} |",
+            f"| depth inliers δ < {d.threshold:g} | {_fmt(d.inlier_ratio, percent=True)} |",
+        ]
+    else:
+        lines.append("| depth | no depth ground truth |")
+    if metrics.pose is not None:
+        p = metrics.pose
+        lines.append(f"| ATE RMSE (Sim(3) aligned, scale {_fmt(p.scale)}) | {_fmt(p.ate_rmse, digits=4)} |")
+    else:
+        lines.append("| trajectory | no pose ground truth |")
+    lines += ["", "## Latency per window (ms)", ""]
+    if metrics.latency_ms:
+        lines += ["| stage | windows | mean | median | p95 | max |", "|---|---|---|---|---|---|"]
+        for stage, s in metrics.latency_ms.items():
+            lines.append(
+                f"| {stage} | {s['count']} | {_fmt(s['mean'], digits=1)} | {_fmt(s['p50'], digits=1)} "
+                f"| {_fmt(s['p95'], digits=1)} | {_fmt(s['max'], digits=1)} |"
+            )
+    else:
+        lines.append("No timings recorded.")
+    if inst is not None and inst.objects:
+        lines += [
+            "",
+            "## Per object",
+            "",
+            "| true ID | matched predicted ID | T-mIoU | T-SR | views visible | views detected |",
+            "|---|---|---|---|---|---|",
+        ]
+        for o in inst.objects:
+            pid = "—" if o.pred_id is None else str(o.pred_id)
+            lines.append(
+                f"| {o.gt_id} | {pid} | {_fmt(o.t_miou, percent=True)} | {int(o.t_sr)} "
+                f"| {o.views_visible} | {o.views_detected} |"
+            )
+    if plots:
+        lines += ["", "## Plots", ""]
+        lines += [f"![{name}]({p.name})" for name, p in plots.items()]
+    if record.notes:
+        lines += ["", "## Notes", ""]
+        lines += [f"- {n}" for n in record.notes]
+    return "\n".join(lines) + "\n"
+
+
+@dataclass
+class ReportFiles:
+    """Paths of a written report."""
+
+    out_dir: Path
+    metrics_json: Path
+    summary_md: Path
+    plots: dict[str, Path]
+    metrics: dict[str, Any]
+    """The content written to metrics.json."""
+
+
+def write_report(record: RunRecord, out_dir: str | Path) -> ReportFiles:
+    """Write metrics.json, summary.md and the PNG plots of a run into `out_dir` (created if needed)."""
+    out = Path(out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    metrics = compute_run_metrics(record)
+    plots: dict[str, Path] = {}
+
+    plots["latency"] = out / "latency.png"
+    plot_latency(record.stage_timings_ms, plots["latency"])
+    if metrics.instances is not None and metrics.instances.objects:
+        plots["tmiou_per_object"] = out / "tmiou_per_object.png"
+        plot_tmiou_per_object(metrics.instances, plots["tmiou_per_object"])
+    plots["instances_strip"] = out / "instances_strip.png"
+    matching = metrics.instances.matching if metrics.instances is not None else None
+    plot_instance_strip(record.strip.samples(), plots["instances_strip"], matching, record.ignore_gt_ids)
+
+    document = metrics_document(record, metrics)
+    metrics_path = out / "metrics.json"
+    metrics_path.write_text(json.dumps(document, indent=2) + "\n", encoding="utf-8")
+    summary_path = out / "summary.md"
+    summary_path.write_text(summary_markdown(record, metrics, plots), encoding="utf-8")
+    return ReportFiles(out, metrics_path, summary_path, plots, document)
