@@ -1,0 +1,219 @@
+"""One dataclass that fixes every dimension of an IGGT model.
+
+The same architecture serves three sizes: the released 1B model (`official`), the small
+random-weight model that the numerical parity fixture was produced with (`parity_fixture`), and
+the embedded default we train ourselves (`tiny`). Keeping every width in one plain, JSON
+serialisable dataclass lets a weights file carry its own architecture (see `checkpoint.py`).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+OFFICIAL_DPT_CHANNELS = (256, 512, 1024, 1024)
+
+
+@dataclass
+class IggtModelConfig:
+    """Every size and switch of the IGGT architecture.
+
+    Attributes fall into groups: the DINOv2 patch embedding, the alternating-attention
+    aggregator, the camera head, the depth/point DPT heads, the instance branch (adaptor and
+    part head with its window attention), and optional parameter groups that the forward pass
+    never uses but that exist in the official state dict.
+    """
+
+    # Patch embedding (DINOv2 ViT with register tokens).
+    img_size: int = 518
+    """Side the DINO position table was trained for; the table holds (img_size/patch_size)^2 cells."""
+    patch_size: int = 14
+    embed_dim: int = 1024
+    dino_depth: int = 24
+    dino_num_heads: int = 16
+    dino_layer_scale_init: float = 1.0
+    num_register_tokens: int = 4
+
+    # Aggregator (alternating frame / global attention).
+    depth: int = 24
+    num_heads: int = 16
+    mlp_ratio: float = 4.0
+    rope_freq: float = 100.0
+    layer_scale_init: float = 0.01
+    intermediate_layers: tuple[int, ...] = (4, 11, 17, 23)
+    """Aggregator layers the dense heads read (4 entries)."""
+
+    # Camera head.
+    camera_trunk_depth: int = 4
+    camera_num_heads: int = 16
+    camera_iterations: int = 4
+
+    # Depth and point heads.
+    dpt_features: int = 256
+    dpt_out_channels: tuple[int, ...] = OFFICIAL_DPT_CHANNELS
+
+    # Instance branch.
+    adaptor_channels: tuple[int, ...] = (256, 256, 256, 256)
+    part_features: int = 256
+    part_output_dim: int = 8
+    cross_attention_heads: int = 8
+    window_size: int = 8
+    overlap_ratio: float = 0.5
+    window_cross_heads: int = 4
+    window_self_heads: int = 4
+    window_conv_hidden: int = 64
+    """Width of `conv_before_upsample` in both window-attention modules."""
+    cab_compress_ratio: int = 3
+    cab_squeeze_factor: int = 30
+    cab_scale: float = 0.01
+
+    # Parameter groups that the forward pass never reads.
+    part_head_legacy_channels: tuple[int, ...] | None = OFFICIAL_DPT_CHANNELS
+    """Shapes of the part head's inherited, unused `norm/projects/resize_layers`; None omits them."""
+    keep_dead_cross_attention: bool = True
+    """Keep the weights of `part_head.cross_attention_1` (its result is discarded by the released model)."""
+    keep_mask_token: bool = True
+    """Keep the DINO `mask_token` (frozen, unused at inference)."""
+    track_head: bool = True
+    """Build the VGGT track head (weights only; the pipeline never runs it)."""
+    track_features: int = 128
+    track_hidden_size: int = 384
+    track_depth: int = 6
+    track_corr_levels: int = 7
+    track_corr_radius: int = 4
+    track_num_heads: int = 8
+    track_virtual_tracks: int = 64
+
+    extra: dict = field(default_factory=dict)
+    """Free-form notes (training recipe, data set); never affects the architecture."""
+
+    # ------------------------------------------------------------------ derived sizes
+    @property
+    def head_dim_in(self) -> int:
+        """Channels the heads read: frame and global tokens concatenated."""
+        return 2 * self.embed_dim
+
+    @property
+    def patch_start_idx(self) -> int:
+        """Tokens in front of the patches in every frame: 1 camera + registers."""
+        return 1 + self.num_register_tokens
+
+    @property
+    def window_self_dim(self) -> int:
+        """Window self-attention runs on the part head's `output_conv1` output."""
+        return self.part_features // 2
+
+    @property
+    def size_multiple(self) -> int:
+        """H and W must be multiples of this: patches, and an even patch grid for the 8x8 windows."""
+        return 2 * self.patch_size
+
+    def validate(self) -> None:
+        """Raise ValueError on sizes the architecture cannot run."""
+        problems = []
+        if self.embed_dim % self.num_heads or (self.embed_dim // self.num_heads) % 4:
+            problems.append("embed_dim / num_heads must be a multiple of 4 (2D RoPE splits it in quarters)")
+        if self.embed_dim % self.dino_num_heads:
+            problems.append("embed_dim must be divisible by dino_num_heads")
+        if self.head_dim_in % self.camera_num_heads:
+            problems.append("2*embed_dim must be divisible by camera_num_heads")
+        if len(self.intermediate_layers) != 4 or max(self.intermediate_layers) >= self.depth:
+            problems.append("intermediate_layers needs 4 indices below depth")
+        if len(self.dpt_out_channels) != 4 or len(self.adaptor_channels) != 4:
+            problems.append("dpt_out_channels and adaptor_channels need 4 entries")
+        if self.part_features % self.cross_attention_heads or self.part_features % self.window_cross_heads:
+            problems.append("part_features must be divisible by the cross/window attention heads")
+        if self.part_features % self.window_size:
+            problems.append("part_features must be a multiple of window_size (window cross-attention layout)")
+        if self.window_self_dim % self.window_self_heads:
+            problems.append("part_features//2 must be divisible by window_self_heads")
+        if self.img_size % self.patch_size:
+            problems.append("img_size must be a multiple of patch_size")
+        if problems:
+            raise ValueError("invalid IggtModelConfig: " + "; ".join(problems))
+
+    # ------------------------------------------------------------------ presets
+    @classmethod
+    def official(cls) -> IggtModelConfig:
+        """The released IGGT model (VGGT-1B backbone, about 1.3B parameters with the track head)."""
+        return cls()
+
+    @classmethod
+    def parity_fixture(cls) -> IggtModelConfig:
+        """The small random-weight model of the numerical parity fixture (`tiny_iggt_config.json`)."""
+        return cls(
+            embed_dim=64,
+            dino_depth=2,
+            dino_num_heads=4,
+            depth=24,
+            num_heads=4,
+            dpt_features=64,
+            dpt_out_channels=(32, 64, 128, 128),
+            adaptor_channels=(64, 64, 64, 64),
+            part_features=64,
+            part_head_legacy_channels=(32, 64, 128, 128),
+            track_head=False,
+        )
+
+    @classmethod
+    def tiny(cls) -> IggtModelConfig:
+        """The embedded default: small enough to train and run on a CPU, same architecture.
+
+        Drops every parameter group the forward pass never reads, halves the aggregator depth
+        and the camera trunk, and uses a DINO position table sized for 224-pixel inputs.
+        """
+        return cls(
+            img_size=224,
+            embed_dim=64,
+            dino_depth=2,
+            dino_num_heads=4,
+            depth=12,
+            num_heads=4,
+            intermediate_layers=(2, 5, 8, 11),
+            camera_trunk_depth=2,
+            camera_num_heads=8,
+            dpt_features=64,
+            dpt_out_channels=(32, 64, 128, 128),
+            adaptor_channels=(64, 64, 64, 64),
+            part_features=64,
+            window_conv_hidden=32,
+            part_head_legacy_channels=None,
+            keep_dead_cross_attention=False,
+            keep_mask_token=False,
+            track_head=False,
+        )
+
+    # ------------------------------------------------------------------ JSON
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> IggtModelConfig:
+        known = {f.name: f for f in dataclasses.fields(cls)}
+        unknown = sorted(set(data) - set(known))
+        if unknown:
+            raise ValueError(f"unknown IggtModelConfig fields: {', '.join(unknown)}")
+        values = {}
+        for name, value in data.items():
+            # JSON has no tuples; the tuple-typed fields come back as lists.
+            values[name] = tuple(value) if isinstance(value, list) else value
+        config = cls(**values)
+        config.validate()
+        return config
+
+    def to_json(self, path: str | Path | None = None) -> str:
+        """Serialise to JSON text; also write it to `path` when given."""
+        text = json.dumps(self.to_dict(), indent=2, sort_keys=True)
+        if path is not None:
+            Path(path).write_text(text + "\n")
+        return text
+
+    @classmethod
+    def from_json(cls, text_or_path: str | Path) -> IggtModelConfig:
+        """Parse JSON text, or read a JSON file when given a path."""
+        text = str(text_or_path)
+        if not text.lstrip().startswith("{"):
+            text = Path(text_or_path).read_text()
+        return cls.from_dict(json.loads(text))
