@@ -238,7 +238,7 @@ def _consistent(r: dict[str, float], min_visible: float) -> bool:
         and r["visible"] > min_visible
         and r["see_through"] < 0.003
         and r["id_agreement"] > 0.998
-        and r["depth_rel_error"] < 0.004
+        and r["depth_rel_error"] < 0.01
         and r["objects_matched"] >= 3
     )
 
@@ -248,9 +248,9 @@ def test_depth_and_ids_agree_across_views(orbit_stereo):
     pairs = [
         (steps[0][0], steps[0][1], 0.95),  # stereo pair, same instant: almost everything is seen by both
         (steps[2][1], steps[2][0], 0.95),
-        (steps[0][0], steps[1][0], 0.3),  # consecutive steps of one camera, 72 degrees apart on the orbit
-        (steps[3][1], steps[4][0], 0.3),  # across cameras and time
-        (steps[1][0], steps[3][0], 0.3),  # wide baseline: more occlusion
+        (steps[0][0], steps[1][0], 0.1),  # consecutive steps of one camera, 72 degrees apart on the orbit
+        (steps[3][1], steps[4][0], 0.1),  # across cameras and time
+        (steps[1][0], steps[3][0], 0.1),  # wide baseline: more occlusion
     ]
     for src, dst, min_visible in pairs:
         r = _reprojection_check(src, dst)

@@ -12,6 +12,8 @@ three matches exactly one object or one duplicate group.
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from .attributes import COLORS, FLOOR_COLORS, ROOM_COLORS, SHAPES, SIZES, TEXTURES
@@ -67,32 +69,58 @@ def make_extent(shape: str, size: float, rng: np.random.Generator) -> np.ndarray
     raise ValueError(f"unknown shape '{shape}'; choose from {', '.join(SHAPES)}")
 
 
+def _sq_dist(x: np.ndarray, y: np.ndarray, points: np.ndarray) -> np.ndarray:
+    """[M, K] squared distances between candidates (x, y each [M, 1]) and points [K, 2]."""
+    dx = x - points[None, :, 0]
+    dy = y - points[None, :, 1]
+    return dx * dx + dy * dy
+
+
+def _min_sq_dist(x: np.ndarray, y: np.ndarray, points: np.ndarray) -> np.ndarray:
+    return _sq_dist(x, y, points).min(axis=1, initial=np.inf)
+
+
 class _Placer:
-    """Rejection sampling of floor positions that keep the walkway, the walls and other objects clear."""
+    """Rejection sampling of floor positions that keep the walkway, the walls and other objects clear.
+
+    Candidates are drawn and tested in batches, so a placement costs a few array operations.
+    """
+
+    batch = 64
 
     def __init__(self, room_size: np.ndarray, rng: np.random.Generator) -> None:
         self.half = room_size[:2] / 2
         self.walkway = walkway_points(room_size)
         self.rng = rng
-        self.centres: list[np.ndarray] = []
-        self.radii: list[float] = []
+        self.centres = np.zeros((0, 2))
+        self.radii = np.zeros(0)
 
-    def fits(self, xy: np.ndarray, radius: float) -> bool:
-        if np.any(np.abs(xy) > self.half - radius - WALL_MARGIN):
-            return False
-        if np.min(np.linalg.norm(self.walkway - xy, axis=1)) < WALKWAY_HALF_WIDTH + radius:
-            return False
-        if not self.centres:
-            return True
-        clearance = np.linalg.norm(np.asarray(self.centres) - xy, axis=1) - np.asarray(self.radii)
-        return bool(np.all(clearance >= radius + OBJECT_GAP))
+    def fits(self, xy: np.ndarray, radius: float) -> np.ndarray:
+        """[M] which of the candidate centres xy [M, 2] leave room for a footprint of `radius`."""
+        ok = np.all(np.abs(xy) <= self.half - radius - WALL_MARGIN, axis=1)
+        idx = np.flatnonzero(ok)
+        x, y = xy[idx, 0:1], xy[idx, 1:2]
+        walkway = _min_sq_dist(x, y, self.walkway)
+        keep = walkway >= (WALKWAY_HALF_WIDTH + radius) ** 2
+        if len(self.radii):
+            keep &= np.all(np.sqrt(_sq_dist(x, y, self.centres)) - self.radii >= radius + OBJECT_GAP, axis=1)
+        ok[idx] = keep
+        return ok
 
-    def add(self, xy: np.ndarray, radius: float) -> None:
-        self.centres.append(xy)
-        self.radii.append(radius)
-
-    def sample(self) -> np.ndarray:
-        return self.rng.uniform(-self.half, self.half)
+    def place(self, radius: float, pair_step: np.ndarray | None, attempts: int) -> list[np.ndarray] | None:
+        """Centres for one object, or for an object and its copy `pair_step` away; None if nothing fits."""
+        for _ in range(max(attempts // self.batch, 1)):
+            xy = self.rng.uniform(-self.half, self.half, size=(self.batch, 2))
+            ok = self.fits(xy, radius)
+            if pair_step is not None:
+                ok &= self.fits(xy + pair_step, radius)
+            hits = np.flatnonzero(ok)
+            if len(hits):
+                centres = [xy[hits[0]]] if pair_step is None else [xy[hits[0]], xy[hits[0]] + pair_step]
+                self.centres = np.vstack([self.centres, *centres])
+                self.radii = np.append(self.radii, [radius] * len(centres))
+                return centres
+        return None
 
 
 def _draw_appearances(count: int, rng: np.random.Generator) -> list[tuple[str, str, str]]:
@@ -102,61 +130,53 @@ def _draw_appearances(count: int, rng: np.random.Generator) -> list[tuple[str, s
     return [combos[i] for i in picks]
 
 
-def _try_layout(
-    room_size: np.ndarray, num_objects: int, num_pairs: int, rng: np.random.Generator, attempts: int = 300
-) -> list[ObjectSpec] | None:
-    """Place `num_pairs` side-by-side duplicate pairs and the remaining singles; None if they do not fit."""
-    placer = _Placer(room_size, rng)
-    appearances = _draw_appearances(num_objects - num_pairs, rng)
-    placed: list[tuple[ObjectSpec, int]] = []  # (object, index of the original it duplicates, or -1)
-    for index, (shape, color, size_name) in enumerate(appearances):
-        size = rng.uniform(*SIZES[size_name])
-        extent = make_extent(shape, size, rng)
-        yaw = float(rng.uniform(-np.pi, np.pi))
-        texture = str(rng.choice(TEXTURES, p=[0.4, 0.3, 0.3]))
-        radius = footprint_radius(shape, extent)
-        paired = index < num_pairs
-        for _ in range(attempts):
-            xy = placer.sample()
-            if not placer.fits(xy, radius):
-                continue
-            if paired:
-                # The copy stands next to the original along the original's own x axis, same yaw.
-                side = rng.choice([-1.0, 1.0]) * np.array([np.cos(yaw), np.sin(yaw)])
-                xy2 = xy + side * (2 * radius + rng.uniform(0.03, 0.15))
-                placer.add(xy, radius)
-                if not placer.fits(xy2, radius):
-                    placer.centres.pop()
-                    placer.radii.pop()
-                    continue
-                placer.add(xy2, radius)
-            else:
-                placer.add(xy, radius)
-            break
-        else:
-            return None
-        centres = [xy, xy2] if paired else [xy]
-        for copy, c in enumerate(centres):
-            spec = ObjectSpec(
+def _draw_objects(num_originals: int, rng: np.random.Generator) -> list[ObjectSpec]:
+    """Objects with distinct appearances, not yet placed (centre at the origin, id 0)."""
+    out = []
+    for shape, color, size_name in _draw_appearances(num_originals, rng):
+        extent = make_extent(shape, rng.uniform(*SIZES[size_name]), rng)
+        out.append(
+            ObjectSpec(
                 id=0,
                 shape=shape,
                 color_name=color,
                 color_rgb=COLORS[color],
                 size_name=size_name,
-                center=np.array([c[0], c[1], extent[2] / 2]),
-                extent=extent.copy(),
-                yaw=yaw,
-                texture=texture,
+                center=np.array([0.0, 0.0, extent[2] / 2]),
+                extent=extent,
+                yaw=float(rng.uniform(-np.pi, np.pi)),
+                texture=str(rng.choice(TEXTURES, p=[0.4, 0.3, 0.3])),
             )
-            placed.append((spec, len(placed) - 1 if copy else -1))
-    # Random IDs, so duplicates and big objects are not always the lowest IDs.
-    order = rng.permutation(len(placed))
-    for new_id, k in enumerate(order, start=1):
-        placed[k][0].id = new_id
-    for spec, original in placed:
-        if original >= 0:
-            spec.duplicate_of = placed[original][0].id
-    return sorted((spec for spec, _ in placed), key=lambda s: s.id)
+        )
+    return out
+
+
+def _try_layout(
+    room_size: np.ndarray, originals: list[ObjectSpec], num_pairs: int, rng: np.random.Generator, attempts: int = 320
+) -> list[tuple[ObjectSpec, ObjectSpec | None]] | None:
+    """Place the first `num_pairs` originals with a copy beside them, then the rest, largest first.
+
+    Returns (object, original it copies or None) for every placed object; None if they do not fit.
+    """
+    placer = _Placer(room_size, rng)
+    singles = sorted(originals[num_pairs:], key=lambda o: -footprint_radius(o.shape, o.extent))
+    placed: list[tuple[ObjectSpec, ObjectSpec | None]] = []
+    for index, obj in enumerate(originals[:num_pairs] + singles):
+        radius = footprint_radius(obj.shape, obj.extent)
+        step = None
+        if index < num_pairs:
+            # The copy stands beside the original along the original's own x axis, same yaw.
+            side = rng.choice([-1.0, 1.0]) * np.array([np.cos(obj.yaw), np.sin(obj.yaw)])
+            step = side * (2 * radius + rng.uniform(OBJECT_GAP, 0.15))
+        centres = placer.place(radius, step, attempts)
+        if centres is None:
+            return None
+        original = replace(obj, center=np.array([*centres[0], obj.extent[2] / 2]), extent=obj.extent.copy())
+        placed.append((original, None))
+        if step is not None:
+            copy = replace(original, center=np.array([*centres[1], obj.extent[2] / 2]), extent=obj.extent.copy())
+            placed.append((copy, original))
+    return placed
 
 
 def make_scene(seed: int, num_objects: int | None = None, room: str = "room") -> Scene:
@@ -179,8 +199,13 @@ def make_scene(seed: int, num_objects: int | None = None, room: str = "room") ->
         num_pairs = int(rng.integers(1, min(3, num_objects // 2) + 1))
     wall_colors = [FLOOR_COLORS[rng.integers(len(FLOOR_COLORS))]]
     wall_colors += [ROOM_COLORS[i] for i in rng.choice(len(ROOM_COLORS), size=5, replace=True)]
-    while True:
-        objects = _try_layout(room_size, num_objects, num_pairs, rng)
-        if objects is not None:
-            return Scene(seed=seed, room_size=room_size, objects=objects, wall_colors=wall_colors)
+    originals = _draw_objects(num_objects - num_pairs, rng)
+    while (placed := _try_layout(room_size, originals, num_pairs, rng)) is None:
         room_size = room_size * np.array([1.08, 1.08, 1.0])
+    # Random IDs, so duplicates and big objects do not always get the lowest IDs.
+    for new_id, k in enumerate(rng.permutation(len(placed)), start=1):
+        placed[k][0].id = new_id
+    for obj, original in placed:
+        obj.duplicate_of = original.id if original is not None else 0
+    objects = sorted((obj for obj, _ in placed), key=lambda o: o.id)
+    return Scene(seed=seed, room_size=room_size, objects=objects, wall_colors=wall_colors)
