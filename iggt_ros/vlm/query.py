@@ -1,0 +1,111 @@
+"""Answering a text query from the latest snapshot of the map.
+
+Shared by the `/iggt/query` service and `iggt-ros query`, so both rank the same way. A query
+never waits for inference: it reads whatever instances and embeddings exist at that moment.
+
+Scores are (1 + cosine) / 2 in [0, 1] between the query's text embedding and an instance's
+embedding, so a minimum score of 0 keeps every ranked instance, as the service promises.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from iggt_ros.config import QueryConfig
+from iggt_ros.vlm.encoders import TextEncoder, normalize_rows
+from iggt_ros.vlm.types import InstanceSnapshot
+
+
+@dataclass
+class RankedInstance:
+    instance: InstanceSnapshot
+    score: float
+
+
+@dataclass
+class QueryResult:
+    """What a query returns; `instances` and `scores` map one to one onto the Query service response."""
+
+    success: bool
+    message: str
+    ranked: list[RankedInstance] = field(default_factory=list)
+    frame_id: str = ""
+    latency_ms: float = 0.0
+
+    @property
+    def instances(self) -> list[InstanceSnapshot]:
+        return [r.instance for r in self.ranked]
+
+    @property
+    def scores(self) -> list[float]:
+        return [r.score for r in self.ranked]
+
+
+def answer_query(text: str, instances: Sequence[InstanceSnapshot], text_encoder: TextEncoder | None,
+                 config: QueryConfig | None = None, max_results: int = 0, min_score: float = 0.0,
+                 embeddings: Mapping[int, np.ndarray] | None = None, frame_id: str = "",
+                 embedding_space: str | None = None) -> QueryResult:
+    """Rank `instances` by how well they match `text`.
+
+    - `max_results` 0 means `config.max_results`; `min_score` 0 means `config.min_score`.
+    - An instance's embedding is `instance.embedding`, else `embeddings[instance.id]`; instances
+      without one (not embedded yet) are left out and counted in the message.
+    - `embedding_space`, when given, names the space the instance embeddings were made in; a text
+      encoder of another space is refused instead of returning meaningless scores.
+    Failures (success=False, with the reason): empty or over-long text, no text encoder,
+    no instances, no embedded instances, mismatched embedding spaces or dimensions.
+    """
+    t0 = time.perf_counter()
+    cfg = config or QueryConfig()
+
+    def fail(message: str) -> QueryResult:
+        return QueryResult(False, message, [], frame_id, (time.perf_counter() - t0) * 1e3)
+
+    query = (text or "").strip()
+    if not query:
+        return fail("empty query: give a text such as 'the red cube'")
+    if len(query) > cfg.max_text_length:
+        return fail(f"query is {len(query)} characters long; the limit is {cfg.max_text_length} "
+                    "(query.max_text_length)")
+    if text_encoder is None:
+        return fail("text queries are disabled (query.text_encoder is 'none')")
+    if embedding_space is not None and embedding_space != text_encoder.space:
+        return fail(f"instance embeddings were made in space '{embedding_space}' but the text encoder "
+                    f"'{text_encoder.name}' embeds into '{text_encoder.space}'; use matching "
+                    "query.text_encoder and query.region_encoder")
+    if not instances:
+        return fail("no instances in the map yet")
+    ids: list[int] = []
+    rows: list[np.ndarray] = []
+    by_id: dict[int, InstanceSnapshot] = {}
+    for inst in instances:
+        vec = inst.embedding if inst.embedding is not None else (embeddings or {}).get(inst.id)
+        if vec is None:
+            continue
+        ids.append(inst.id)
+        rows.append(np.asarray(vec, dtype=np.float32).ravel())
+        by_id[inst.id] = inst
+    pending = len(instances) - len(ids)
+    if not ids:
+        return fail(f"none of the {len(instances)} instances has an embedding yet; try again shortly")
+    dims = {r.shape[0] for r in rows}
+    if dims != {text_encoder.dim}:
+        return fail(f"instance embeddings have dimension {sorted(dims)} but the text encoder "
+                    f"'{text_encoder.name}' gives {text_encoder.dim}")
+    q = text_encoder.encode([query])[0]
+    sims = normalize_rows(np.stack(rows)) @ q
+    scores = np.clip((1.0 + sims) / 2.0, 0.0, 1.0)
+    k = max_results if max_results > 0 else cfg.max_results
+    threshold = min_score if min_score > 0 else cfg.min_score
+    order = np.argsort(-scores, kind="stable")
+    ranked = [RankedInstance(by_id[ids[i]], float(scores[i])) for i in order if scores[i] >= threshold][:k]
+    message = f"{len(ranked)} of {len(ids)} embedded instances"
+    if pending:
+        message += f" ({pending} not embedded yet)"
+    if not ranked:
+        message = f"no instance scored at least {threshold:.3f}; " + message
+    return QueryResult(True, message, ranked, frame_id, (time.perf_counter() - t0) * 1e3)
