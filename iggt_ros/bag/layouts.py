@@ -23,7 +23,7 @@ from typing import Any
 import numpy as np
 
 from iggt_ros.bag.geometry import quaternion_from_matrix, yaw_quaternion
-from iggt_ros.bag.message import Header, MessageData, time_plain
+from iggt_ros.bag.message import Header, MessageData, stamp_ns, time_plain
 from iggt_ros.bag.palette import instance_colors
 
 # Instance.state values (msg/Instance.msg)
@@ -338,3 +338,23 @@ def marker_array(header: Header, instances: Sequence[InstanceData], removed_ids:
             markers.append({"header": header.to_plain(), "ns": ns, "id": inst_id, "action": MARKER_DELETE,
                             "pose": _pose((0.0, 0.0, 0.0), (0.0, 0.0, 0.0, 1.0))})
     return MessageData("visualization_msgs/msg/MarkerArray", {"markers": markers})
+
+
+# ---------------------------------------------------------------------------------------------
+# reading back
+
+
+def read_instances(msg: Any) -> list[InstanceData]:
+    """The instances of a received iggt_ros/InstanceArray (rclpy or rosbags), e.g. /gt/objects."""
+    out = []
+    for m in msg.instances:
+        q = m.box_pose.orientation
+        yaw = float(np.arctan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z)))
+        p = m.box_pose.position
+        out.append(InstanceData(
+            id=int(m.id), centroid=np.array([m.centroid.x, m.centroid.y, m.centroid.z]),
+            box_center=np.array([p.x, p.y, p.z]), box_size=np.array([m.box_size.x, m.box_size.y, m.box_size.z]),
+            box_yaw=yaw, state=int(m.state), label=str(m.label), score=float(m.score),
+            point_count=int(m.point_count), views_seen=int(m.views_seen), first_seen_ns=stamp_ns(m.first_seen),
+            last_seen_ns=stamp_ns(m.last_seen), attributes={kv.key: kv.value for kv in m.attributes}))
+    return out
