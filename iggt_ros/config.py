@@ -253,13 +253,28 @@ class QueryConfig:
     open_clip_model: str = "ViT-B-32"
     open_clip_weights: str = ""
     """Local open_clip weights file; required when text_encoder is 'open_clip'. Nothing is downloaded."""
+    embedded_weights: str = ""
+    """Weights of the embedded text-region model; empty = the file shipped in iggt_ros/data."""
     max_results: int = 5
     min_score: float = 0.0
+    """Scores are in [0, 1] ((1 + cosine) / 2); instances below this are not returned."""
     max_text_length: int = 200
+    embed_min_area_px: int = 100
+    """Masks smaller than this (pixels) are not embedded from that view."""
+    embed_refresh_views: int = 8
+    """An instance is re-embedded after this many new views even when none is larger."""
+    embed_area_growth: float = 0.25
+    """An instance is re-embedded when a view shows its mask this much larger (fraction) than before."""
+    embed_max_views: int = 8
+    """Views kept per instance for its aggregated embedding (the best by mask area x confidence)."""
+    embed_queue_size: int = 8
+    """Views waiting for the embedding worker; beyond this the oldest is dropped and counted."""
     lmm_endpoint: str = ""
     """OpenAI-compatible chat endpoint for LMM grounding (empty = disabled)."""
     lmm_model: str = ""
     lmm_timeout_s: float = 10.0
+    lmm_max_views: int = 3
+    """Views of a candidate shown to the LMM (its largest masks)."""
 
     def validate(self, prefix: str = "query") -> None:
         _check_choice(f"{prefix}.text_encoder", self.text_encoder, ("embedded", "open_clip", "none"))
@@ -267,6 +282,11 @@ class QueryConfig:
         _check(self.max_results >= 1, f"{prefix}.max_results", self.max_results, "must be >= 1")
         _check(self.max_text_length >= 1, f"{prefix}.max_text_length", self.max_text_length, "must be >= 1")
         _check(self.lmm_timeout_s > 0, f"{prefix}.lmm_timeout_s", self.lmm_timeout_s, "must be > 0 seconds")
+        _check(0 <= self.min_score <= 1, f"{prefix}.min_score", self.min_score, "must be in [0, 1]")
+        _check(self.embed_min_area_px >= 1, f"{prefix}.embed_min_area_px", self.embed_min_area_px, "must be >= 1")
+        for key in ("embed_refresh_views", "embed_max_views", "embed_queue_size", "lmm_max_views"):
+            _check(getattr(self, key) >= 1, f"{prefix}.{key}", getattr(self, key), "must be >= 1")
+        _check(self.embed_area_growth >= 0, f"{prefix}.embed_area_growth", self.embed_area_growth, "must be >= 0")
 
 
 @dataclass
