@@ -9,7 +9,7 @@ from iggt_ros.synthetic.attributes import COLORS, SHAPES, SIZES, TEXTURES
 from iggt_ros.synthetic.render import SceneRenderer
 from iggt_ros.synthetic.rig import make_rig
 from iggt_ros.synthetic.scene import footprint_radius, make_scene, walkway_points
-from iggt_ros.synthetic.sequence import START_NS, make_sequence, plan_sequence
+from iggt_ros.synthetic.sequence import START_NS, iter_steps, make_sequence, plan_sequence
 from iggt_ros.synthetic.types import RenderedView, Scene
 
 SEEDS = range(20)
@@ -23,11 +23,7 @@ def orbit_stereo():
 @pytest.fixture(scope="module")
 def walk_sequences():
     """Long low-resolution walks and pans: enough steps for objects to leave the view and return."""
-    return {
-        kind: make_sequence(seed, num_steps=60, trajectory=kind, width=126, height=84)
-        for kind in ("walk", "pan")
-        for seed in (1,)
-    }
+    return {kind: make_sequence(1, num_steps=60, trajectory=kind, width=126, height=84) for kind in ("walk", "pan")}
 
 
 # --- scenes -------------------------------------------------------------------------------------
@@ -231,15 +227,15 @@ def _reprojection_check(src: RenderedView, dst: RenderedView) -> dict[str, float
     }
 
 
-def _consistent(r: dict[str, float], min_visible: float) -> bool:
+def _consistent(r: dict[str, float], min_visible: float, min_checked: int = 5000, min_objects: int = 3) -> bool:
     """Two views agree: nothing seen through, same IDs and depth where visible, enough points re-found."""
     return (
-        r["checked"] > 5000
+        r["checked"] > min_checked
         and r["visible"] > min_visible
         and r["see_through"] < 0.003
         and r["id_agreement"] > 0.998
         and r["depth_rel_error"] < 0.01
-        and r["objects_matched"] >= 3
+        and r["objects_matched"] >= min_objects
     )
 
 
@@ -255,6 +251,27 @@ def test_depth_and_ids_agree_across_views(orbit_stereo):
     for src, dst, min_visible in pairs:
         r = _reprojection_check(src, dst)
         assert _consistent(r, min_visible), r
+
+
+@pytest.mark.parametrize(
+    ("trajectory", "cameras", "room"), [("walk", 3, "hall"), ("pan", 2, "room"), ("orbit", 4, "room")]
+)
+def test_rigs_and_trajectories_are_consistent(trajectory, cameras, room):
+    seq = make_sequence(
+        21, num_steps=2, cameras=cameras, trajectory=trajectory, width=168, height=112, coverage=0.05, room=room
+    )
+    matched = 0
+    for step in seq.steps:
+        for left, right in zip(step[:-1], step[1:], strict=True):  # neighbouring cameras of the rig
+            for src, dst in ((left, right), (right, left)):
+                r = _reprojection_check(src, dst)
+                assert _consistent(r, 0.5, min_checked=2000, min_objects=0), (src.camera, dst.camera, r)
+                matched += r["objects_matched"]
+    for before, after in zip(seq.steps[0], seq.steps[1], strict=True):  # one camera over time
+        r = _reprojection_check(before, after)
+        assert _consistent(r, 0.5, min_checked=2000, min_objects=0), (before.camera, r)
+        matched += r["objects_matched"]
+    assert matched >= 6
 
 
 @pytest.mark.parametrize("error", ["x", "y", "z", "pitch"])
@@ -317,6 +334,17 @@ def test_sequence_is_reproducible_and_stamped():
         for c, view in enumerate(step):
             assert np.allclose(view.world_from_camera, a.world_from_base[t] @ a.rig.base_from_camera[c])
             assert a.world_from_base[t][2, 3] == 0.0
+
+
+def test_streamed_steps_match_the_full_sequence():
+    plan = plan_sequence(8, num_steps=3, cameras=2, trajectory="pan", width=56, height=56)
+    full = make_sequence(8, num_steps=3, cameras=2, trajectory="pan", width=56, height=56)
+    streamed = iter_steps(plan)
+    assert not isinstance(streamed, list)
+    for views, expected in zip(streamed, full.steps, strict=True):
+        for view, want in zip(views, expected, strict=True):
+            assert view.camera == want.camera and view.stamp_ns == want.stamp_ns
+            assert np.array_equal(view.instance_ids, want.instance_ids) and np.array_equal(view.rgb, want.rgb)
 
 
 def _visibility(sequence, min_pixels: int = 6) -> np.ndarray:

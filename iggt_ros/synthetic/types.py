@@ -53,7 +53,7 @@ class Scene:
     """[3] room extent along x, y, z (metres); the room spans [-x/2, x/2] x [-y/2, y/2] x [0, z]."""
     objects: list[ObjectSpec]
     wall_colors: list[tuple[float, float, float]] = field(default_factory=list)
-    """Albedo of floor, ceiling, and the four walls (in that order)."""
+    """Albedo of floor, ceiling, and the four walls (in that order; walls at x = -X/2, x = +X/2, y = -Y/2, y = +Y/2)."""
 
     def object(self, object_id: int) -> ObjectSpec:
         for obj in self.objects:
