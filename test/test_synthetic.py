@@ -308,12 +308,20 @@ def test_renderer_culling_changes_nothing():
         assert np.array_equal(culled.depth, full.depth) and np.array_equal(culled.rgb, full.rgb)
 
 
-def test_camera_outside_the_room_is_rejected():
-    scene = make_scene(0)
+def test_camera_outside_the_room_or_inside_an_object_is_rejected():
+    scene = make_scene(0, num_objects=30)
+    assert {o.shape for o in scene.objects} == set(SHAPES)
+    k = make_rig(1, 56, 56).intrinsics
     pose = np.eye(4)
     pose[:3, 3] = [scene.room_size[0], 0.0, 1.0]
     with pytest.raises(ValueError, match="outside the room"):
-        SceneRenderer(scene).render(make_rig(1, 56, 56).intrinsics, pose, 56, 56)
+        SceneRenderer(scene).render(k, pose, 56, 56)
+    for obj in scene.objects:
+        pose[:3, 3] = obj.center + np.array([0.0, 0.0, obj.extent[2] * 0.2])
+        with pytest.raises(ValueError, match=f"inside object {obj.id} "):
+            SceneRenderer(scene).render(k, pose, 56, 56)
+        pose[:3, 3] = obj.center + np.array([0.0, 0.0, obj.extent[2] * 0.51])  # just above it: fine
+        assert SceneRenderer(scene).render(k, pose, 56, 56).depth.min() > 0
 
 
 # --- sequences ----------------------------------------------------------------------------------

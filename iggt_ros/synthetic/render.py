@@ -21,7 +21,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from .shading import LAMP_BELOW_CEILING, lambert, object_pattern, room_pattern
-from .shapes import INTERSECT, surface_normal
+from .shapes import INTERSECT, contains, surface_normal
 from .types import ObjectSpec, Scene
 
 ROOM_NORMALS = ((0.0, 0.0, 1.0), (0.0, 0.0, -1.0), (1.0, 0.0, 0.0), (-1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, -1.0, 0.0))
@@ -183,11 +183,13 @@ class SceneRenderer:
             else:
                 region = (slice(0, height), slice(0, width))
             dx, dy, dz = (d[region] for d in rays)
-            ox, oy, oz = origin - prim.center
+            ox, oy, oz = (float(v) for v in origin - prim.center)
             if not prim.symmetric:
                 ox, oy = prim.to_local(ox, oy)
                 dx, dy = prim.to_local(dx, dy)
-            t = INTERSECT[prim.shape]((float(ox), float(oy), float(oz)), dx, dy, dz, prim.extent)
+            if contains(prim.shape, (ox, oy, oz), prim.extent):
+                raise ValueError(f"camera at {origin.round(3).tolist()} is inside object {prim.id} ({prim.shape})")
+            t = INTERSECT[prim.shape]((ox, oy, oz), dx, dy, dz, prim.extent)
             sub_depth = depth[region]
             nearer = t < sub_depth
             if not nearer.any():

@@ -103,6 +103,22 @@ def intersect_cone(o: Vec, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, exten
     return t
 
 
+def contains(shape: str, o: Vec, extent: np.ndarray) -> bool:
+    """Whether the local point `o` lies inside the solid (the intersections above assume it does not)."""
+    x, y, z = o
+    h = extent / 2
+    if shape in ("cube", "box"):
+        return bool(abs(x) < h[0] and abs(y) < h[1] and abs(z) < h[2])
+    if shape == "sphere":
+        return x * x + y * y + z * z < h[0] * h[0]
+    rho = float(np.hypot(x, y))
+    if shape == "cylinder":
+        return rho < h[0] and abs(z) < h[2]
+    if shape == "cone":
+        return abs(z) < h[2] and rho < h[0] * (h[2] - z) / (2 * h[2])
+    raise ValueError(f"unknown shape '{shape}'")
+
+
 INTERSECT = {
     "cube": intersect_box,
     "box": intersect_box,
