@@ -1,0 +1,422 @@
+"""Reading camera bags (rosbag2, mcap or sqlite3) into decoded, time-ordered events.
+
+`BagReader` is an iterator of plain dataclasses, not a pipeline: camera images decoded to RGB
+with their intrinsics (and pose, when TF gives one), ground-truth images and objects in the
+convention of `iggt_ros.bag.sample`, and time jumps. The replay combines it with the perception
+core's synchroniser and pipeline, exactly as the node does with live topics.
+
+Bad input never crashes the iteration; it is reported (logged as a warning and collected in
+`BagReader.report`) and the reader goes on or stops cleanly:
+- no camera topics: `BagError` when the reader is created, listing the topics the bag has;
+- a damaged bag (cut short, missing its index or metadata.yaml): the intact messages are read and
+  iteration stops where the damage starts, with `report.truncated` set;
+- an unsupported image encoding: warned once per topic and encoding, each such message skipped;
+- no camera_info yet for a camera: warned once, its frames skipped until one arrives;
+- header stamps going backwards on a camera (a looped bag): a `TimeJump` event, and the TF buffer
+  forgets its dynamic transforms so old and new loops do not mix.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Iterable, Iterator, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+from rosbags.rosbag2 import Reader
+
+from iggt_ros.bag import convention as C
+from iggt_ros.bag.images import UnsupportedEncoding, compressed_to_rgb, image_to_array, image_to_rgb, intrinsics_of
+from iggt_ros.bag.layouts import InstanceData, read_instances
+from iggt_ros.bag.mcap_scan import McapScan
+from iggt_ros.bag.message import stamp_ns
+from iggt_ros.bag.tf_buffer import TransformBuffer, TransformError
+from iggt_ros.bag.typestore import typestore
+from iggt_ros.perception.frames import CameraFrame
+
+log = logging.getLogger("iggt_ros.bag.reader")
+
+
+class BagError(RuntimeError):
+    """The bag cannot be used at all (missing, unreadable, or without camera topics)."""
+
+
+@dataclass
+class CameraImage:
+    """One decoded camera image with what the perception core needs alongside it."""
+
+    camera: str
+    topic: str
+    stamp_ns: int
+    """Header stamp."""
+    record_ns: int
+    """Time the bag recorded the message at."""
+    frame_id: str
+    rgb: np.ndarray
+    """[H,W,3] uint8."""
+    intrinsics: np.ndarray
+    """[3,3] K from the latest camera_info, scaled to this image's size if the two differ."""
+    world_from_camera: np.ndarray | None = None
+    """[4,4] pose of `frame_id` in the reader's world frame from TF at `stamp_ns`, None when TF lacks it."""
+
+    def to_frame(self) -> CameraFrame:
+        return CameraFrame(camera=self.camera, stamp_ns=self.stamp_ns, image=self.rgb, intrinsics=self.intrinsics,
+                           frame_id=self.frame_id, world_from_camera=self.world_from_camera)
+
+
+@dataclass
+class GroundTruthImage:
+    """A ground-truth image of one camera: `kind` 'instances' ([H,W] uint16) or 'depth' ([H,W] float32 m)."""
+
+    camera: str
+    kind: str
+    stamp_ns: int
+    frame_id: str
+    array: np.ndarray
+
+
+@dataclass
+class GroundTruthObjects:
+    """The true objects of the scene at one time step (/gt/objects)."""
+
+    stamp_ns: int
+    frame_id: str
+    instances: list[InstanceData]
+
+
+@dataclass
+class TimeJump:
+    """Header stamps of `topic` went backwards, from `from_ns` to `to_ns` (the bag looped or was spliced)."""
+
+    topic: str
+    from_ns: int
+    to_ns: int
+
+
+BagEvent = CameraImage | GroundTruthImage | GroundTruthObjects | TimeJump
+
+
+@dataclass
+class ReadReport:
+    """What reading a bag gave: counts, skips by reason, warnings and whether the bag was cut short."""
+
+    messages: int = 0
+    images: int = 0
+    images_without_pose: int = 0
+    skipped: dict[str, int] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+    truncated: bool = False
+    time_jumps: list[TimeJump] = field(default_factory=list)
+
+    def skip(self, reason: str) -> None:
+        self.skipped[reason] = self.skipped.get(reason, 0) + 1
+
+
+@dataclass
+class _Camera:
+    name: str
+    image_topic: str
+    compressed: bool
+    info_topic: str
+    intrinsics: np.ndarray | None = None
+    info_size: tuple[int, int] = (0, 0)
+    last_stamp: int | None = None
+
+
+# order of messages that share a record time: transforms and calibration before the images they serve
+_PRIORITY = {C.TF_STATIC_TOPIC: 0, C.TF_TOPIC: 1}
+
+
+class BagReader:
+    """Iterate the camera images, TF and ground truth of a rosbag2 in time order.
+
+    path: a rosbag2 directory, or an .mcap file (also one whose recording was never closed).
+    cameras: camera names to read (`<name>/image_raw` or `<name>/image_raw/compressed`); default:
+    every topic ending in /image_raw. world_frame: the frame of `CameraImage.world_from_camera`.
+    """
+
+    def __init__(self, path: str | Path, cameras: Sequence[str] | None = None, world_frame: str = C.WORLD_FRAME,
+                 read_ground_truth: bool = True, tf_tolerance_s: float = 0.0) -> None:
+        self.path = Path(path)
+        self.world_frame = world_frame
+        self.report = ReadReport()
+        self.tf = TransformBuffer(tolerance_s=tf_tolerance_s)
+        self._store = typestore()
+        self._warned: set[tuple[str, ...]] = set()
+        self._source = _open_source(self.path, self._warn)
+        self.topics: dict[str, str] = self._source.topics()
+        self._cameras = self._find_cameras(cameras)
+        self.ground_truth_topics: dict[str, tuple[str, str]] = {}
+        if read_ground_truth:
+            for cam in self._cameras.values():
+                gt_topics = (("instances", C.gt_instances_topic(cam.name)), ("depth", C.gt_depth_topic(cam.name)))
+                for kind, topic in gt_topics:
+                    if topic in self.topics:
+                        self.ground_truth_topics[topic] = (cam.name, kind)
+            if C.GT_OBJECTS_TOPIC in self.topics:
+                self.ground_truth_topics[C.GT_OBJECTS_TOPIC] = ("", "objects")
+        self._has_tf = C.TF_TOPIC in self.topics or C.TF_STATIC_TOPIC in self.topics
+        if not self._has_tf:
+            self._warn(("no-tf",), f"bag {self.path} has no /tf or /tf_static: camera images will have no pose")
+        for cam in self._cameras.values():
+            if cam.info_topic not in self.topics:
+                self._warn(("no-info-topic", cam.name), f"bag {self.path} has no {cam.info_topic}: camera "
+                           f"'{cam.name}' has no intrinsics, so none of its frames can be used")
+
+    # ---------------------------------------------------------------------------------------------
+
+    @property
+    def cameras(self) -> list[str]:
+        return list(self._cameras)
+
+    @property
+    def has_ground_truth(self) -> bool:
+        return bool(self.ground_truth_topics)
+
+    def __enter__(self) -> BagReader:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    def close(self) -> None:
+        self._source.close()
+
+    def __iter__(self) -> Iterator[BagEvent]:
+        wanted = {C.TF_TOPIC, C.TF_STATIC_TOPIC, *self.ground_truth_topics}
+        for cam in self._cameras.values():
+            wanted.update((cam.image_topic, cam.info_topic))
+        group: list[tuple[str, str, int, bytes]] = []
+        for item in self._source.messages(wanted, self._damaged):
+            if group and item[2] != group[0][2]:
+                yield from self._handle_group(group)
+                group = []
+            group.append(item)
+        yield from self._handle_group(group)
+
+    # ---------------------------------------------------------------------------------------------
+
+    def _find_cameras(self, names: Sequence[str] | None) -> dict[str, _Camera]:
+        found: dict[str, _Camera] = {}
+        if names:
+            for name in names:
+                raw, comp = C.image_topic(name), C.compressed_topic(name)
+                topic = raw if raw in self.topics else comp if comp in self.topics else None
+                if topic is None:
+                    raise BagError(f"bag {self.path} has no topic {raw} or {comp} for camera '{name}'; "
+                                   f"camera topics in the bag: {self._camera_topics() or 'none'}")
+                found[name] = _Camera(name, topic, topic == comp, C.camera_info_topic(name))
+        else:
+            for topic in sorted(self.topics):
+                name = C.camera_of_topic(topic)
+                if name is None or name in found:
+                    continue
+                raw = C.image_topic(name)
+                topic = raw if raw in self.topics else topic  # a raw topic wins over its compressed twin
+                found[name] = _Camera(name, topic, topic.endswith(C.COMPRESSED_SUFFIX), C.camera_info_topic(name))
+        if not found:
+            listing = "\n  ".join(f"{t} ({m})" for t, m in sorted(self.topics.items())) or "(no topics)"
+            raise BagError(f"bag {self.path} has no camera topics: no topic ends in /image_raw or "
+                           f"/image_raw/compressed. Topics in the bag:\n  {listing}")
+        for cam in found.values():
+            expected = C.COMPRESSED_TYPE if cam.compressed else C.IMAGE_TYPE
+            if self.topics[cam.image_topic] != expected:
+                raise BagError(f"topic {cam.image_topic} carries {self.topics[cam.image_topic]}, expected {expected}")
+        return found
+
+    def _camera_topics(self) -> str:
+        return ", ".join(t for t in sorted(self.topics) if C.camera_of_topic(t))
+
+    def _warn(self, key: tuple[str, ...], text: str) -> None:
+        if key in self._warned:
+            return
+        self._warned.add(key)
+        self.report.warnings.append(text)
+        log.warning(text)
+
+    def _damaged(self, reason: str) -> None:
+        self.report.truncated = True
+        self._warn(("damaged",), f"bag {self.path} is damaged ({reason}); stopped after "
+                   f"{self.report.messages} intact messages")
+
+    def _handle_group(self, group: list[tuple[str, str, int, bytes]]) -> Iterator[BagEvent]:
+        """Messages recorded at one time: transforms, then calibration, then images, then ground truth."""
+        cameras_by_info = {c.info_topic: c for c in self._cameras.values()}
+        cameras_by_image = {c.image_topic: c for c in self._cameras.values()}
+        decoded = []
+        for topic, msgtype, record_ns, raw in group:
+            self.report.messages += 1
+            try:
+                decoded.append((topic, record_ns, self._store.deserialize_cdr(raw, msgtype)))
+            except Exception as exc:  # corrupt bytes of one message: skip it, keep reading
+                self._warn(("corrupt", topic), f"cannot decode a {msgtype} message on {topic}: {exc}; skipped")
+                self.report.skip("corrupt message")
+        # a jump back in time clears the dynamic transforms before this time step's TF goes in
+        for topic, _, msg in decoded:
+            if topic in cameras_by_image:
+                jump = self._check_time(cameras_by_image[topic], stamp_ns(msg.header.stamp))
+                if jump is not None:
+                    yield jump
+        decoded.sort(key=lambda m: _PRIORITY.get(m[0], 2 if m[0] in cameras_by_info
+                                                 else 4 if m[0] in self.ground_truth_topics else 3))
+        for topic, record_ns, msg in decoded:
+            if topic in (C.TF_TOPIC, C.TF_STATIC_TOPIC):
+                self.tf.add_message(msg, static=topic == C.TF_STATIC_TOPIC)
+            elif topic in cameras_by_info:
+                cam = cameras_by_info[topic]
+                try:
+                    cam.intrinsics = intrinsics_of(msg)
+                    cam.info_size = (int(msg.width), int(msg.height))
+                except ValueError as exc:
+                    self._warn(("bad-info", topic), f"{topic}: {exc}; ignored")
+            elif topic in cameras_by_image:
+                image = self._camera_image(cameras_by_image[topic], msg, record_ns)
+                if image is not None:
+                    yield image
+            elif topic in self.ground_truth_topics:
+                yield self._ground_truth(topic, msg)
+
+    def _check_time(self, cam: _Camera, stamp: int) -> TimeJump | None:
+        previous, cam.last_stamp = cam.last_stamp, stamp
+        if previous is None or stamp >= previous:
+            return None
+        jump = TimeJump(cam.image_topic, previous, stamp)
+        self.report.time_jumps.append(jump)
+        log.warning("time went backwards on %s from %.3f s to %.3f s (the bag loops?); clearing dynamic transforms",
+                    cam.image_topic, previous / 1e9, stamp / 1e9)
+        self.tf.clear()
+        return jump
+
+    def _camera_image(self, cam: _Camera, msg: Any, record_ns: int) -> CameraImage | None:
+        stamp = stamp_ns(msg.header.stamp)
+        if cam.intrinsics is None:
+            self._warn(("no-info", cam.name), f"no camera_info received yet on {cam.info_topic}; skipping frames "
+                       f"of camera '{cam.name}' until it arrives")
+            self.report.skip("no camera_info")
+            return None
+        try:
+            rgb = compressed_to_rgb(msg, cam.image_topic) if cam.compressed else image_to_rgb(msg, cam.image_topic)
+        except UnsupportedEncoding as exc:
+            fmt = str(msg.format if cam.compressed else msg.encoding)
+            self._warn(("encoding", cam.image_topic, fmt), f"{exc}; skipping these messages")
+            self.report.skip("unsupported encoding")
+            return None
+        except ValueError as exc:
+            self._warn(("bad-image", cam.image_topic), f"{exc}; skipped")
+            self.report.skip("malformed image")
+            return None
+        frame_id = str(msg.header.frame_id)
+        k = self._intrinsics_for(cam, rgb.shape[1], rgb.shape[0])
+        pose = None
+        if self._has_tf:
+            try:
+                pose = self.tf.lookup(self.world_frame, frame_id, stamp)
+            except TransformError as exc:
+                self._warn(("no-pose", cam.name), f"no pose for camera '{cam.name}' at {stamp / 1e9:.3f} s: {exc}")
+        if pose is None:
+            self.report.images_without_pose += 1
+        self.report.images += 1
+        return CameraImage(cam.name, cam.image_topic, stamp, record_ns, frame_id, rgb, k, pose)
+
+    def _intrinsics_for(self, cam: _Camera, width: int, height: int) -> np.ndarray:
+        k = cam.intrinsics.copy()
+        info_w, info_h = cam.info_size
+        if info_w and info_h and (info_w, info_h) != (width, height):
+            self._warn(("info-size", cam.name), f"{cam.info_topic} is for {info_w}x{info_h} images but "
+                       f"{cam.image_topic} is {width}x{height}; scaling K to the image")
+            k[0] *= width / info_w
+            k[1] *= height / info_h
+        return k
+
+    def _ground_truth(self, topic: str, msg: Any) -> GroundTruthImage | GroundTruthObjects:
+        camera, kind = self.ground_truth_topics[topic]
+        if kind == "objects":
+            return GroundTruthObjects(stamp_ns(msg.header.stamp), str(msg.header.frame_id), read_instances(msg))
+        return GroundTruthImage(camera, kind, stamp_ns(msg.header.stamp), str(msg.header.frame_id),
+                                image_to_array(msg, topic))
+
+
+# -------------------------------------------------------------------------------------------------
+# sources: a rosbag2 directory through rosbags, or a damaged MCAP file through the scanner
+
+
+class _RosbagsSource:
+    def __init__(self, reader: Reader) -> None:
+        self._reader = reader
+
+    def topics(self) -> dict[str, str]:
+        return {c.topic: c.msgtype for c in self._reader.connections}
+
+    def messages(self, wanted: Iterable[str], damaged: Any) -> Iterator[tuple[str, str, int, bytes]]:
+        wanted = set(wanted)
+        conns = [c for c in self._reader.connections if c.topic in wanted]
+        try:
+            for conn, record_ns, raw in self._reader.messages(connections=conns):
+                yield conn.topic, conn.msgtype, record_ns, raw
+        except Exception as exc:  # any failure of the storage layer mid-bag: keep what was read
+            damaged(f"{type(exc).__name__}: {exc}")
+
+    def close(self) -> None:
+        self._reader.close()
+
+
+class _ScanSource:
+    def __init__(self, files: list[Path]) -> None:
+        self._files = files
+        self._topics: dict[str, str] = {}
+        for path in files:  # channel records precede their messages: one pass finds the topics
+            scan = McapScan(path)
+            for _ in scan:
+                pass
+            self._topics.update(scan.topics)
+
+    def topics(self) -> dict[str, str]:
+        return dict(self._topics)
+
+    def messages(self, wanted: Iterable[str], damaged: Any) -> Iterator[tuple[str, str, int, bytes]]:
+        wanted = set(wanted)
+        for path in self._files:
+            scan = McapScan(path)
+            for m in scan:
+                if m.topic in wanted:
+                    yield m.topic, m.msgtype, m.log_time_ns, m.data
+            if scan.stopped:
+                damaged(f"{path.name}: {scan.stopped}")
+                return
+
+    def close(self) -> None:
+        pass
+
+
+def _open_source(path: Path, warn: Any) -> _RosbagsSource | _ScanSource:
+    if not path.exists():
+        raise BagError(f"bag {path} does not exist")
+    if path.is_file():
+        if (path.parent / "metadata.yaml").exists():
+            path = path.parent
+        elif path.suffix == ".mcap":
+            warn(("scan",), f"{path} has no metadata.yaml next to it; reading its messages in file order")
+            return _ScanSource([path])
+        else:
+            raise BagError(f"{path} is not a rosbag2 directory or an .mcap file")
+    if not (path / "metadata.yaml").exists():
+        mcaps = sorted(path.glob("*.mcap"))
+        if mcaps:
+            warn(("scan",), f"bag {path} has no metadata.yaml (the recording was not closed?); "
+                 "reading the intact messages of its .mcap files in file order")
+            return _ScanSource(mcaps)
+        raise BagError(f"bag {path} has no metadata.yaml and no .mcap file; for an unclosed sqlite3 "
+                       f"recording run `ros2 bag reindex {path}` first")
+    reader = Reader(path)
+    try:
+        reader.open()
+    except Exception as exc:  # rosbags' ReaderError, or a damaged database/file below it
+        mcaps = sorted(path.glob("*.mcap"))
+        if mcaps:
+            warn(("scan",), f"bag {path} cannot be opened normally ({exc}); reading the intact messages of "
+                 "its .mcap files in file order")
+            return _ScanSource(mcaps)
+        raise BagError(f"bag {path} cannot be read: {exc}") from exc
+    return _RosbagsSource(reader)
