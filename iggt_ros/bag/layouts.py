@@ -199,7 +199,12 @@ def depth_image(header: Header, depth: np.ndarray) -> MessageData:
 
 def colorized_instance_image(header: Header, ids: np.ndarray) -> MessageData:
     """sensor_msgs/Image rgb8 of [H,W] instance IDs coloured with `instance_colors` (0 = black)."""
-    return _image(header, instance_colors(ids), "rgb8", 3, "u1")
+    ids = np.asarray(ids)
+    if ids.size and ids.min() >= 0 and ids.max() <= 0xFFFF:
+        colors = instance_colors(np.arange(int(ids.max()) + 1))[ids]  # a lookup table: IDs are few, pixels many
+    else:
+        colors = instance_colors(ids)
+    return _image(header, colors, "rgb8", 3, "u1")
 
 
 def camera_info(header: Header, intrinsics: np.ndarray, width: int, height: int) -> MessageData:
