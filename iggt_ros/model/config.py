@@ -125,10 +125,14 @@ class IggtModelConfig:
             problems.append("dpt_out_channels and adaptor_channels need 4 entries")
         if self.part_features % self.cross_attention_heads or self.part_features % self.window_cross_heads:
             problems.append("part_features must be divisible by the cross/window attention heads")
+        if self.dpt_features != self.part_features:
+            problems.append("dpt_features must equal part_features (the part head attends to point-head features)")
         if self.part_features % self.window_size:
             problems.append("part_features must be a multiple of window_size (window cross-attention layout)")
         if self.window_self_dim % self.window_self_heads:
             problems.append("part_features//2 must be divisible by window_self_heads")
+        if self.window_self_dim // self.cab_squeeze_factor < 1 or self.window_self_dim // self.cab_compress_ratio < 1:
+            problems.append("part_features//2 must be at least cab_squeeze_factor and cab_compress_ratio")
         if self.img_size % self.patch_size:
             problems.append("img_size must be a multiple of patch_size")
         if problems:
@@ -162,7 +166,8 @@ class IggtModelConfig:
         """The embedded default: small enough to train and run on a CPU, same architecture.
 
         Drops every parameter group the forward pass never reads, halves the aggregator depth
-        and the camera trunk, and uses a DINO position table sized for 224-pixel inputs.
+        and the camera trunk, narrows the dense decoders (their full-resolution convolutions
+        dominate CPU time) and uses a DINO position table sized for 224-pixel inputs.
         """
         return cls(
             img_size=224,
@@ -174,11 +179,15 @@ class IggtModelConfig:
             intermediate_layers=(2, 5, 8, 11),
             camera_trunk_depth=2,
             camera_num_heads=8,
-            dpt_features=64,
-            dpt_out_channels=(32, 64, 128, 128),
-            adaptor_channels=(64, 64, 64, 64),
-            part_features=64,
+            dpt_features=32,
+            dpt_out_channels=(32, 48, 96, 96),
+            adaptor_channels=(32, 32, 32, 32),
+            part_features=32,
+            cross_attention_heads=4,
+            window_cross_heads=4,
+            window_self_heads=2,
             window_conv_hidden=32,
+            cab_squeeze_factor=8,
             part_head_legacy_channels=None,
             keep_dead_cross_attention=False,
             keep_mask_token=False,
