@@ -141,22 +141,30 @@ class EngineConfig:
 class ClusteringConfig:
     """Instance clustering of the 8-D per-pixel features of a window."""
 
-    backend: str = "fast_hdbscan"
-    """'fast_hdbscan' or 'hdbscan' (the same algorithm; fast_hdbscan is faster here)."""
-    max_samples: int = 4000
-    """Pixels clustered per window; every other pixel is assigned to the nearest cluster prototype."""
-    min_cluster_size: int = 20
+    backend: str = "hdbscan"
+    """'hdbscan' or 'fast_hdbscan' (the same algorithm; on 2 cores at 8-D and a few thousand samples the classic
+    hdbscan measured 1.5-2x faster, see benchmarks/results/postprocess.md)."""
+    max_samples: int = 1500
+    """Feature patches clustered per window; every pixel is then assigned to the nearest cluster prototype."""
+    patch_size_px: int = 4
+    """Side of the pixel patches whose mean unit feature is one clustering sample."""
+    min_patch_coherence: float = 0.9
+    """Patch coherence (|sum of features| / sum of |features|, 1 = all aligned) below which the patch (an
+    instance boundary or noise) is not sampled."""
+    min_cluster_size: int = 10
     """HDBSCAN min_cluster_size, in samples."""
     min_samples: int = 5
     cluster_selection_epsilon: float = 0.0
     min_instance_area_px: int = 150
     """Masks smaller than this in a view (at model resolution) are dropped from that view."""
     confidence_percentile: float = 10.0
-    """Pixels below this percentile of depth confidence are not sampled and not labelled."""
+    """Pixels below this percentile of depth confidence are not sampled (they are still labelled)."""
     max_assign_distance: float = 0.6
     """Pixels farther than this (L2, normalised features) from every prototype stay unlabelled."""
     position_weight: float = 0.0
     """Weight of normalised 3D position appended to the features (0 = features only, as the paper)."""
+    background_fraction: float = 0.3
+    """A cluster covering more than this fraction of a window's valid pixels is scene structure (label 0)."""
 
     def validate(self, prefix: str = "clustering") -> None:
         _check_choice(f"{prefix}.backend", self.backend, ("fast_hdbscan", "hdbscan"))
@@ -172,6 +180,11 @@ class ClusteringConfig:
         _check(self.max_assign_distance > 0, f"{prefix}.max_assign_distance", self.max_assign_distance,
                "must be > 0")
         _check(self.position_weight >= 0, f"{prefix}.position_weight", self.position_weight, "must be >= 0")
+        _check(self.patch_size_px >= 1, f"{prefix}.patch_size_px", self.patch_size_px, "must be >= 1")
+        _check(0 <= self.min_patch_coherence <= 1, f"{prefix}.min_patch_coherence", self.min_patch_coherence,
+               "must be in [0, 1]")
+        _check(0 < self.background_fraction <= 1, f"{prefix}.background_fraction", self.background_fraction,
+               "must be in (0, 1]")
 
 
 @dataclass
@@ -189,8 +202,9 @@ class TrackingConfig:
     mask_iou_weight: float = 1.0
     feature_weight: float = 0.5
     position_weight: float = 1.0
-    position_scale_m: float = 0.3
-    """Centroid distance at which the position term of the match score falls to 1/e."""
+    position_scale_m: float = 0.1
+    """Smallest width (standard deviation, metres) of the centroid-distance kernel when the frame is metric;
+    otherwise the width is half the object's size."""
 
     def validate(self, prefix: str = "tracking") -> None:
         for key in ("confirm_windows", "lost_windows", "forget_windows"):

@@ -1,0 +1,418 @@
+"""Per-pixel instance features of one window -> 3D-consistent instance masks for all its views.
+
+IGGT's instance head gives every pixel of every view an 8-D feature; pixels of one object share a
+direction in feature space across all views of the window. The official recipe L2-normalises,
+smooths over 20 nearest neighbours in 3D and runs HDBSCAN over every pixel of every view jointly.
+That is minutes per window on a CPU (HDBSCAN grows faster than linearly: ~0.4 s at 10k points,
+~6 s at 100k, and a window has ~1.4 M pixels), so this module keeps the joint-clustering idea and
+changes where the work is spent:
+
+1. Patch sampling. Features are summed over small pixel patches (8x8 px, read at every second pixel).
+   Averaging denoises like the kNN smoothing does, and the coherence of a patch (length of the summed
+   features over the summed lengths, 1 when all point the same way) tells whether it is clean: patches
+   that straddle an instance boundary or hold noise are not sampled. At most ``max_samples`` coherent
+   patches, weighted by depth confidence, are clustered jointly over all views, so labels stay
+   consistent across views.
+2. HDBSCAN on those few thousand samples (``hdbscan`` or ``fast_hdbscan``; on 2 cores at 8-D the
+   classic ``hdbscan`` is the faster of the two at these sizes: see benchmarks/results/postprocess.md).
+3. Assignment of every pixel to the nearest cluster prototype (cosine similarity; the argmax does not
+   need normalised features), coarse to fine: 4x4-px blocks are assigned first; a block that is
+   coherent and agrees with its four neighbours gives its label to all its pixels, and only the other
+   blocks (boundaries, noise, invalid pixels: typically a fifth of the image) are assigned pixel by
+   pixel. An argmax over 1.4 M pixels x K prototypes costs more than everything else together on
+   2 cores; this gives the same masks at a fraction of it. Pixels farther than
+   ``max_assign_distance`` from every prototype (noise, unseen structures), invalid pixels and
+   low-confidence pixels stay 0.
+4. Clean-up: a cluster covering more than ``background_fraction`` of the window's pixels is scene
+   structure (floor, walls) and is labelled 0; per view, masks smaller than ``min_instance_area_px``
+   are dropped from that view.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+import warnings
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from iggt_ros.config import ClusteringConfig
+
+log = logging.getLogger(__name__)
+
+_EPS = 1e-12
+
+
+@dataclass
+class ClusterResult:
+    """Window-local instance labels: 1..K, 0 = no instance."""
+
+    labels: np.ndarray
+    """[V,H,W] int32."""
+    prototypes: np.ndarray
+    """[K,C] float32 unit feature per instance (row k-1 is label k)."""
+    pixel_counts: np.ndarray
+    """[V,K+1] int64 labelled pixels per view and label (column 0 = unlabelled)."""
+    num_samples: int = 0
+    noise_fraction: float = 0.0
+    """Fraction of the clustered samples HDBSCAN called noise."""
+    background_labels: list[int] = field(default_factory=list)
+    """Window-local clusters judged to be scene structure (relabelled 0)."""
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def num_instances(self) -> int:
+        return int(self.prototypes.shape[0])
+
+
+def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
+    """Unit vectors along `axis` (zero vectors stay zero), as the official recipe's F.normalize."""
+    norm = np.sqrt(np.einsum("...i,...i->...", x, x))[..., None] if axis == -1 else \
+        np.linalg.norm(x, axis=axis, keepdims=True)
+    return x / np.maximum(norm, _EPS)
+
+
+def run_hdbscan(samples: np.ndarray, backend: str, min_cluster_size: int, min_samples: int,
+                cluster_selection_epsilon: float = 0.0) -> np.ndarray:
+    """HDBSCAN labels (-1 = noise) with either library; the parameters mean the same in both."""
+    min_samples = max(1, min(min_samples, len(samples) - 1))
+    if backend == "hdbscan":
+        import hdbscan
+
+        model = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples,
+                                cluster_selection_epsilon=cluster_selection_epsilon, core_dist_n_jobs=1)
+    elif backend == "fast_hdbscan":
+        import fast_hdbscan
+
+        model = fast_hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples,
+                                     cluster_selection_epsilon=cluster_selection_epsilon)
+    else:
+        raise ValueError(f"unknown clustering backend '{backend}': use 'hdbscan' or 'fast_hdbscan'")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # both libraries warn about deprecated sklearn arguments
+        return np.asarray(model.fit_predict(np.ascontiguousarray(samples, dtype=np.float64)), dtype=np.int64)
+
+
+class InstanceClusterer:
+    """Clusters the instance features of a window into labels shared by all its views."""
+
+    block_px = 4
+    """Side of the blocks of the coarse assignment pass (and the unit of the sampling patches)."""
+
+    def __init__(self, config: ClusteringConfig, seed: int = 0) -> None:
+        self.config = config
+        self._rng = np.random.default_rng(seed)
+        self._pos_centre = np.zeros(3, np.float32)
+        self._pos_scale = 1.0
+
+    def cluster(self, features: np.ndarray, valid: np.ndarray | None = None,
+                confidence: np.ndarray | None = None, points: np.ndarray | None = None) -> ClusterResult:
+        """Label every pixel of every view.
+
+        Args:
+            features: [V,H,W,C] raw instance features (not normalised).
+            valid: [V,H,W] bool, pixels with usable geometry and features (default: finite features).
+            confidence: [V,H,W] depth confidence; the lowest ``confidence_percentile`` is not labelled.
+            points: [V,H,W,3] points in any frame; used only when ``position_weight`` > 0.
+        """
+        cfg = self.config
+        t0 = time.perf_counter()
+        v, h, w, c = features.shape
+        feats = np.asarray(features, dtype=np.float32)
+        finite = np.isfinite(np.einsum("...i,...i->...", feats, feats))  # NaN/inf anywhere propagates
+        valid = finite if valid is None else (np.asarray(valid, bool) & finite)
+        if not finite.all():
+            feats = np.where(finite[..., None], feats, 0.0).astype(np.float32)
+        conf = None if confidence is None else np.asarray(confidence, dtype=np.float32)
+        sample_ok = valid
+        if conf is not None and cfg.confidence_percentile > 0:
+            sub_conf = conf[:, ::4, ::4][valid[:, ::4, ::4]]
+            sub_conf = sub_conf[np.isfinite(sub_conf)]
+            if sub_conf.size:
+                threshold = float(np.percentile(sub_conf, cfg.confidence_percentile))
+                sample_ok = valid & (conf >= threshold)
+        timings: dict[str, float] = {}
+        result_warnings: list[str] = []
+
+        def nothing(msg: str, num_samples: int = 0, noise: float = 0.0) -> ClusterResult:
+            log.warning(msg)
+            result_warnings.append(msg)
+            timings["total"] = (time.perf_counter() - t0) * 1e3
+            return ClusterResult(np.zeros((v, h, w), np.int32), np.zeros((0, c), np.float32),
+                                 np.zeros((v, 1), np.int64), num_samples=num_samples, noise_fraction=noise,
+                                 timings_ms=timings, warnings=result_warnings)
+
+        if not valid.any():
+            return nothing("no valid pixels in the window (non-finite features or depth everywhere): no instances")
+        blocks = self._block_stats(feats, valid) if (h % self.block_px == 0 and w % self.block_px == 0) else None
+        cand, cand_pos, cand_w = self._sample(feats, sample_ok, conf, points, blocks)
+        timings["sampling"] = (time.perf_counter() - t0) * 1e3
+        need = max(2 * cfg.min_cluster_size, 10)
+        if len(cand) < need:
+            return nothing(f"only {len(cand)} coherent feature patches in the window (need {need}): the instance "
+                           "features look like noise, no instances this window", len(cand), 1.0)
+
+        t1 = time.perf_counter()
+        use_position = cfg.position_weight > 0 and cand_pos is not None
+        x_all = np.concatenate([cand, cfg.position_weight * cand_pos], axis=1) if use_position else cand
+        protos, num_samples, noise_fraction = self._cluster_candidates(x_all, cand_w, c)
+        timings["hdbscan"] = (time.perf_counter() - t1) * 1e3
+        if len(protos) == 0:
+            return nothing(f"HDBSCAN found no cluster among {num_samples} samples (all noise): no instances "
+                           "this window", num_samples, noise_fraction)
+
+        t2 = time.perf_counter()
+        if use_position:
+            label_img = self._assign_with_position(feats, valid, protos, points)
+        elif blocks is not None:
+            label_img = self._assign_coarse_to_fine(feats, valid, protos, blocks)
+        else:
+            label_img = self._assign_pixels(feats.reshape(-1, c), protos).reshape(v, h, w)
+            label_img[~valid] = 0
+        timings["assignment"] = (time.perf_counter() - t2) * 1e3
+
+        t3 = time.perf_counter()
+        label_img, kept_protos, pixel_counts, background = self._clean(label_img, protos[:, :c], valid)
+        timings["cleanup"] = (time.perf_counter() - t3) * 1e3
+        timings["total"] = (time.perf_counter() - t0) * 1e3
+        return ClusterResult(label_img, kept_protos.astype(np.float32), pixel_counts, num_samples=num_samples,
+                             noise_fraction=noise_fraction, background_labels=background, timings_ms=timings,
+                             warnings=result_warnings)
+
+    # ------------------------------------------------------------------ stages
+    def _block_stats(self, feats: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
+        """Per 4x4-px block, from every second pixel: feature sum, sum of lengths, all-valid flag.
+
+        Strided slices added together: numpy reductions over small inner axes are several times slower.
+        """
+        b = self.block_px
+        offsets = [(i, j) for i in range(0, b, 2) for j in range(0, b, 2)]
+        fsum = np.zeros(feats[:, ::b, ::b].shape, np.float32)
+        nsum = np.zeros(fsum.shape[:3], np.float32)
+        bvalid = np.ones(fsum.shape[:3], bool)
+        for i, j in offsets:
+            part = feats[:, i::b, j::b]
+            fsum += part
+            nsum += np.sqrt(np.einsum("...i,...i->...", part, part))
+            bvalid &= valid[:, i::b, j::b]
+        return {"sum": fsum, "norm_sum": nsum, "valid": bvalid}
+
+    def _sample(self, feats: np.ndarray, valid: np.ndarray, conf: np.ndarray | None, points: np.ndarray | None,
+                blocks: dict[str, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Every coherent patch: unit mean feature, normalised position (optional), confidence weight."""
+        cfg = self.config
+        v, h, w, c = feats.shape
+        if blocks is not None:
+            m = max(1, cfg.patch_size_px // self.block_px)  # blocks per patch side
+            bh, bw = blocks["valid"].shape[1:]
+            ph, pw = bh // m, bw // m
+            px = m * self.block_px
+            b = self.block_px
+            block_ok = np.ones((v, bh, bw), bool)  # every read pixel of the block may be sampled
+            for i in range(0, b, 2):
+                for j in range(0, b, 2):
+                    block_ok &= valid[:, i::b, j::b]
+            fsum = np.zeros((v, ph, pw, c), np.float32)
+            nsum = np.zeros((v, ph, pw), np.float32)
+            pvalid = np.ones((v, ph, pw), bool)
+            for i in range(m):
+                for j in range(m):
+                    fsum += blocks["sum"][:, i:ph * m:m, j:pw * m:m]
+                    nsum += blocks["norm_sum"][:, i:ph * m:m, j:pw * m:m]
+                    pvalid &= block_ok[:, i:ph * m:m, j:pw * m:m]
+        else:  # sides not multiples of the block: sample single pixels on a grid
+            px = max(1, cfg.patch_size_px)
+            grid = feats[:, ::px, ::px]
+            ph, pw = grid.shape[1:3]
+            fsum = grid
+            nsum = np.sqrt(np.einsum("...i,...i->...", grid, grid))
+            pvalid = valid[:, ::px, ::px]
+        length = np.sqrt(np.einsum("...i,...i->...", fsum, fsum))
+        coherence = length / np.maximum(nsum, _EPS)
+        keep = pvalid & (coherence >= cfg.min_patch_coherence) & (nsum > 0)
+        idx = np.flatnonzero(keep.ravel())
+        if idx.size == 0:
+            return np.zeros((0, c), np.float32), None, np.zeros(0)
+        vi, rem = np.divmod(idx, ph * pw)
+        pi, pj = np.divmod(rem, pw)
+        rows = np.minimum(pi * px + px // 2, h - 1)
+        cols = np.minimum(pj * px + px // 2, w - 1)
+        if conf is not None:
+            weight = np.clip(np.nan_to_num(conf[vi, rows, cols].astype(np.float64), nan=0.0), 1e-6, None)
+        else:
+            weight = np.ones(idx.size)
+        samples = l2_normalize(fsum.reshape(-1, c)[idx].astype(np.float64)).astype(np.float32)
+        positions = None
+        if points is not None and cfg.position_weight > 0:
+            positions = self._normalise_positions(np.asarray(points)[vi, rows, cols].astype(np.float32))
+        return samples, positions, weight
+
+    def _cluster_candidates(self, x_all: np.ndarray, weight: np.ndarray, c: int) -> tuple[np.ndarray, int, float]:
+        """HDBSCAN on a stratified sample, then once more on the candidates no prototype explains.
+
+        The second pass catches objects the first sample under-represented (few patches, or a hash
+        bucket shared with the floor): they are exactly the candidates far from every prototype.
+        Returns (prototypes [K, D], samples clustered, noise fraction of the first pass).
+        """
+        cfg = self.config
+        min_cos = 1.0 - 0.5 * cfg.max_assign_distance ** 2
+        protos: list[np.ndarray] = []
+        remaining = np.arange(len(x_all))
+        total_samples = 0
+        noise_fraction = 1.0
+        for round_index in range(2):
+            if len(remaining) < max(2 * cfg.min_cluster_size, 10):
+                break
+            budget = cfg.max_samples if round_index == 0 else max(cfg.max_samples // 2, 2 * cfg.min_cluster_size)
+            pick = remaining
+            if len(pick) > budget:
+                pick = remaining[self._stratified_choice(x_all[remaining, :c], weight[remaining], budget)]
+            x = x_all[pick]
+            labels = run_hdbscan(x, cfg.backend, cfg.min_cluster_size, cfg.min_samples,
+                                 cfg.cluster_selection_epsilon)
+            total_samples += len(pick)
+            if round_index == 0:
+                noise_fraction = float(np.mean(labels < 0)) if labels.size else 1.0
+            n_new = int(labels.max()) + 1 if labels.size else 0
+            if n_new == 0:
+                break
+            member = labels >= 0
+            new = np.zeros((n_new, x.shape[1]), np.float64)
+            np.add.at(new, labels[member], x[member])
+            counts = np.bincount(labels[member], minlength=n_new).astype(np.float64)
+            new[:, :c] = l2_normalize(new[:, :c])
+            new[:, c:] /= np.maximum(counts, 1.0)[:, None]
+            protos.extend(new.astype(np.float32))
+            feature_protos = np.stack(protos)[:, :c]
+            explained = (x_all[remaining, :c] @ feature_protos.T).max(axis=1) >= min_cos
+            remaining = remaining[~explained]
+        if not protos:
+            return np.zeros((0, x_all.shape[1]), np.float32), total_samples, noise_fraction
+        return np.stack(protos).astype(np.float32), total_samples, noise_fraction
+
+    def _stratified_choice(self, feats: np.ndarray, weight: np.ndarray, n: int) -> np.ndarray:
+        """Pick n rows so that every region of feature space gets a fair share.
+
+        Floor and walls cover most pixels: uniform sampling would spend the budget on them and leave a
+        small object a couple of samples, below HDBSCAN's min_cluster_size. Candidates are bucketed by
+        the signs of 10 random projections (locality-sensitive hashing: near-identical directions
+        share a bucket) and every bucket contributes up to the same quota, confidence-weighted within.
+        """
+        planes = np.random.default_rng(12345).normal(size=(feats.shape[1], 10)).astype(np.float32)
+        bucket = ((feats @ planes) > 0).astype(np.int64) @ (1 << np.arange(10))
+        # random order within a bucket, confidence-weighted (Efraimidis-Spirakis keys)
+        keys = np.log(self._rng.random(len(feats)) + 1e-12) / np.maximum(weight, 1e-6)
+        order = np.lexsort((-keys, bucket))
+        sorted_bucket = bucket[order]
+        starts = np.searchsorted(sorted_bucket, sorted_bucket, side="left")
+        rank = np.empty(len(feats), np.int64)
+        rank[order] = np.arange(len(feats)) - starts
+        sizes = np.bincount(bucket, minlength=1024)
+        sizes = np.sort(sizes[sizes > 0])
+        # largest quota q with sum(min(size, q)) <= n
+        lo, hi = 1, int(sizes[-1])
+        while lo < hi:
+            mid = (lo + hi + 1) // 2
+            if np.minimum(sizes, mid).sum() <= n:
+                lo = mid
+            else:
+                hi = mid - 1
+        return np.flatnonzero(rank < lo)
+
+    def _normalise_positions(self, pts: np.ndarray) -> np.ndarray:
+        finite = np.isfinite(pts).all(axis=1)
+        if finite.any():
+            centre = np.median(pts[finite], axis=0)
+            spread = float(np.median(np.linalg.norm(pts[finite] - centre, axis=1)))
+        else:
+            centre, spread = np.zeros(3, np.float32), 1.0
+        self._pos_centre, self._pos_scale = centre.astype(np.float32), max(spread, 1e-6)
+        pts = np.where(finite[:, None], pts, centre)
+        return ((pts - centre) / self._pos_scale).astype(np.float32)
+
+    def _assign_pixels(self, flat: np.ndarray, protos: np.ndarray) -> np.ndarray:
+        """Nearest prototype (1-based) per row of raw features, 0 when farther than max_assign_distance."""
+        if flat.shape[0] == 0:
+            return np.zeros(0, np.int32)
+        dots = flat @ protos.T  # argmax of cosine = argmax of the dot product with the raw feature
+        best = np.argmax(dots, axis=1)
+        top = np.take_along_axis(dots, best[:, None], axis=1)[:, 0]
+        norm = np.sqrt(np.einsum("ij,ij->i", flat, flat))
+        # ||f/|f| - p||^2 = 2 - 2 cos  ->  cos >= 1 - d^2 / 2
+        min_cos = 1.0 - 0.5 * self.config.max_assign_distance ** 2
+        labels = (best + 1).astype(np.int32)
+        labels[~(top >= min_cos * np.maximum(norm, _EPS))] = 0
+        return labels
+
+    def _assign_coarse_to_fine(self, feats: np.ndarray, valid: np.ndarray, protos: np.ndarray,
+                               blocks: dict[str, np.ndarray]) -> np.ndarray:
+        v, h, w, c = feats.shape
+        b = self.block_px
+        fsum = blocks["sum"]
+        bh, bw = fsum.shape[1:3]
+        block_labels = self._assign_pixels(fsum.reshape(-1, c), protos).reshape(v, bh, bw)
+        length = np.sqrt(np.einsum("...i,...i->...", fsum, fsum))
+        coherent = length >= 0.95 * np.maximum(blocks["norm_sum"], _EPS)
+        pure = blocks["valid"] & coherent & (block_labels > 0)
+        same = np.ones_like(pure)
+        same[:, 1:, :] &= block_labels[:, 1:, :] == block_labels[:, :-1, :]
+        same[:, :-1, :] &= block_labels[:, :-1, :] == block_labels[:, 1:, :]
+        same[:, :, 1:] &= block_labels[:, :, 1:] == block_labels[:, :, :-1]
+        same[:, :, :-1] &= block_labels[:, :, :-1] == block_labels[:, :, 1:]
+        pure &= same
+        labels = np.repeat(np.repeat(block_labels * pure, b, axis=1), b, axis=2).astype(np.int32)
+        refine = np.repeat(np.repeat(~pure, b, axis=1), b, axis=2)
+        idx = np.flatnonzero(refine.ravel())
+        labels.reshape(-1)[idx] = self._assign_pixels(feats.reshape(-1, c)[idx], protos)
+        labels[~valid] = 0
+        return labels
+
+    def _assign_with_position(self, feats: np.ndarray, valid: np.ndarray, protos: np.ndarray,
+                              points: np.ndarray) -> np.ndarray:
+        """Nearest prototype in (unit feature, weighted normalised position) space; feature distance gates."""
+        cfg = self.config
+        v, h, w, c = feats.shape
+        unit = l2_normalize(feats.reshape(-1, c))
+        pts = np.asarray(points, np.float32).reshape(-1, 3)
+        pos = (np.where(np.isfinite(pts), pts, self._pos_centre) - self._pos_centre) / self._pos_scale
+        x = np.concatenate([unit, cfg.position_weight * pos.astype(np.float32)], axis=1)
+        d2 = (x * x).sum(1)[:, None] - 2.0 * (x @ protos.T) + (protos * protos).sum(1)[None, :]
+        best = np.argmin(d2, axis=1)
+        feature_d2 = 2.0 - 2.0 * np.einsum("ij,ij->i", unit, protos[best, :c])
+        labels = (best + 1).astype(np.int32)
+        labels[~(feature_d2 <= cfg.max_assign_distance ** 2)] = 0
+        labels = labels.reshape(v, h, w)
+        labels[~valid] = 0
+        return labels
+
+    def _clean(self, labels: np.ndarray, protos: np.ndarray,
+               valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+        """Drop structure-sized clusters and small per-view masks, then renumber 1..K."""
+        cfg = self.config
+        v = labels.shape[0]
+        k = protos.shape[0]
+        counts = np.stack([np.bincount(labels[i].ravel(), minlength=k + 1)[: k + 1] for i in range(v)])
+        total_valid = max(int(valid.sum()), 1)
+        share = counts[:, 1:].sum(axis=0) / total_valid
+        background = [int(i + 1) for i in np.flatnonzero(share > cfg.background_fraction)]
+        lut = np.tile(np.arange(k + 1, dtype=np.int32), (v, 1))
+        lut[counts < cfg.min_instance_area_px] = 0
+        lut[:, 0] = 0
+        for bg in background:
+            lut[:, bg] = 0
+        kept = np.zeros(k + 1, bool)
+        kept[np.unique(lut)] = True
+        kept[0] = False
+        renumber = np.zeros(k + 1, np.int32)
+        renumber[kept] = np.arange(1, int(kept.sum()) + 1, dtype=np.int32)
+        lut = renumber[lut]
+        out = np.empty_like(labels)
+        for i in range(v):
+            out[i] = lut[i][labels[i]]
+        new_k = int(kept.sum())
+        new_counts = np.zeros((v, new_k + 1), np.int64)
+        for i in range(v):
+            new_counts[i] = np.bincount(out[i].ravel(), minlength=new_k + 1)[: new_k + 1]
+        return out, protos[kept[1:]], new_counts, background

@@ -1,0 +1,276 @@
+"""The object map: what the robot knows about every tracked instance, in the world frame.
+
+Per instance: a bounded, voxel-downsampled point set with colours, its centroid, a gravity-aligned
+oriented box (yaw about world z, size along the box axes), views and windows seen, first and last
+seen stamps, and the slots the query service fills (an embedding vector with its accumulated weight,
+a label and a score). Sizes are in world units: metres when the frame is metric (TF or rig), the
+model's unit otherwise.
+
+Rules:
+
+* Accumulation. Each window adds the instance's points to its voxel set (``mapping.voxel_size_m``);
+  a voxel observed again takes the newest observation, so slow drift does not smear the object.
+  Above ``mapping.max_points_per_object`` voxels, the ones observed longest ago are dropped first.
+* Merge. Two instances are merged into the older ID when they were never detected as separate
+  instances in the same window (co-visible objects are different objects: identical duplicates side
+  by side stay apart) and at least half of the smaller one's voxels coincide with the larger's. This
+  repairs an object that came back under a new ID because re-identification missed it. The merged
+  instance keeps the earlier first-seen stamp, the union of the voxels and the summed counts, and
+  the embeddings are combined by weight.
+* Split. The map never splits an instance on its own: when clustering separates what one ID covered,
+  the tracker gives the new part its own ID, and the old ID keeps what it matches. Removed tracks
+  (forgotten after ``tracking.forget_windows``) are removed from the map with them.
+* Embeddings. `add_embedding` folds a vector in as a weighted running mean; `set_label` stores a
+  label and score. Both are written by the query side and survive merges.
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+import threading
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from iggt_ros.config import MappingConfig
+
+log = logging.getLogger(__name__)
+
+_OFFSET = 1 << 20  # voxel coordinates are packed into 21 bits per axis
+
+
+@dataclass
+class ObjectInstance:
+    """Everything published and queried about one instance (a copy: safe to hold in any thread)."""
+
+    id: int
+    state: str
+    centroid: np.ndarray
+    """[3] mean of the voxel points."""
+    box_center: np.ndarray
+    box_size: np.ndarray
+    """[3] size along the box's x (yaw direction), y and world z."""
+    box_yaw: float
+    """Rotation of the box about world z, radians."""
+    num_points: int
+    views_seen: int
+    windows_seen: int
+    first_seen_ns: int
+    last_seen_ns: int
+    embedding: np.ndarray | None = None
+    embedding_weight: float = 0.0
+    label: str = ""
+    score: float = 0.0
+
+
+@dataclass
+class _Entry:
+    keys: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    points: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.float32))
+    colors: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.uint8))
+    age: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
+    """Window index at which each voxel was last observed."""
+    state: str = "tentative"
+    views_seen: int = 0
+    windows_seen: int = 0
+    first_seen_ns: int = 0
+    last_seen_ns: int = 0
+    embedding: np.ndarray | None = None
+    embedding_weight: float = 0.0
+    label: str = ""
+    score: float = 0.0
+
+
+def voxel_keys(points: np.ndarray, voxel: float) -> np.ndarray:
+    """Packed int64 voxel index per point."""
+    q = np.floor(np.asarray(points, np.float64) / voxel).astype(np.int64) + _OFFSET
+    q = np.clip(q, 0, 2 * _OFFSET - 1)
+    return (q[:, 0] << 42) | (q[:, 1] << 21) | q[:, 2]
+
+
+def voxel_downsample(points: np.ndarray, voxel: float, *arrays: np.ndarray,
+                     keep: str = "first") -> tuple[np.ndarray, ...]:
+    """One point per voxel (the first or last occurrence), with the matching rows of `arrays`."""
+    if len(points) == 0:
+        return (np.zeros(0, np.int64), points, *arrays)
+    keys = voxel_keys(points, voxel)
+    if keep == "last":
+        rev_keys = keys[::-1]
+        _, idx = np.unique(rev_keys, return_index=True)
+        idx = len(keys) - 1 - idx
+    else:
+        _, idx = np.unique(keys, return_index=True)
+    return (keys[idx], points[idx], *(a[idx] for a in arrays))
+
+
+def gravity_aligned_box(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
+    """(center, size, yaw) of a box upright in z whose yaw follows the points' main horizontal axis."""
+    if len(points) == 0:
+        return np.zeros(3), np.zeros(3), 0.0
+    pts = np.asarray(points, np.float64)
+    xy = pts[:, :2] - pts[:, :2].mean(0)
+    if len(pts) >= 3:
+        cov = xy.T @ xy / len(pts)
+        evals, evecs = np.linalg.eigh(cov)
+        major = evecs[:, int(np.argmax(evals))]
+        yaw = float(np.arctan2(major[1], major[0]))
+    else:
+        yaw = 0.0
+    yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2  # a box is symmetric: keep yaw in [-pi/2, pi/2)
+    c, s = np.cos(yaw), np.sin(yaw)
+    rot = np.array([[c, s], [-s, c]])  # world xy -> box xy
+    local = pts[:, :2] @ rot.T
+    lo = np.percentile(local, 1, axis=0) if len(pts) > 50 else local.min(0)
+    hi = np.percentile(local, 99, axis=0) if len(pts) > 50 else local.max(0)
+    z_lo = np.percentile(pts[:, 2], 1) if len(pts) > 50 else pts[:, 2].min()
+    z_hi = np.percentile(pts[:, 2], 99) if len(pts) > 50 else pts[:, 2].max()
+    centre_local = (lo + hi) / 2
+    centre_xy = centre_local @ rot  # back to world
+    center = np.array([centre_xy[0], centre_xy[1], (z_lo + z_hi) / 2])
+    size = np.array([hi[0] - lo[0], hi[1] - lo[1], z_hi - z_lo])
+    return center, size, yaw
+
+
+class ObjectMap:
+    """Per-instance point sets and attributes; all methods are thread-safe."""
+
+    def __init__(self, config: MappingConfig, seed: int = 0) -> None:
+        self.config = config
+        self._entries: dict[int, _Entry] = {}
+        self._lock = threading.RLock()
+        self._rng = np.random.default_rng(seed)
+        self.merges = 0
+
+    def __contains__(self, instance_id: int) -> bool:
+        return instance_id in self._entries
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def reset(self) -> None:
+        with self._lock:
+            self._entries.clear()
+
+    # ------------------------------------------------------------------ writes
+    def update(self, instance_id: int, points: np.ndarray, colors: np.ndarray, views: int, stamp_ns: int,
+               window: int, state: str = "tentative") -> None:
+        """Fold one window's observation of an instance into its voxel set."""
+        pts = np.asarray(points, np.float32).reshape(-1, 3)
+        cols = np.asarray(colors, np.uint8).reshape(-1, 3)
+        ok = np.isfinite(pts).all(1)
+        pts, cols = pts[ok], cols[ok]
+        with self._lock:
+            entry = self._entries.get(instance_id)
+            if entry is None:
+                entry = self._entries[instance_id] = _Entry(first_seen_ns=stamp_ns)
+            entry.state = state
+            entry.views_seen += int(views)
+            entry.windows_seen += 1
+            entry.first_seen_ns = min(entry.first_seen_ns, stamp_ns) if entry.first_seen_ns else stamp_ns
+            entry.last_seen_ns = max(entry.last_seen_ns, stamp_ns)
+            if len(pts) == 0:
+                return
+            self._store(entry, np.concatenate([entry.points, pts]), np.concatenate([entry.colors, cols]),
+                        np.concatenate([entry.age, np.full(len(pts), window, np.int64)]))
+
+    def _store(self, entry: _Entry, pts: np.ndarray, cols: np.ndarray, age: np.ndarray) -> None:
+        """Voxel-downsample (later rows win) and bound, dropping the oldest voxels first."""
+        cfg = self.config
+        keys, pts, cols, age = voxel_downsample(pts, cfg.voxel_size_m, cols, age, keep="last")
+        if len(keys) > cfg.max_points_per_object:
+            order = np.argsort(-age - self._rng.random(len(age)) * 0.5, kind="stable")
+            keep = np.sort(order[: cfg.max_points_per_object])
+            keys, pts, cols, age = keys[keep], pts[keep], cols[keep], age[keep]
+        entry.keys, entry.points, entry.colors, entry.age = keys, pts, cols, age
+
+    def set_state(self, instance_id: int, state: str) -> None:
+        with self._lock:
+            if instance_id in self._entries:
+                self._entries[instance_id].state = state
+
+    def remove(self, instance_id: int) -> None:
+        with self._lock:
+            self._entries.pop(instance_id, None)
+
+    def add_embedding(self, instance_id: int, vector: np.ndarray, weight: float = 1.0) -> None:
+        """Fold an embedding into the instance's weighted mean (query service slot)."""
+        vec = np.asarray(vector, np.float32).reshape(-1)
+        with self._lock:
+            entry = self._entries.get(instance_id)
+            if entry is None or weight <= 0:
+                return
+            if entry.embedding is None or entry.embedding.shape != vec.shape:
+                entry.embedding, entry.embedding_weight = vec.copy(), float(weight)
+                return
+            total = entry.embedding_weight + float(weight)
+            entry.embedding = (entry.embedding * entry.embedding_weight + vec * weight) / total
+            entry.embedding_weight = total
+
+    def set_label(self, instance_id: int, label: str, score: float) -> None:
+        with self._lock:
+            if instance_id in self._entries:
+                self._entries[instance_id].label = label
+                self._entries[instance_id].score = float(score)
+
+    def overlap(self, a: int, b: int) -> float:
+        """Shared voxels over the smaller instance's voxel count (0 when either is empty)."""
+        with self._lock:
+            ea, eb = self._entries.get(a), self._entries.get(b)
+            if ea is None or eb is None or len(ea.keys) == 0 or len(eb.keys) == 0:
+                return 0.0
+            shared = np.intersect1d(ea.keys, eb.keys, assume_unique=True).size
+            return shared / min(len(ea.keys), len(eb.keys))
+
+    def merge(self, keep: int, drop: int) -> None:
+        """Fold instance `drop` into `keep` (see the module rules)."""
+        with self._lock:
+            ek, ed = self._entries.get(keep), self._entries.pop(drop, None)
+            if ek is None or ed is None:
+                return
+            first = min(ek.first_seen_ns, ed.first_seen_ns)
+            views, windows = ek.views_seen + ed.views_seen, ek.windows_seen + ed.windows_seen
+            emb, emb_w = ek.embedding, ek.embedding_weight
+            if ed.embedding is not None:
+                if emb is None or emb.shape != ed.embedding.shape:
+                    emb, emb_w = ed.embedding, ed.embedding_weight
+                else:
+                    total = emb_w + ed.embedding_weight
+                    emb = (emb * emb_w + ed.embedding * ed.embedding_weight) / max(total, 1e-12)
+                    emb_w = total
+            # drop's voxels first so that keep's observation wins where they coincide
+            self._store(ek, np.concatenate([ed.points, ek.points]), np.concatenate([ed.colors, ek.colors]),
+                        np.concatenate([ed.age, ek.age]))
+            ek.first_seen_ns, ek.views_seen, ek.windows_seen = first, views, windows
+            ek.last_seen_ns = max(ek.last_seen_ns, ed.last_seen_ns)
+            ek.embedding, ek.embedding_weight = emb, emb_w
+            if not ek.label and ed.label:
+                ek.label, ek.score = ed.label, ed.score
+            self.merges += 1
+            log.info("instance %d merged into %d (same voxels, never seen apart)", drop, keep)
+
+    # ------------------------------------------------------------------ reads
+    def points(self, instance_id: int) -> tuple[np.ndarray, np.ndarray]:
+        with self._lock:
+            e = self._entries[instance_id]
+            return e.points.copy(), e.colors.copy()
+
+    def instance(self, instance_id: int) -> ObjectInstance:
+        with self._lock:
+            return self._describe(instance_id, self._entries[instance_id])
+
+    def instances(self) -> list[ObjectInstance]:
+        """Copies of all instances, sorted by ID."""
+        with self._lock:
+            return [self._describe(i, e) for i, e in sorted(self._entries.items())]
+
+    @staticmethod
+    def _describe(instance_id: int, e: _Entry) -> ObjectInstance:
+        centroid = e.points.mean(0).astype(np.float64) if len(e.points) else np.zeros(3)
+        center, size, yaw = gravity_aligned_box(e.points)
+        return ObjectInstance(
+            id=int(instance_id), state=e.state, centroid=centroid, box_center=center, box_size=size, box_yaw=yaw,
+            num_points=int(len(e.points)), views_seen=e.views_seen, windows_seen=e.windows_seen,
+            first_seen_ns=e.first_seen_ns, last_seen_ns=e.last_seen_ns,
+            embedding=None if e.embedding is None else copy.deepcopy(e.embedding),
+            embedding_weight=e.embedding_weight, label=e.label, score=e.score)

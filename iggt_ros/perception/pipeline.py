@@ -1,0 +1,384 @@
+"""The perception pipeline: synchronised frames in, one `WindowResult` per window out.
+
+Both ROS adapters (the node and the rosbag replay) drive this object and nothing else, so everything
+the node computes can be run and tested without ROS. Stages, each timed:
+
+    frames -> WindowBuffer -> preprocess -> Engine.infer -> validity -> WorldAligner (mapping)
+           -> InstanceClusterer (clustering, assignment) -> InstanceTracker (tracking)
+           -> ObjectMap (object_map) -> cloud packing (cloud)
+
+Threading: the node processes windows on a worker thread while its service callbacks read the state.
+`reset()` and `snapshot()` never wait for a window to finish: `reset()` swaps in fresh components at
+once (a window already in flight finishes on the old ones and its result is discarded), and
+`snapshot()` returns the immutable state published by the last completed window.
+
+Bad input never raises out of `push`/`process_window`: an empty window, a camera missing from a
+window, NaN depth, features that are pure noise, an engine error, time going backwards: each gives a
+defined result (possibly without instances) and a warning in the log and in `WindowResult.warnings`.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from iggt_ros.config import IggtConfig
+from iggt_ros.engine.base import Engine, EngineError, ViewKey, WindowPrediction
+from iggt_ros.perception.clustering import ClusterResult, InstanceClusterer
+from iggt_ros.perception.frames import CameraFrame, FrameSet
+from iggt_ros.perception.mapping import Alignment, WorldAligner
+from iggt_ros.perception.object_map import ObjectInstance, ObjectMap, voxel_keys
+from iggt_ros.perception.tracking import LOST, Detection, InstanceTracker
+from iggt_ros.perception.window import ApproximateTimeSynchronizer, Window, WindowBuffer
+
+log = logging.getLogger(__name__)
+
+CLOUD_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4"), ("label", "<u4")])
+"""Point layout of /iggt/points: xyz, rgb packed as float32 (0x00RRGGBB bits), instance ID (0 = none)."""
+
+MERGE_OVERLAP = 0.5
+"""Voxel overlap (of the smaller instance) above which a new instance is folded into a lost one."""
+
+
+def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Plain nearest-neighbour resize of an [H,W,3] uint8 image to (H, W) = size."""
+    h, w = size
+    src_h, src_w = image.shape[:2]
+    if (src_h, src_w) == (h, w):
+        return np.ascontiguousarray(image[..., :3])
+    rows = np.minimum(((np.arange(h) + 0.5) * src_h / h).astype(np.int64), src_h - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * src_w / w).astype(np.int64), src_w - 1)
+    return np.ascontiguousarray(image[rows][:, cols, :3])
+
+
+@dataclass
+class ViewInfo:
+    """Where one view of a window came from (the header of its output images)."""
+
+    camera: str
+    stamp_ns: int
+    frame_id: str
+    new: bool
+    """True when the previous window did not contain this view (publish it once)."""
+    intrinsics: np.ndarray | None = None
+    """[3,3] at the model resolution, as the engine predicted them."""
+
+
+@dataclass
+class WindowResult:
+    """Everything one window produced, in the output frame."""
+
+    window_index: int
+    stamp_ns: int
+    frame_id: str
+    """input.world_frame when aligned to TF, otherwise input.fallback_frame."""
+    views: list[ViewInfo]
+    instance_images: np.ndarray
+    """[V,H,W] uint16 persistent instance IDs at the model resolution (0 = none)."""
+    depth: np.ndarray
+    """[V,H,W] float32 depth in output-frame units (metres when `metric`), NaN where invalid."""
+    metric: bool
+    cloud: np.ndarray
+    """[N] CLOUD_DTYPE points, voxel-downsampled and at most mapping.max_cloud_points."""
+    instances: list[ObjectInstance]
+    alignment: Alignment | None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def points(self) -> np.ndarray:
+        return np.stack([self.cloud["x"], self.cloud["y"], self.cloud["z"]], axis=-1)
+
+    @property
+    def colors(self) -> np.ndarray:
+        rgb = self.cloud["rgb"].view(np.uint32)
+        return np.stack([(rgb >> 16) & 255, (rgb >> 8) & 255, rgb & 255], axis=-1).astype(np.uint8)
+
+    @property
+    def point_ids(self) -> np.ndarray:
+        return self.cloud["label"]
+
+
+@dataclass(frozen=True)
+class MapSnapshot:
+    """Read-only state after the last completed window (safe to use from any thread)."""
+
+    window_index: int
+    stamp_ns: int
+    frame_id: str
+    instances: tuple[ObjectInstance, ...]
+
+
+def pack_cloud(points: np.ndarray, colors: np.ndarray, ids: np.ndarray) -> np.ndarray:
+    """Structured CLOUD_DTYPE array, ready to be sent as PointCloud2 data with .tobytes()."""
+    out = np.empty(len(points), CLOUD_DTYPE)
+    out["x"], out["y"], out["z"] = points[:, 0], points[:, 1], points[:, 2]
+    c = colors.astype(np.uint32)
+    out["rgb"] = ((c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]).view(np.float32)
+    out["label"] = ids
+    return out
+
+
+class Pipeline:
+    """Frames in, `WindowResult`s out; holds the window buffer, tracker, world frame and object map."""
+
+    def __init__(self, config: IggtConfig, engine: Engine, seed: int = 0) -> None:
+        config.validate()
+        self.config = config
+        self.engine = engine
+        self.seed = seed
+        self._state_lock = threading.Lock()
+        self._generation = 0
+        self.synchronizer = ApproximateTimeSynchronizer(config.input.cameras, config.input.sync_queue_size,
+                                                        config.input.sync_slop_s)
+        self._make_components()
+        self._snapshot = MapSnapshot(-1, 0, self._initial_frame(), ())
+        self.windows_processed = 0
+        self.resets = 0
+        self.time_jumps = 0
+
+    def _initial_frame(self) -> str:
+        return self.config.input.fallback_frame
+
+    def _make_components(self) -> None:
+        cfg = self.config
+        self.window_buffer = WindowBuffer(cfg.window, cfg.input.cameras)
+        self.clusterer = InstanceClusterer(cfg.clustering, seed=self.seed)
+        self.tracker = InstanceTracker(cfg.tracking)
+        self.aligner = WorldAligner(cfg.mapping, cfg.input)
+        self.object_map = ObjectMap(cfg.mapping, seed=self.seed)
+
+    # ------------------------------------------------------------------ thread-safe control
+    def reset(self, reason: str = "reset requested") -> None:
+        """Forget all windows, tracks and the map now; a window in flight is discarded."""
+        with self._state_lock:
+            self._generation += 1
+            self._make_components()
+            self.synchronizer.reset()
+            self._snapshot = MapSnapshot(-1, 0, self._initial_frame(), ())
+            self.resets += 1
+        log.warning("perception pipeline reset (%s): instance IDs, the object map and the world frame start over",
+                    reason)
+
+    def snapshot(self) -> MapSnapshot:
+        """The instances as of the last completed window."""
+        with self._state_lock:
+            return self._snapshot
+
+    # ------------------------------------------------------------------ input
+    def push_frame(self, frame: CameraFrame) -> WindowResult | None:
+        """One camera frame; synchronises cameras, then as `push`."""
+        frameset = self.synchronizer.add(frame)
+        return None if frameset is None else self.push(frameset)
+
+    def push(self, frameset: FrameSet) -> WindowResult | None:
+        """One synchronised frame set; returns a result when it completes a window."""
+        buffer = self.window_buffer
+        jumps = buffer.time_jumps
+        window = buffer.push(frameset)
+        if buffer.time_jumps != jumps:
+            self.time_jumps += 1
+            self.reset("time went backwards")
+            window = self.window_buffer.push(frameset)
+        if window is None:
+            return None
+        return self.process_window(window)
+
+    # ------------------------------------------------------------------ one window
+    def process_window(self, window: Window) -> WindowResult:
+        """Run the engine and post-processing on one window."""
+        with self._state_lock:
+            generation = self._generation
+            clusterer, tracker, aligner, omap = self.clusterer, self.tracker, self.aligner, self.object_map
+        t_start = time.perf_counter()
+        timings: dict[str, float] = {}
+        warnings = list(window.warnings)
+        for msg in window.warnings:
+            log.warning("window %d: %s", window.index, msg)
+        frames = window.frames()
+        h, w = self.engine.input_size
+        new_keys = {(f.camera, f.stamp_ns) for step in window.steps[len(window.steps) - window.new_steps:]
+                    for f in step.frames.values()}
+        views = [ViewInfo(f.camera, f.stamp_ns, f.frame_id, (f.camera, f.stamp_ns) in new_keys) for f in frames]
+        keys = [ViewKey(f.camera, f.stamp_ns) for f in frames]
+
+        def empty(msg: str) -> WindowResult:
+            log.warning("window %d: %s", window.index, msg)
+            warnings.append(msg)
+            timings["total"] = (time.perf_counter() - t_start) * 1e3
+            v = len(frames)
+            return WindowResult(window.index, window.stamp_ns if window.steps else 0, aligner.last.frame_id
+                                if aligner.last else self.config.input.fallback_frame, views,
+                                np.zeros((v, h, w), np.uint16), np.full((v, h, w), np.nan, np.float32),
+                                False, np.zeros(0, CLOUD_DTYPE), [i for i in self.snapshot().instances], None,
+                                timings, warnings)
+
+        if not frames:
+            return empty("empty window (no camera frames): nothing to process")
+
+        t = time.perf_counter()
+        images = np.stack([resize_rgb(np.asarray(f.image), (h, w)) for f in frames])
+        timings["preprocess"] = (time.perf_counter() - t) * 1e3
+
+        t = time.perf_counter()
+        try:
+            pred = self.engine.infer(images, keys)
+            pred.validate()
+        except (EngineError, ValueError) as exc:
+            return empty(f"engine failed on this window, skipped: {exc}")
+        timings["inference"] = (time.perf_counter() - t) * 1e3
+        if pred.num_views != len(frames):
+            return empty(f"engine returned {pred.num_views} views for {len(frames)} images; window skipped")
+
+        t = time.perf_counter()
+        valid = self._valid_pixels(pred, warnings, window.index)
+        timings["validity"] = (time.perf_counter() - t) * 1e3
+        if not valid.any():
+            return empty("no valid pixel in the window (depth or points are NaN, infinite or <= 0 everywhere): "
+                         "no instances, no points")
+
+        t = time.perf_counter()
+        alignment = aligner.align(pred, keys, frames, valid)
+        warnings.extend(alignment.warnings)
+        timings["mapping"] = (time.perf_counter() - t) * 1e3
+
+        cluster = clusterer.cluster(pred.instance_features, valid, pred.depth_conf,
+                                    pred.world_points if self.config.clustering.position_weight > 0 else None)
+        warnings.extend(cluster.warnings)
+        timings["clustering"] = cluster.timings_ms.get("sampling", 0.0) + cluster.timings_ms.get("hdbscan", 0.0)
+        timings["assignment"] = cluster.timings_ms.get("assignment", 0.0) + cluster.timings_ms.get("cleanup", 0.0)
+
+        t = time.perf_counter()
+        step = self._grid_step(pred)
+        grid = self._grid(pred, valid, cluster, alignment, step)
+        detections, det_points = self._detections(cluster, grid)
+        track_result = tracker.update(detections, cluster.labels, keys, window.stamp_ns, alignment.metric)
+        lut = track_result.label_to_id
+        timings["tracking"] = (time.perf_counter() - t) * 1e3
+
+        t = time.perf_counter()
+        self._update_map(omap, tracker, detections, det_points, lut, track_result.created, window)
+        id_images = lut[cluster.labels]
+        timings["object_map"] = (time.perf_counter() - t) * 1e3
+
+        t = time.perf_counter()
+        cloud = self._cloud(grid, lut)
+        depth = np.where(valid, pred.depth * np.float32(alignment.scale), np.nan).astype(np.float32)
+        timings["cloud"] = (time.perf_counter() - t) * 1e3
+
+        for i, vi in enumerate(views):
+            vi.intrinsics = pred.intrinsics[i].copy()
+        instances = omap.instances()
+        timings["total"] = (time.perf_counter() - t_start) * 1e3
+        timings["postprocess"] = timings["total"] - timings["inference"] - timings["preprocess"]
+        result = WindowResult(window.index, window.stamp_ns, alignment.frame_id, views, id_images, depth,
+                              alignment.metric, cloud, instances, alignment, timings, warnings)
+        with self._state_lock:
+            if generation != self._generation:
+                log.warning("window %d finished after a reset; its result is discarded", window.index)
+                result.warnings.append("discarded: the pipeline was reset while this window was processed")
+                return result
+            self._snapshot = MapSnapshot(window.index, window.stamp_ns, alignment.frame_id, tuple(instances))
+            self.windows_processed += 1
+        return result
+
+    # ------------------------------------------------------------------ helpers
+    def _valid_pixels(self, pred: WindowPrediction, warnings: list[str], index: int) -> np.ndarray:
+        depth = pred.depth
+        pts = pred.world_points
+        sq = np.einsum("...i,...i->...", pts, pts)  # NaN or inf anywhere propagates
+        valid = np.isfinite(depth) & (depth > 0) & np.isfinite(sq) & np.isfinite(pred.depth_conf)
+        bad = 1.0 - float(valid.mean())
+        if bad > 0.01:
+            msg = f"{100 * bad:.1f}% of the pixels have non-finite or non-positive depth/points; they stay unlabelled"
+            log.warning("window %d: %s", index, msg)
+            warnings.append(msg)
+        return valid
+
+    def _grid_step(self, pred: WindowPrediction) -> int:
+        """Pixel stride of the point grid used for the cloud, object points and instance statistics."""
+        v, h, w = pred.depth.shape
+        target = 2 * self.config.mapping.max_cloud_points
+        return max(2, int(math.ceil(math.sqrt(v * h * w / max(target, 1)))))
+
+    @staticmethod
+    def _grid(pred: WindowPrediction, valid: np.ndarray, cluster: ClusterResult, alignment: Alignment,
+              step: int) -> dict[str, np.ndarray]:
+        ok = valid[:, ::step, ::step]
+        pts = pred.world_points[:, ::step, ::step][ok]
+        return {
+            "points": alignment.apply(pts),
+            "colors": pred.images[:, ::step, ::step][ok],
+            "labels": cluster.labels[:, ::step, ::step][ok],
+            "view": np.nonzero(ok)[0],
+        }
+
+    @staticmethod
+    def _detections(cluster: ClusterResult, grid: dict[str, np.ndarray]) -> tuple[list[Detection], dict]:
+        labels = grid["labels"]
+        sel = labels > 0
+        lab, pts, cols = labels[sel], grid["points"][sel], grid["colors"][sel]
+        order = np.argsort(lab, kind="stable")
+        lab, pts, cols = lab[order], pts[order], cols[order]
+        bounds = np.searchsorted(lab, np.arange(1, cluster.num_instances + 2))
+        detections: list[Detection] = []
+        det_points: dict[int, tuple[np.ndarray, np.ndarray]] = {}
+        views_per_label = (cluster.pixel_counts[:, 1:] > 0).sum(axis=0)
+        for k in range(1, cluster.num_instances + 1):
+            a, b = bounds[k - 1], bounds[k]
+            if b - a < 3:
+                continue
+            p = pts[a:b]
+            lo, hi = np.percentile(p, [5, 95], axis=0)
+            detections.append(Detection(label=k, prototype=cluster.prototypes[k - 1].astype(np.float64),
+                                        centroid=np.median(p, axis=0).astype(np.float64),
+                                        extent=(hi - lo).astype(np.float64),
+                                        pixel_count=int(cluster.pixel_counts[:, k].sum()),
+                                        views=int(views_per_label[k - 1])))
+            det_points[k] = (p, cols[a:b])
+        return detections, det_points
+
+    def _update_map(self, omap: ObjectMap, tracker: InstanceTracker, detections: list[Detection],
+                    det_points: dict, lut: np.ndarray, created: list[int], window: Window) -> None:
+        for det in detections:
+            tid = int(lut[det.label])
+            pts, cols = det_points[det.label]
+            omap.update(tid, pts, cols, det.views, window.stamp_ns, window.index, tracker.tracks[tid].state)
+        # a new instance whose voxels coincide with a lost one never seen beside it is that object again
+        lost = [t for t in tracker.tracks.values() if t.state == LOST]
+        for new_id in created:
+            if new_id not in tracker.tracks:
+                continue
+            best, best_overlap = None, MERGE_OVERLAP
+            for old in lost:
+                if new_id in old.co_visible or old.id not in omap:
+                    continue
+                overlap = omap.overlap(old.id, new_id)
+                if overlap >= best_overlap:
+                    best, best_overlap = old.id, overlap
+            if best is not None:
+                omap.merge(best, new_id)
+                tracker.merge(best, new_id, lut)
+                lost = [t for t in lost if t.id != best]
+        for tid, track in tracker.tracks.items():
+            omap.set_state(tid, track.state)
+        for inst in omap.instances():
+            if inst.id not in tracker.tracks:
+                omap.remove(inst.id)
+
+    def _cloud(self, grid: dict[str, np.ndarray], lut: np.ndarray) -> np.ndarray:
+        pts = grid["points"]
+        if len(pts) == 0:
+            return np.zeros(0, CLOUD_DTYPE)
+        keys = voxel_keys(pts, self.config.mapping.voxel_size_m)
+        _, idx = np.unique(keys, return_index=True)
+        limit = self.config.mapping.max_cloud_points
+        if len(idx) > limit:
+            rng = np.random.default_rng(self.seed + len(idx))
+            idx = np.sort(rng.choice(idx, size=limit, replace=False))
+        return pack_cloud(pts[idx], grid["colors"][idx], lut[grid["labels"][idx]].astype(np.uint32))

@@ -1,0 +1,313 @@
+"""Persistent instance IDs across windows.
+
+Clustering labels are window-local: label 3 in one window has nothing to do with label 3 in the next,
+and a real instance head's embedding space is itself window-local. Three cues connect windows:
+
+* Mask IoU on shared frames. Consecutive windows contain ``size - stride`` identical views; the same
+  object covers the same pixels there, whatever its label. This is the strongest cue when present.
+* 3D position in the world frame: a Gaussian kernel on the centroid distance, as wide as half the
+  object's size (at least ``position_scale_m`` when the frame is metric). It gates every match, so two identical-looking
+  objects side by side never exchange IDs, and it re-identifies an object that comes back into view.
+* Feature prototypes (cosine similarity of mean unit features): helpful when the feature space is
+  stable across windows, weighted low because it often is not.
+
+Scores combine the available cues as a weighted mean (a cue that cannot be computed, such as IoU when
+neither side appears in a shared view, is left out); Hungarian assignment (scipy) maximises the
+total, and pairs below ``min_match_score`` start new tracks. States: tentative until matched in
+``confirm_windows`` windows, confirmed, lost after ``lost_windows`` windows without a match (still
+matchable: re-identification), removed after ``forget_windows`` windows lost (bounded memory).
+"""
+
+from __future__ import annotations
+
+import copy
+import logging
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from scipy.optimize import linear_sum_assignment
+
+from iggt_ros.config import TrackingConfig
+from iggt_ros.engine.base import ViewKey
+
+log = logging.getLogger(__name__)
+
+TENTATIVE = "tentative"
+CONFIRMED = "confirmed"
+LOST = "lost"
+MAX_ID = 65535  # IDs travel as uint16 images
+
+
+@dataclass
+class Detection:
+    """One window-local instance, with what the tracker compares."""
+
+    label: int
+    """Window-local label (1..K) in the cluster label images."""
+    prototype: np.ndarray
+    """[C] unit mean feature."""
+    centroid: np.ndarray
+    """[3] world frame."""
+    extent: np.ndarray
+    """[3] axis-aligned size in the world frame."""
+    pixel_count: int = 0
+    views: int = 0
+    """Views of the window in which the mask is non-empty."""
+
+
+@dataclass
+class Track:
+    """A persistent instance."""
+
+    id: int
+    state: str
+    prototype: np.ndarray
+    centroid: np.ndarray
+    extent: np.ndarray
+    hits: int = 1
+    misses: int = 0
+    """Consecutive windows without a match."""
+    first_window: int = 0
+    last_window: int = 0
+    first_seen_ns: int = 0
+    last_seen_ns: int = 0
+    reidentified: int = 0
+    """How often the track came back from the lost state."""
+    co_visible: set[int] = field(default_factory=set)
+    """Tracks detected as separate instances in the same window (never merge candidates)."""
+
+    @property
+    def diameter(self) -> float:
+        return float(np.linalg.norm(self.extent))
+
+
+@dataclass
+class TrackingResult:
+    label_to_id: np.ndarray
+    """[K+1] uint16 lookup table: window-local label -> track ID (0 -> 0)."""
+    matched: dict[int, int]
+    """Window-local label -> ID of an existing track it continued."""
+    created: list[int]
+    reidentified: list[int]
+    scores: dict[int, float] = field(default_factory=dict)
+    """Window-local label -> match score (new tracks absent)."""
+
+
+class InstanceTracker:
+    """Assigns persistent IDs to the window-local instances of successive windows."""
+
+    def __init__(self, config: TrackingConfig) -> None:
+        self.config = config
+        self.tracks: dict[int, Track] = {}
+        self._next_id = 1
+        self._window = 0
+        self._last_ids: dict[ViewKey, np.ndarray] = {}
+        self.reidentifications = 0
+
+    def reset(self) -> None:
+        self.tracks.clear()
+        self._next_id = 1
+        self._window = 0
+        self._last_ids.clear()
+
+    def snapshot(self) -> list[Track]:
+        """Deep copies of the tracks (safe to hand to another thread)."""
+        return [copy.deepcopy(t) for t in self.tracks.values()]
+
+    # ------------------------------------------------------------------ update
+    def update(self, detections: Sequence[Detection], labels: np.ndarray, views: Sequence[ViewKey],
+               stamp_ns: int, metric: bool = False) -> TrackingResult:
+        """Match a window's detections to tracks; return the label -> ID table and remember the ID images.
+
+        Args:
+            detections: one per window-local label present.
+            labels: [V,H,W] window-local label images (0 = none).
+            views: ViewKey of each of the V views (shared views are found by key).
+            stamp_ns: stamp of the window (its newest view).
+            metric: whether centroids are in metres (enables the absolute ``position_scale_m``).
+        """
+        cfg = self.config
+        self._window += 1
+        max_label = int(labels.max()) if labels.size else 0
+        max_label = max(max_label, max((d.label for d in detections), default=0))
+        lut = np.zeros(max_label + 1, np.uint16)
+        track_list = list(self.tracks.values())
+        scores = self._score(detections, track_list, labels, views, metric) if detections and track_list else None
+
+        matched: dict[int, int] = {}
+        match_scores: dict[int, float] = {}
+        if scores is not None:
+            rows, cols = linear_sum_assignment(scores, maximize=True)
+            for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
+                if scores[r, c] >= cfg.min_match_score:
+                    matched[detections[r].label] = track_list[c].id
+                    match_scores[detections[r].label] = float(scores[r, c])
+
+        created: list[int] = []
+        reidentified: list[int] = []
+        for det in detections:
+            tid = matched.get(det.label)
+            if tid is None:
+                tid = self._new_track(det, stamp_ns)
+                created.append(tid)
+            else:
+                if self._continue_track(self.tracks[tid], det, stamp_ns):
+                    reidentified.append(tid)
+            lut[det.label] = tid
+        seen = {int(lut[d.label]) for d in detections}
+        for tid in seen:
+            self.tracks[tid].co_visible |= seen - {tid}
+        self._age_unmatched(seen)
+
+        self._last_ids = {key: lut[labels[i]] for i, key in enumerate(views)}
+        if reidentified:
+            log.info("re-identified instances %s after they were lost", reidentified)
+        return TrackingResult(lut, {k: v for k, v in matched.items()}, created, reidentified, match_scores)
+
+    def _score(self, detections: Sequence[Detection], tracks: list[Track], labels: np.ndarray,
+               views: Sequence[ViewKey], metric: bool) -> np.ndarray:
+        """[D,T] match scores in [0, 1]; 0 where the position gate rejects the pair."""
+        cfg = self.config
+        n_d, n_t = len(detections), len(tracks)
+        det_index = {d.label: i for i, d in enumerate(detections)}
+        track_index = {t.id: j for j, t in enumerate(tracks)}
+
+        # mask IoU over the shared views, pooled
+        inter = np.zeros((n_d, n_t))
+        det_area = np.zeros(n_d)
+        trk_area = np.zeros(n_t)
+        shared = [(i, key) for i, key in enumerate(views) if key in self._last_ids]
+        max_label = int(labels.max()) if labels.size else 0
+        det_row = np.full(max_label + 1, -1, np.int64)
+        for lab, i in det_index.items():
+            if lab <= max_label:
+                det_row[lab] = i
+        for i, key in shared:
+            prev = self._last_ids[key]
+            cur = labels[i]
+            if prev.shape != cur.shape:
+                continue
+            prev_ids, prev_inv = np.unique(prev, return_inverse=True)
+            n_p = len(prev_ids)
+            joint = np.bincount(cur.ravel().astype(np.int64) * n_p + prev_inv.ravel(),
+                                minlength=(max_label + 1) * n_p).reshape(max_label + 1, n_p)
+            rows = det_row[: max_label + 1]
+            cols = np.array([track_index.get(int(p), -1) for p in prev_ids])
+            r_ok = rows >= 0
+            c_ok = cols >= 0
+            det_area[rows[r_ok]] += joint[r_ok].sum(axis=1)
+            trk_area[cols[c_ok]] += joint[:, c_ok].sum(axis=0)
+            inter[np.ix_(rows[r_ok], cols[c_ok])] += joint[np.ix_(r_ok, c_ok)]
+        union = det_area[:, None] + trk_area[None, :] - inter
+        iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
+        iou_available = (det_area[:, None] > 0) | (trk_area[None, :] > 0)
+
+        # 3D position, relative to object size (and the absolute scale when metric)
+        dc = np.stack([d.centroid for d in detections])
+        tc = np.stack([t.centroid for t in tracks])
+        dist = np.linalg.norm(dc[:, None, :] - tc[None, :, :], axis=-1)
+        dd = np.array([float(np.linalg.norm(d.extent)) for d in detections])
+        td = np.array([t.diameter for t in tracks])
+        # a partly seen object's centroid moves by up to half its size: the kernel is as wide
+        sigma = 0.5 * np.maximum(dd[:, None], td[None, :])
+        if metric:
+            sigma = np.maximum(sigma, cfg.position_scale_m)
+        sigma = np.maximum(sigma, 1e-6)
+        pos = np.exp(-0.5 * (dist / sigma) ** 2)
+        gate = dist <= 2.5 * sigma
+        # size consistency: an object does not double or halve its size between windows
+        size_ratio = np.maximum(dd[:, None], 1e-6) / np.maximum(td[None, :], 1e-6)
+        gate &= (size_ratio < 3.0) & (size_ratio > 1 / 3.0)
+
+        dp = np.stack([d.prototype for d in detections])
+        tp = np.stack([t.prototype for t in tracks])
+        feat = np.clip(dp @ tp.T, 0.0, 1.0) if dp.shape[1] == tp.shape[1] else np.zeros((n_d, n_t))
+
+        w_i, w_p, w_f = cfg.mask_iou_weight, cfg.position_weight, cfg.feature_weight
+        num = w_i * iou * iou_available + w_p * pos + w_f * feat
+        den = w_i * iou_available + w_p + w_f
+        score = np.where(den > 0, num / np.maximum(den, 1e-12), 0.0)
+        # strong overlap on the very same pixels overrides the gate (the centroid of a partly seen object moves)
+        strong_overlap = iou >= 0.5
+        return np.where(gate | strong_overlap, score, 0.0)
+
+    # ------------------------------------------------------------------ bookkeeping
+    def _new_track(self, det: Detection, stamp_ns: int) -> int:
+        tid = self._allocate_id()
+        state = CONFIRMED if self.config.confirm_windows <= 1 else TENTATIVE
+        self.tracks[tid] = Track(tid, state, det.prototype.copy(), det.centroid.copy(), det.extent.copy(),
+                                 first_window=self._window, last_window=self._window, first_seen_ns=stamp_ns,
+                                 last_seen_ns=stamp_ns)
+        return tid
+
+    def _allocate_id(self) -> int:
+        for _ in range(MAX_ID):
+            tid = self._next_id
+            self._next_id = 1 if self._next_id >= MAX_ID else self._next_id + 1
+            if tid not in self.tracks:
+                return tid
+        raise RuntimeError(f"all {MAX_ID} instance IDs are in use; lower tracking.forget_windows")
+
+    def _continue_track(self, track: Track, det: Detection, stamp_ns: int) -> bool:
+        """Update a matched track; return True when it came back from the lost state."""
+        came_back = track.state == LOST
+        track.hits += 1
+        track.misses = 0
+        track.last_window = self._window
+        track.last_seen_ns = stamp_ns
+        alpha = 0.5
+        track.centroid = (1 - alpha) * track.centroid + alpha * det.centroid
+        track.extent = (1 - alpha) * track.extent + alpha * det.extent
+        proto = (1 - alpha) * track.prototype + alpha * det.prototype
+        track.prototype = proto / max(float(np.linalg.norm(proto)), 1e-12)
+        if came_back:
+            track.reidentified += 1
+            self.reidentifications += 1
+            track.state = CONFIRMED
+        elif track.state == TENTATIVE and track.hits >= self.config.confirm_windows:
+            track.state = CONFIRMED
+        return came_back
+
+    def _age_unmatched(self, seen: set[int]) -> None:
+        cfg = self.config
+        for tid in list(self.tracks):
+            if tid in seen:
+                continue
+            track = self.tracks[tid]
+            track.misses += 1
+            if track.state != LOST and track.misses >= cfg.lost_windows:
+                track.state = LOST
+                log.debug("instance %d lost after %d windows unseen", tid, track.misses)
+            elif track.state == LOST and track.misses >= cfg.lost_windows + cfg.forget_windows:
+                del self.tracks[tid]
+                log.debug("instance %d forgotten", tid)
+        for track in self.tracks.values():
+            track.co_visible &= set(self.tracks)
+
+    def merge(self, keep: int, drop: int, lut: np.ndarray | None = None) -> None:
+        """Fold track `drop` into `keep` (the object map found them to be one object); rewrite `lut` in place."""
+        if keep not in self.tracks or drop not in self.tracks:
+            return
+        k, d = self.tracks[keep], self.tracks.pop(drop)
+        came_back = k.state == LOST and d.misses == 0
+        k.hits += d.hits
+        k.first_window = min(k.first_window, d.first_window)
+        k.first_seen_ns = min(k.first_seen_ns, d.first_seen_ns)
+        if d.last_window >= k.last_window:
+            k.centroid, k.extent, k.prototype = d.centroid, d.extent, d.prototype
+            k.last_window, k.last_seen_ns, k.misses = d.last_window, d.last_seen_ns, d.misses
+        k.co_visible |= d.co_visible
+        k.co_visible.discard(keep)
+        if came_back:
+            k.reidentified += 1
+            self.reidentifications += 1
+        k.state = CONFIRMED if k.hits >= self.config.confirm_windows else k.state
+        for t in self.tracks.values():
+            if drop in t.co_visible:
+                t.co_visible.discard(drop)
+                t.co_visible.add(keep)
+        if lut is not None:
+            lut[lut == drop] = keep
+        self._last_ids = {key: np.where(img == drop, keep, img).astype(np.uint16)
+                          for key, img in self._last_ids.items()}
