@@ -143,3 +143,21 @@ class Iggt(nn.Module):
             "part_feat": part_feat,
             "images": images,
         }
+
+
+class IggtTensorOutputs(nn.Module):
+    """The model as a function of tensors only, for tracing and export.
+
+    Returns the outputs in `OUTPUT_KEYS` order, with the camera-head iterations stacked:
+    pose_enc [iterations, B, S, 9], depth [B, S, H, W, 1], depth_conf [B, S, H, W],
+    world_points [B, S, H, W, 3], world_points_conf [B, S, H, W], part_feat [B, S, 8, H, W].
+    Call `model.fix_input_size(H, W)` before tracing.
+    """
+
+    def __init__(self, model: Iggt) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        out = self.model(images)
+        return (torch.stack(out["pose_enc"], 0), *(out[key] for key in OUTPUT_KEYS[1:]))
