@@ -1,0 +1,52 @@
+"""The embedded `tiny` configuration: size budget, output contract, and trainability."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from iggt_ros.model import OUTPUT_KEYS, Iggt, IggtModelConfig
+
+
+@pytest.fixture(scope="module")
+def tiny() -> Iggt:
+    torch.manual_seed(0)
+    return Iggt(IggtModelConfig.tiny())
+
+
+def test_tiny_is_small_and_has_no_dead_parameter_groups(tiny):
+    assert sum(p.numel() for p in tiny.parameters()) <= 5_000_000
+    keys = tiny.state_dict().keys()
+    assert not [k for k in keys if k.startswith(("track_head.", "part_head.cross_attention_1.", "part_head.projects."))]
+
+
+def test_output_contract(tiny):
+    tiny.eval()
+    images = torch.rand(2, 3, 56, 84)  # [S, 3, H, W]: a batch axis is added
+    with torch.no_grad():
+        out = tiny(images)
+    assert set(OUTPUT_KEYS) <= set(out)
+    assert len(out["pose_enc"]) == tiny.config.camera_iterations
+    assert out["pose_enc"][-1].shape == (1, 2, 9)
+    assert out["depth"].shape == (1, 2, 56, 84, 1) and bool((out["depth"] > 0).all())
+    assert out["depth_conf"].shape == (1, 2, 56, 84) and bool((out["depth_conf"] >= 1).all())
+    assert out["world_points"].shape == (1, 2, 56, 84, 3)
+    assert out["part_feat"].shape == (1, 2, 8, 56, 84)
+    assert bool((out["pose_enc"][-1][..., 7:] >= 0).all())  # field of view goes through ReLU
+
+
+def test_input_size_must_be_a_multiple_of_28(tiny):
+    with pytest.raises(ValueError, match="multiples of 28"):
+        tiny(torch.rand(1, 3, 56, 70))
+
+
+def test_every_parameter_receives_a_gradient(tiny):
+    tiny.train()
+    out = tiny(torch.rand(1, 2, 3, 56, 56))
+    loss = sum(p.square().mean() for p in out["pose_enc"])
+    loss = loss + sum(out[k].mean() for k in OUTPUT_KEYS[1:])
+    tiny.zero_grad()
+    loss.backward()
+    without = [n for n, p in tiny.named_parameters() if p.requires_grad and (p.grad is None or not p.grad.any())]
+    assert without == []
+    tiny.eval()
