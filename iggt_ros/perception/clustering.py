@@ -23,9 +23,10 @@ changes where the work is spent:
    2 cores; this gives the same masks at a fraction of it. Pixels farther than
    ``max_assign_distance`` from every prototype (noise, unseen structures), invalid pixels and
    low-confidence pixels stay 0.
-4. Clean-up: a cluster covering more than ``background_fraction`` of the window's pixels is scene
-   structure (floor, walls) and is labelled 0; per view, masks smaller than ``min_instance_area_px``
-   are dropped from that view.
+4. Clean-up: a cluster covering more than ``background_fraction`` of the window's pixels and half of
+   its 3D extent is scene structure (floor, walls) and is labelled 0; per view, masks smaller than
+   ``min_instance_area_px`` are dropped from that view (a quarter of it for an instance that is
+   large elsewhere in the window: a partial view at the image border).
 """
 
 from __future__ import annotations
@@ -75,19 +76,21 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
 
 
 def run_hdbscan(samples: np.ndarray, backend: str, min_cluster_size: int, min_samples: int,
-                cluster_selection_epsilon: float = 0.0) -> np.ndarray:
+                cluster_selection_epsilon: float = 0.0, allow_single_cluster: bool = False) -> np.ndarray:
     """HDBSCAN labels (-1 = noise) with either library; the parameters mean the same in both."""
     min_samples = max(1, min(min_samples, len(samples) - 1))
     if backend == "hdbscan":
         import hdbscan
 
         model = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples,
-                                cluster_selection_epsilon=cluster_selection_epsilon, core_dist_n_jobs=1)
+                                cluster_selection_epsilon=cluster_selection_epsilon, core_dist_n_jobs=1,
+                                allow_single_cluster=allow_single_cluster)
     elif backend == "fast_hdbscan":
         import fast_hdbscan
 
         model = fast_hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples,
-                                     cluster_selection_epsilon=cluster_selection_epsilon)
+                                     cluster_selection_epsilon=cluster_selection_epsilon,
+                                     allow_single_cluster=allow_single_cluster)
     else:
         raise ValueError(f"unknown clustering backend '{backend}': use 'hdbscan' or 'fast_hdbscan'")
     with warnings.catch_warnings():
@@ -115,7 +118,8 @@ class InstanceClusterer:
             features: [V,H,W,C] raw instance features (not normalised).
             valid: [V,H,W] bool, pixels with usable geometry and features (default: finite features).
             confidence: [V,H,W] depth confidence; the lowest ``confidence_percentile`` is not labelled.
-            points: [V,H,W,3] points in any frame; used only when ``position_weight`` > 0.
+            points: [V,H,W,3] points in any frame: tell scene structure from big objects, and join the
+                features when ``position_weight`` > 0.
         """
         cfg = self.config
         t0 = time.perf_counter()
@@ -174,7 +178,7 @@ class InstanceClusterer:
         timings["assignment"] = (time.perf_counter() - t2) * 1e3
 
         t3 = time.perf_counter()
-        label_img, kept_protos, pixel_counts, background = self._clean(label_img, protos[:, :c], valid)
+        label_img, kept_protos, pixel_counts, background = self._clean(label_img, protos[:, :c], valid, points)
         timings["cleanup"] = (time.perf_counter() - t3) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
         return ClusterResult(label_img, kept_protos.astype(np.float32), pixel_counts, num_samples=num_samples,
@@ -250,10 +254,11 @@ class InstanceClusterer:
         return samples, positions, weight
 
     def _cluster_candidates(self, x_all: np.ndarray, weight: np.ndarray, c: int) -> tuple[np.ndarray, int, float]:
-        """HDBSCAN on a stratified sample, then once more on the candidates no prototype explains.
+        """HDBSCAN on a stratified sample, then again (twice at most) on the candidates no prototype explains.
 
-        The second pass catches objects the first sample under-represented (few patches, or a hash
+        The later passes catch objects the first sample under-represented (few patches, or a hash
         bucket shared with the floor): they are exactly the candidates far from every prototype.
+        Clusters whose members are not tight around their prototype are dropped.
         Returns (prototypes [K, D], samples clustered, noise fraction of the first pass).
         """
         cfg = self.config
@@ -262,16 +267,19 @@ class InstanceClusterer:
         remaining = np.arange(len(x_all))
         total_samples = 0
         noise_fraction = 1.0
-        for round_index in range(2):
-            if len(remaining) < max(2 * cfg.min_cluster_size, 10):
+        for round_index in range(3):
+            # later rounds look for what is left: small objects, possibly seen in a single view
+            min_size = cfg.min_cluster_size if round_index == 0 else max(3, cfg.min_cluster_size // 2)
+            if len(remaining) < min_size:
                 break
             budget = cfg.max_samples if round_index == 0 else max(cfg.max_samples // 2, 2 * cfg.min_cluster_size)
             pick = remaining
             if len(pick) > budget:
                 pick = remaining[self._stratified_choice(x_all[remaining, :c], weight[remaining], budget)]
             x = x_all[pick]
-            labels = run_hdbscan(x, cfg.backend, cfg.min_cluster_size, cfg.min_samples,
-                                 cfg.cluster_selection_epsilon)
+            # the residual may hold a single missed object: HDBSCAN must be allowed to return one cluster
+            labels = run_hdbscan(x, cfg.backend, min_size, min(cfg.min_samples, min_size),
+                                 cfg.cluster_selection_epsilon, allow_single_cluster=round_index > 0)
             total_samples += len(pick)
             if round_index == 0:
                 noise_fraction = float(np.mean(labels < 0)) if labels.size else 1.0
@@ -284,6 +292,13 @@ class InstanceClusterer:
             counts = np.bincount(labels[member], minlength=n_new).astype(np.float64)
             new[:, :c] = l2_normalize(new[:, :c])
             new[:, c:] /= np.maximum(counts, 1.0)[:, None]
+            # keep only tight clusters: a loose one is a blend of boundaries, not an object
+            tightness = np.zeros(n_new)
+            np.add.at(tightness, labels[member], np.einsum("ij,ij->i", x[member, :c], new[labels[member], :c]))
+            tightness /= np.maximum(counts, 1.0)
+            new = new[tightness >= 0.5 * (1.0 + min_cos)]
+            if len(new) == 0:
+                break
             protos.extend(new.astype(np.float32))
             feature_protos = np.stack(protos)[:, :c]
             explained = (x_all[remaining, :c] @ feature_protos.T).max(axis=1) >= min_cos
@@ -387,18 +402,44 @@ class InstanceClusterer:
         labels[~valid] = 0
         return labels
 
-    def _clean(self, labels: np.ndarray, protos: np.ndarray,
-               valid: np.ndarray) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-        """Drop structure-sized clusters and small per-view masks, then renumber 1..K."""
+    def _clean(self, labels: np.ndarray, protos: np.ndarray, valid: np.ndarray,
+               points: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+        """Drop scene structure and small per-view masks, then renumber 1..K.
+
+        Structure (floor, walls) covers more than ``background_fraction`` of the window's pixels and,
+        when points are given, spans at least half the window's 3D extent; a big object close to the
+        camera covers as many pixels but is small in 3D.
+        """
         cfg = self.config
         v = labels.shape[0]
         k = protos.shape[0]
         counts = np.stack([np.bincount(labels[i].ravel(), minlength=k + 1)[: k + 1] for i in range(v)])
         total_valid = max(int(valid.sum()), 1)
         share = counts[:, 1:].sum(axis=0) / total_valid
-        background = [int(i + 1) for i in np.flatnonzero(share > cfg.background_fraction)]
+        candidates = [int(i + 1) for i in np.flatnonzero(share > cfg.background_fraction)]
+        background = candidates
+        if candidates and points is not None:
+            grid_labels = labels[:, ::4, ::4]
+            grid_points = np.asarray(points)[:, ::4, ::4]
+            ok = valid[:, ::4, ::4] & np.isfinite(np.einsum("...i,...i->...", grid_points, grid_points))
+            all_pts = grid_points[ok]
+            if len(all_pts) > 10:
+                lo, hi = np.percentile(all_pts, [5, 95], axis=0)
+                window_diag = float(np.linalg.norm(hi - lo))
+                background = []
+                for lab in candidates:
+                    pts = grid_points[ok & (grid_labels == lab)]
+                    if len(pts) < 10:
+                        continue
+                    lo, hi = np.percentile(pts, [5, 95], axis=0)
+                    if float(np.linalg.norm(hi - lo)) >= 0.5 * window_diag:
+                        background.append(lab)
         lut = np.tile(np.arange(k + 1, dtype=np.int32), (v, 1))
-        lut[counts < cfg.min_instance_area_px] = 0
+        # an instance established in the window (4x the minimum area in total) keeps smaller partial views
+        # (down to a quarter of the minimum): an object entering the image is a sliver before it is a mask
+        established = counts.sum(axis=0) >= 4 * cfg.min_instance_area_px
+        per_view_min = np.where(established, cfg.min_instance_area_px / 4.0, cfg.min_instance_area_px)
+        lut[counts < per_view_min[None, :]] = 0
         lut[:, 0] = 0
         for bg in background:
             lut[:, bg] = 0

@@ -42,6 +42,7 @@ FALLBACK_FROM_CAMERA = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 
 
 GRID_STEP = 4
 """Pixel stride of the point grid kept per view for chaining."""
+MAX_CORRESPONDENCES = 4000
 
 
 @dataclass
@@ -255,8 +256,13 @@ class WorldAligner:
         if not src:
             return None
         src_a, dst_a, w_a = np.concatenate(src), np.concatenate(dst), np.concatenate(wts)
+        ok = np.isfinite(dst_a).all(1) & np.isfinite(src_a).all(1) & (w_a > 0)
+        src_a, dst_a, w_a = src_a[ok], dst_a[ok], w_a[ok]
         if len(src_a) < 10:
             return None
+        if len(src_a) > MAX_CORRESPONDENCES:  # a few thousand points pin a Sim(3) down; more only cost time
+            pick = np.random.default_rng(len(src_a)).choice(len(src_a), MAX_CORRESPONDENCES, replace=False)
+            src_a, dst_a, w_a = src_a[pick], dst_a[pick], w_a[pick]
         if fixed_scale is not None:
             s, r, t, rms, n = robust_sim3(src_a * fixed_scale, dst_a, w_a, with_scale=False)
             return fixed_scale, r, t, rms, n

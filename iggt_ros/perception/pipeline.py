@@ -247,8 +247,7 @@ class Pipeline:
         warnings.extend(alignment.warnings)
         timings["mapping"] = (time.perf_counter() - t) * 1e3
 
-        cluster = clusterer.cluster(pred.instance_features, valid, pred.depth_conf,
-                                    pred.world_points if self.config.clustering.position_weight > 0 else None)
+        cluster = clusterer.cluster(pred.instance_features, valid, pred.depth_conf, pred.world_points)
         warnings.extend(cluster.warnings)
         timings["clustering"] = cluster.timings_ms.get("sampling", 0.0) + cluster.timings_ms.get("hdbscan", 0.0)
         timings["assignment"] = cluster.timings_ms.get("assignment", 0.0) + cluster.timings_ms.get("cleanup", 0.0)

@@ -11,9 +11,9 @@ and a real instance head's embedding space is itself window-local. Three cues co
 * Feature prototypes (cosine similarity of mean unit features): helpful when the feature space is
   stable across windows, weighted low because it often is not.
 
-Scores combine the available cues as a weighted mean (a cue that cannot be computed, such as IoU when
-neither side appears in a shared view, is left out); Hungarian assignment (scipy) maximises the
-total, and pairs below ``min_match_score`` start new tracks. States: tentative until matched in
+Scores combine the cues as a weighted mean; the IoU weight shrinks with the share of the pair's pixels
+that lie in shared views (IoU says nothing about an object that is not in them). Hungarian assignment
+(scipy) maximises the total, and pairs below ``min_match_score`` start new tracks. States: tentative until matched in
 ``confirm_windows`` windows, confirmed, lost after ``lost_windows`` windows without a match (still
 matchable: re-identification), removed after ``forget_windows`` windows lost (bounded memory).
 """
@@ -74,6 +74,8 @@ class Track:
     last_seen_ns: int = 0
     reidentified: int = 0
     """How often the track came back from the lost state."""
+    last_pixel_count: int = 0
+    """Pixels of the track in the last window that detected it."""
     co_visible: set[int] = field(default_factory=set)
     """Tracks detected as separate instances in the same window (never merge candidates)."""
 
@@ -201,7 +203,12 @@ class InstanceTracker:
             inter[np.ix_(rows[r_ok], cols[c_ok])] += joint[np.ix_(r_ok, c_ok)]
         union = det_area[:, None] + trk_area[None, :] - inter
         iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
-        iou_available = (det_area[:, None] > 0) | (trk_area[None, :] > 0)
+        # how much the shared views say about a pair: a detection (or track) with a fifth of its pixels
+        # there is fully judged by IoU; a few stray pixels say nothing
+        det_total = np.array([max(d.pixel_count, 1) for d in detections], float)
+        trk_total = np.array([max(t.last_pixel_count, 1) for t in tracks], float)
+        evidence = np.maximum(det_area[:, None] / det_total[:, None], trk_area[None, :] / trk_total[None, :])
+        iou_available = np.clip(evidence / 0.2, 0.0, 1.0)
 
         # 3D position, relative to object size (and the absolute scale when metric)
         dc = np.stack([d.centroid for d in detections])
@@ -238,7 +245,7 @@ class InstanceTracker:
         state = CONFIRMED if self.config.confirm_windows <= 1 else TENTATIVE
         self.tracks[tid] = Track(tid, state, det.prototype.copy(), det.centroid.copy(), det.extent.copy(),
                                  first_window=self._window, last_window=self._window, first_seen_ns=stamp_ns,
-                                 last_seen_ns=stamp_ns)
+                                 last_seen_ns=stamp_ns, last_pixel_count=det.pixel_count)
         return tid
 
     def _allocate_id(self) -> int:
@@ -256,6 +263,7 @@ class InstanceTracker:
         track.misses = 0
         track.last_window = self._window
         track.last_seen_ns = stamp_ns
+        track.last_pixel_count = det.pixel_count
         alpha = 0.5
         track.centroid = (1 - alpha) * track.centroid + alpha * det.centroid
         track.extent = (1 - alpha) * track.extent + alpha * det.extent
