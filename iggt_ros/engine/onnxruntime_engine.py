@@ -1,0 +1,95 @@
+"""ONNX Runtime backend: runs the exported model (`iggt-ros export --onnx-only`) on the CPU or CUDA.
+
+The exported graph has a dynamic frame count S and a fixed (H, W), read back from the model's
+input so the engine always reports the size it was exported for.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from pathlib import Path
+
+import numpy as np
+
+from iggt_ros.engine.base import Engine, EngineError, ViewKey, WindowPrediction
+from iggt_ros.engine.postprocess import OUTPUT_NAMES, to_window_prediction
+from iggt_ros.engine.preprocess import check_window, to_model_input
+
+MAX_VIEWS = 12
+
+
+class OnnxRuntimeEngine(Engine):
+    """An `InferenceSession` over an exported IGGT graph.
+
+    Args:
+        path: the .onnx file (its external data file, if any, next to it).
+        device: 'cpu', or 'cuda' / 'cuda:N' for the CUDA execution provider (must be available).
+        threads: intra-op threads on the CPU; 0 lets ONNX Runtime choose.
+    """
+
+    name = "onnxruntime"
+
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 0) -> None:
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise EngineError("engine.backend 'onnxruntime' needs the onnxruntime package "
+                              "(pip install 'iggt_ros[onnx]')") from exc
+        path = Path(path)
+        if not path.is_file():
+            raise EngineError(f"ONNX model {path} does not exist; export one with `iggt-ros export --onnx-only`")
+        if device == "cpu":
+            providers: list = ["CPUExecutionProvider"]
+        else:
+            if "CUDAExecutionProvider" not in ort.get_available_providers():
+                raise EngineError(f"engine.device is {device!r} but this onnxruntime has no CUDA provider "
+                                  f"(available: {ort.get_available_providers()}); install onnxruntime-gpu")
+            index = int(device.split(":")[1]) if ":" in device else 0
+            providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
+        options = ort.SessionOptions()
+        if threads:
+            options.intra_op_num_threads = threads
+        try:
+            self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
+        except Exception as exc:  # onnxruntime raises its own exception types
+            raise EngineError(f"onnxruntime cannot load {path}: {exc}") from exc
+        inputs = self.session.get_inputs()
+        outputs = [o.name for o in self.session.get_outputs()]
+        if len(inputs) != 1 or tuple(outputs) != OUTPUT_NAMES:
+            raise EngineError(f"{path} is not an IGGT export: inputs {[i.name for i in inputs]}, outputs {outputs} "
+                              f"(expected one input 'images' and outputs {list(OUTPUT_NAMES)})")
+        shape = inputs[0].shape
+        if len(shape) != 4 or not all(isinstance(d, int) for d in shape[2:]):
+            raise EngineError(f"{path}: input shape {shape} must be [S,3,H,W] with a fixed H and W")
+        self._input_name = inputs[0].name
+        self._size = (int(shape[2]), int(shape[3]))
+        self.fixed_views = shape[0] if isinstance(shape[0], int) else None
+        self.path = path
+        self.device = device
+        self.name = "onnxruntime-cuda" if device != "cpu" else "onnxruntime-cpu"
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self._size
+
+    def run(self, batch: np.ndarray) -> list[np.ndarray]:
+        """The exported graph on a [S,3,H,W] float32 array in [0, 1]; outputs in `OUTPUT_NAMES` order."""
+        if self.fixed_views is not None and batch.shape[0] != self.fixed_views:
+            raise EngineError(f"{self.path} was exported for exactly {self.fixed_views} views; got {batch.shape[0]}")
+        return self.session.run(None, {self._input_name: batch})
+
+    def infer(self, images: np.ndarray, views: Sequence[ViewKey] | None = None) -> WindowPrediction:
+        images = check_window(images, self._size, MAX_VIEWS)
+        t0 = time.perf_counter()
+        batch = to_model_input(images)
+        t1 = time.perf_counter()
+        out = self.run(batch)
+        t2 = time.perf_counter()
+        pred = to_window_prediction(out, images, self.name)
+        t3 = time.perf_counter()
+        pred.timings_ms.update(upload=(t1 - t0) * 1e3, model=(t2 - t1) * 1e3, decode=(t3 - t2) * 1e3)
+        return pred
+
+    def close(self) -> None:
+        self.session = None
