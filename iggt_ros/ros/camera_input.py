@@ -1,0 +1,223 @@
+"""Camera messages -> `CameraFrame`s for the node, without importing rclpy.
+
+Both decoding paths produce the same pixels: on a robot cv_bridge decodes the message buffer and
+the colour handling below turns it into RGB; elsewhere `iggt_ros.bag.images` (the replay's decoder)
+does both. Anything that cannot be decoded is reported once per topic, naming the topic and the
+encoding, and the frame is skipped: a misconfigured camera must not flood the log or stop the node.
+"""
+
+from __future__ import annotations
+
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from iggt_ros.bag.images import COLOR_ENCODINGS, UnsupportedEncoding, compressed_to_rgb, image_to_rgb, intrinsics_of
+from iggt_ros.bag.message import stamp_ns
+from iggt_ros.perception.frames import CameraFrame
+
+Logger = Callable[[str], None]
+
+
+class OnceLog:
+    """Logs each distinct key once (warnings that would otherwise repeat for every frame)."""
+
+    def __init__(self, log: Logger) -> None:
+        self._log = log
+        self._seen: set[str] = set()
+        self._lock = threading.Lock()
+
+    def __call__(self, key: str, message: str) -> bool:
+        with self._lock:
+            if key in self._seen:
+                return False
+            self._seen.add(key)
+        self._log(message)
+        return True
+
+    def forget(self, key: str) -> None:
+        with self._lock:
+            self._seen.discard(key)
+
+
+def rgb_from_pixels(pixels: np.ndarray, encoding: str, topic: str = "") -> np.ndarray:
+    """[H,W,3] uint8 RGB of decoded pixels in `encoding` (what `image_to_rgb` does after decoding)."""
+    if encoding not in COLOR_ENCODINGS:
+        raise UnsupportedEncoding(f"image encoding '{encoding}' on topic '{topic}' cannot be used as a camera "
+                                  f"image; supported: {', '.join(COLOR_ENCODINGS)}")
+    pixels = np.asarray(pixels)
+    if encoding in ("rgb8", "rgba8"):
+        return np.ascontiguousarray(pixels[..., :3])
+    if encoding in ("bgr8", "bgra8"):
+        return np.ascontiguousarray(pixels[..., 2::-1])
+    if pixels.dtype == np.uint16:
+        pixels = (pixels >> 8).astype(np.uint8)
+    return np.repeat(pixels.reshape(pixels.shape[:2])[..., None], 3, axis=2)
+
+
+class NumpyImageDecoder:
+    """The package's own decoder (`iggt_ros.bag.images`), used where cv_bridge is missing."""
+
+    name = "numpy decoder (fallback)"
+
+    def image(self, msg: Any, topic: str) -> np.ndarray:
+        return image_to_rgb(msg, topic)
+
+    def compressed(self, msg: Any, topic: str) -> np.ndarray:
+        return compressed_to_rgb(msg, topic)
+
+
+class CvBridgeImageDecoder:
+    """cv_bridge decoding (the standard path on a robot); the colour handling is shared."""
+
+    name = "cv_bridge"
+
+    def __init__(self) -> None:
+        from cv_bridge import CvBridge
+
+        self._bridge = CvBridge()
+
+    def image(self, msg: Any, topic: str) -> np.ndarray:
+        encoding = str(msg.encoding)
+        if encoding not in COLOR_ENCODINGS:
+            raise UnsupportedEncoding(f"image encoding '{encoding}' on topic '{topic}' cannot be used as a camera "
+                                      f"image; supported: {', '.join(COLOR_ENCODINGS)}")
+        try:
+            pixels = self._bridge.imgmsg_to_cv2(msg, desired_encoding="passthrough")
+        except Exception as exc:  # cv_bridge raises its own CvBridgeError
+            raise UnsupportedEncoding(f"cv_bridge cannot decode the '{encoding}' image on topic '{topic}': {exc}") \
+                from exc
+        return rgb_from_pixels(pixels, encoding, topic)
+
+    def compressed(self, msg: Any, topic: str) -> np.ndarray:
+        try:
+            pixels = self._bridge.compressed_imgmsg_to_cv2(msg, desired_encoding="rgb8")
+        except Exception as exc:
+            raise UnsupportedEncoding(f"compressed image format '{msg.format}' on topic '{topic}' could not be "
+                                      f"decoded by cv_bridge: {exc}") from exc
+        return np.ascontiguousarray(pixels[..., :3], dtype=np.uint8)
+
+
+def make_image_decoder(log: Logger) -> NumpyImageDecoder | CvBridgeImageDecoder:
+    """cv_bridge when it imports, otherwise the numpy decoder; says which once."""
+    try:
+        decoder: NumpyImageDecoder | CvBridgeImageDecoder = CvBridgeImageDecoder()
+        log("images: decoding with cv_bridge (standard path)")
+    except ImportError:
+        decoder = NumpyImageDecoder()
+        log("images: cv_bridge is not installed; decoding with the package's numpy decoder (fallback path)")
+    return decoder
+
+
+@dataclass
+class CameraInfoState:
+    """The latest CameraInfo of one camera."""
+
+    intrinsics: np.ndarray
+    width: int
+    height: int
+    frame_id: str
+
+
+PoseLookup = Callable[[str, int], np.ndarray | None]
+"""(frame_id, stamp_ns) -> [4,4] world_from_camera, or None when TF cannot give it."""
+
+
+class CameraInputs:
+    """Per-camera state of the node's inputs: latest CameraInfo, decoding, poses, warnings."""
+
+    def __init__(self, cameras: list[str], decoder: NumpyImageDecoder | CvBridgeImageDecoder,
+                 warn: Logger, poses: PoseLookup | None = None) -> None:
+        self.cameras = list(cameras)
+        self.decoder = decoder
+        self.poses = poses
+        self._info: dict[str, CameraInfoState] = {}
+        self._lock = threading.Lock()
+        self._warn_once = OnceLog(warn)
+        self.skipped = 0
+        """Frames that could not be decoded."""
+
+    def set_camera_info(self, camera: str, msg: Any, topic: str) -> None:
+        try:
+            k = intrinsics_of(msg)
+        except ValueError as exc:
+            self._warn_once(f"info:{topic}", f"camera_info on topic '{topic}' ignored: {exc}")
+            return
+        state = CameraInfoState(k, int(msg.width), int(msg.height), str(msg.header.frame_id))
+        with self._lock:
+            self._info[camera] = state
+
+    def camera_info(self, camera: str) -> CameraInfoState | None:
+        with self._lock:
+            return self._info.get(camera)
+
+    def frame(self, camera: str, msg: Any, topic: str, compressed: bool = False) -> CameraFrame | None:
+        """The frame of one image message, or None (warned once per topic) when it cannot be used."""
+        try:
+            rgb = self.decoder.compressed(msg, topic) if compressed else self.decoder.image(msg, topic)
+        except (UnsupportedEncoding, ValueError) as exc:
+            self.skipped += 1
+            self._warn_once(f"decode:{topic}", f"frames on topic '{topic}' are skipped: {exc}")
+            return None
+        stamp = stamp_ns(msg.header.stamp)
+        frame_id = str(msg.header.frame_id)
+        info = self.camera_info(camera)
+        intrinsics = None
+        if info is None:
+            self._warn_once(f"noinfo:{camera}", f"no camera_info received yet for camera '{camera}': its frames "
+                                                "are used with the intrinsics the model predicts")
+        elif (info.width, info.height) not in ((rgb.shape[1], rgb.shape[0]), (0, 0)):
+            self._warn_once(f"size:{camera}", f"camera_info of camera '{camera}' is {info.width}x{info.height} but "
+                                              f"its images on '{topic}' are {rgb.shape[1]}x{rgb.shape[0]}: "
+                                              "camera_info ignored")
+        else:
+            intrinsics = info.intrinsics
+        if not frame_id and info is not None:
+            frame_id = info.frame_id
+        pose = self.poses(frame_id, stamp) if (self.poses is not None and frame_id) else None
+        return CameraFrame(camera=camera, stamp_ns=stamp, image=rgb, intrinsics=intrinsics, frame_id=frame_id,
+                           world_from_camera=pose)
+
+
+class PoseSource:
+    """Camera poses from a TF lookup function, waiting up to a timeout, with once-only status logs.
+
+    `lookup(target, source, stamp_ns)` returns [4,4] target_from_source or raises; both tf2_ros and
+    the package's `TransformBuffer` are wrapped this way. When a pose is unavailable the node keeps
+    working in its own frame; that is said once, and said again when TF comes back.
+    """
+
+    def __init__(self, lookup: Callable[[str, str, int], np.ndarray], world_frame: str, fallback_frame: str,
+                 timeout_s: float, info: Logger, waits_itself: bool = False) -> None:
+        self._lookup = lookup
+        self.world_frame = world_frame
+        self.fallback_frame = fallback_frame
+        self.timeout_s = float(timeout_s)
+        self._info = info
+        self._waits_itself = waits_itself
+        self._available: bool | None = None
+        self.failures = 0
+
+    def __call__(self, frame_id: str, stamp: int) -> np.ndarray | None:
+        deadline = time.monotonic() + self.timeout_s
+        while True:
+            try:
+                pose = np.asarray(self._lookup(self.world_frame, frame_id, stamp), dtype=np.float64)
+                break
+            except Exception as exc:  # tf2 and TransformBuffer raise their own LookupError types
+                if self._waits_itself or time.monotonic() >= deadline:
+                    self.failures += 1
+                    if self._available is not False:
+                        self._info(f"TF: no transform from '{frame_id}' to '{self.world_frame}' ({exc}); outputs are "
+                                   f"in the node's own frame '{self.fallback_frame}' until TF provides it")
+                    self._available = False
+                    return None
+                time.sleep(min(0.005, max(deadline - time.monotonic(), 0.0)))
+        if self._available is not True:
+            self._info(f"TF: camera poses from '{self.world_frame}' are available; outputs are aligned to it")
+        self._available = True
+        return pose
