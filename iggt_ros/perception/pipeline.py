@@ -332,14 +332,20 @@ class Pipeline:
             a, b = bounds[k - 1], bounds[k]
             if b - a < 3:
                 continue
-            p = pts[a:b]
+            p, c = pts[a:b], cols[a:b]
+            # pixels on a depth edge carry the background's depth: drop points far from the instance's median
+            centre = np.median(p, axis=0)
+            d = np.linalg.norm(p - centre, axis=1)
+            near = d <= 3.0 * max(float(np.median(d)), 1e-9)
+            if near.sum() >= 3:
+                p, c = p[near], c[near]
             lo, hi = np.percentile(p, [5, 95], axis=0)
             detections.append(Detection(label=k, prototype=cluster.prototypes[k - 1].astype(np.float64),
                                         centroid=np.median(p, axis=0).astype(np.float64),
                                         extent=(hi - lo).astype(np.float64),
                                         pixel_count=int(cluster.pixel_counts[:, k].sum()),
                                         views=int(views_per_label[k - 1])))
-            det_points[k] = (p, cols[a:b])
+            det_points[k] = (p, c)
         return detections, det_points
 
     def _update_map(self, omap: ObjectMap, tracker: InstanceTracker, detections: list[Detection],

@@ -1,0 +1,300 @@
+"""Clustering, tracking, world alignment and the object map on hand-made inputs."""
+
+from __future__ import annotations
+
+import logging
+
+import numpy as np
+import pytest
+
+from iggt_ros.config import ClusteringConfig, InputConfig, MappingConfig, TrackingConfig
+from iggt_ros.engine.base import ViewKey, WindowPrediction
+from iggt_ros.perception.clustering import InstanceClusterer
+from iggt_ros.perception.frames import CameraFrame
+from iggt_ros.perception.mapping import WorldAligner
+from iggt_ros.perception.object_map import ObjectMap, gravity_aligned_box
+from iggt_ros.perception.tracking import CONFIRMED, LOST, TENTATIVE, Detection, InstanceTracker
+
+V, H, W = 4, 112, 168
+
+
+def separated_vectors(n: int, dim: int = 8, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    out: list[np.ndarray] = []
+    while len(out) < n:
+        v = rng.normal(size=dim)
+        v /= np.linalg.norm(v)
+        if all(float(v @ u) < 0.5 for u in out):
+            out.append(v)
+    return np.stack(out)
+
+
+def scene_labels(seed: int = 0) -> np.ndarray:
+    """Background 0 plus boxes 1..5 in every view (object 5 is small), shifting a little per view."""
+    labels = np.zeros((V, H, W), np.int64)
+    for v in range(V):
+        labels[v, 10 + v:40 + v, 10:50] = 1
+        labels[v, 60:100, 20 + 2 * v:60 + 2 * v] = 2
+        labels[v, 20:50, 80:120] = 3
+        labels[v, 70:105, 110:160] = 4
+        labels[v, 5:17, 140:152] = 5
+    return labels
+
+
+def features_for(labels: np.ndarray, noise: float = 0.05, seed: int = 0) -> np.ndarray:
+    rng = np.random.default_rng(seed)
+    vec = separated_vectors(int(labels.max()) + 1, seed=seed)
+    gain = rng.uniform(0.5, 2.0, size=labels.shape + (1,))
+    return ((vec[labels] + rng.normal(scale=noise, size=labels.shape + (8,))) * gain).astype(np.float32)
+
+
+def points_for(labels: np.ndarray) -> np.ndarray:
+    """Background spread over a wide area, objects compact: what tells structure from objects."""
+    v, h, w = labels.shape
+    yy, xx = np.meshgrid(np.linspace(-3, 3, h), np.linspace(-4, 4, w), indexing="ij")
+    pts = np.stack([xx, yy, np.full_like(xx, 5.0)], -1)[None].repeat(v, 0)
+    for k in range(1, int(labels.max()) + 1):
+        pts[labels == k] = [k * 0.5, 0.0, 3.0] + 0.05 * pts[labels == k]
+    return pts.astype(np.float32)
+
+
+def purity_and_recall(pred: np.ndarray, gt: np.ndarray) -> dict[int, tuple[int, float]]:
+    """Per true object: (majority predicted label, fraction of its pixels carrying it)."""
+    out = {}
+    for k in range(1, int(gt.max()) + 1):
+        labs, counts = np.unique(pred[gt == k], return_counts=True)
+        best = int(np.argmax(counts))
+        out[k] = (int(labs[best]), float(counts[best] / counts.sum()))
+    return out
+
+
+# ---------------------------------------------------------------------- clustering
+@pytest.mark.parametrize("backend", ["hdbscan", "fast_hdbscan"])
+def test_clustering_recovers_objects_consistently_across_views(backend):
+    gt = scene_labels()
+    cl = InstanceClusterer(ClusteringConfig(backend=backend, min_instance_area_px=20))
+    res = cl.cluster(features_for(gt), points=points_for(gt))
+    found = purity_and_recall(res.labels, gt)
+    labels = [lab for lab, _ in found.values()]
+    assert all(lab > 0 for lab in labels) and len(set(labels)) == 5, found  # one label per object, incl. small 5
+    assert all(frac > 0.97 for _, frac in found.values()), found
+    for v in range(V):  # the same label in every view: 3D-consistent masks
+        assert purity_and_recall(res.labels[v:v + 1], gt[v:v + 1]) == {
+            k: (lab, pytest.approx(frac, abs=0.05)) for k, (lab, frac) in found.items()}
+    assert (res.labels[gt == 0] == 0).mean() > 0.99  # the background is structure: label 0
+    assert res.background_labels, "the background cluster must be reported as structure"
+
+
+def test_clustering_all_noise_features_gives_no_instances(caplog):
+    rng = np.random.default_rng(1)
+    feats = rng.normal(size=(V, H, W, 8)).astype(np.float32)
+    with caplog.at_level(logging.WARNING):
+        res = InstanceClusterer(ClusteringConfig()).cluster(feats)
+    assert res.num_instances == 0 and not res.labels.any()
+    assert "look like noise" in caplog.text and res.warnings
+
+
+def test_clustering_nan_features_stay_unlabelled():
+    gt = scene_labels()
+    feats = features_for(gt)
+    feats[0, 10:40, 10:50] = np.nan  # object 1 in view 0
+    res = InstanceClusterer(ClusteringConfig(min_instance_area_px=20)).cluster(feats, points=points_for(gt))
+    assert not res.labels[0, 10:40, 10:50].any()
+    assert res.labels[1][gt[1] == 1].mean() > 0  # still found in the other views
+
+
+def test_clustering_no_valid_pixel(caplog):
+    gt = scene_labels()
+    with caplog.at_level(logging.WARNING):
+        res = InstanceClusterer(ClusteringConfig()).cluster(features_for(gt), valid=np.zeros(gt.shape, bool))
+    assert res.num_instances == 0 and "no valid pixels" in caplog.text
+
+
+def test_min_instance_area_drops_small_masks():
+    gt = scene_labels()
+    res = InstanceClusterer(ClusteringConfig(min_instance_area_px=200)).cluster(features_for(gt),
+                                                                                points=points_for(gt))
+    assert not res.labels[gt == 5].any()  # 144 px per view, 576 in the window: below 4x the minimum
+    assert res.labels[gt == 1].all() or (res.labels[gt == 1] > 0).mean() > 0.97
+
+
+# ---------------------------------------------------------------------- tracking
+def det(label: int, centroid, proto, pixels: int = 1000, extent=(0.3, 0.3, 0.3)) -> Detection:
+    return Detection(label, np.asarray(proto, float), np.asarray(centroid, float), np.asarray(extent, float),
+                     pixel_count=pixels, views=2)
+
+
+def keys(*stamps: int) -> list[ViewKey]:
+    return [ViewKey("cam", s) for s in stamps]
+
+
+def two_object_labels(swap: bool = False) -> np.ndarray:
+    lab = np.zeros((2, 20, 40), np.int32)
+    a, b = (2, 1) if swap else (1, 2)
+    lab[:, 5:15, 2:12] = a
+    lab[:, 5:15, 25:35] = b
+    return lab
+
+
+def test_tracker_keeps_ids_of_identical_duplicates_side_by_side():
+    """Same features, side by side: position and shared-view IoU keep the IDs apart whatever the labels."""
+    tr = InstanceTracker(TrackingConfig())
+    proto = np.eye(8)[0]
+    first = tr.update([det(1, [0, 0, 0], proto), det(2, [0.5, 0, 0], proto)], two_object_labels(), keys(1, 2), 2)
+    ids = {1: int(first.label_to_id[1]), 2: int(first.label_to_id[2])}
+    # next window: labels swapped, views 2 (shared) and 3 (new), centroids jittered
+    second = tr.update([det(2, [0.02, 0.01, 0], proto), det(1, [0.49, 0, 0], proto)], two_object_labels(swap=True),
+                       keys(2, 3), 3)
+    assert int(second.label_to_id[2]) == ids[1] and int(second.label_to_id[1]) == ids[2]
+    # a window without shared views: position alone decides
+    third = tr.update([det(1, [0.51, 0, 0], proto), det(2, [-0.01, 0, 0], proto)], two_object_labels(),
+                      keys(10, 11), 11)
+    assert int(third.label_to_id[1]) == ids[2] and int(third.label_to_id[2]) == ids[1]
+    assert all(t.state == CONFIRMED for t in tr.tracks.values())
+
+
+def test_tracker_states_and_reidentification():
+    cfg = TrackingConfig(confirm_windows=2, lost_windows=2, forget_windows=3)
+    tr = InstanceTracker(cfg)
+    proto = np.eye(8)[1]
+    empty = np.zeros((1, 4, 4), np.int32)
+    lab = np.ones((1, 4, 4), np.int32)
+    tid = int(tr.update([det(1, [1, 1, 0], proto)], lab, keys(1), 1).label_to_id[1])
+    assert tr.tracks[tid].state == TENTATIVE
+    tr.update([det(1, [1, 1, 0], proto)], lab, keys(2), 2)
+    assert tr.tracks[tid].state == CONFIRMED
+    tr.update([], empty, keys(3), 3)
+    tr.update([], empty, keys(4), 4)
+    assert tr.tracks[tid].state == LOST
+    back = tr.update([det(1, [1.05, 1, 0], proto)], lab, keys(5), 5)
+    assert int(back.label_to_id[1]) == tid and back.reidentified == [tid]
+    assert tr.tracks[tid].state == CONFIRMED and tr.reidentifications == 1
+    other = tr.update([det(1, [5, 5, 0], proto)], lab, keys(6), 6)  # far away: a new object
+    assert int(other.label_to_id[1]) != tid
+    for s in range(7, 7 + cfg.lost_windows + cfg.forget_windows):
+        tr.update([], empty, keys(s), s)
+    assert tid not in tr.tracks  # forgotten: bounded memory
+
+
+# ---------------------------------------------------------------------- mapping
+def random_rotation(rng) -> np.ndarray:
+    q, r = np.linalg.qr(rng.normal(size=(3, 3)))
+    q = q @ np.diag(np.sign(np.diag(r)))
+    return q if np.linalg.det(q) > 0 else -q
+
+
+def synthetic_prediction(cam_poses: list[np.ndarray], s: float, r: np.ndarray, t: np.ndarray, h=28, w=28):
+    """A prediction whose model frame is world -> model by model = s R world + t."""
+    v = len(cam_poses)
+    k = np.array([[20.0, 0, w / 2], [0, 20.0, h / 2], [0, 0, 1]])
+    u, vv = np.meshgrid(np.arange(w) + 0.5, np.arange(h) + 0.5)
+    ext = np.zeros((v, 3, 4), np.float32)
+    pts = np.zeros((v, h, w, 3), np.float32)
+    depth = np.zeros((v, h, w), np.float32)
+    for i, wc in enumerate(cam_poses):
+        d = 2.0 + 0.3 * np.sin(u / 5.0) + 0.2 * np.cos(vv / 7.0)
+        cam = np.stack([(u - k[0, 2]) / k[0, 0] * d, (vv - k[1, 2]) / k[1, 1] * d, d], -1)
+        world = cam @ wc[:3, :3].T + wc[:3, 3]
+        pts[i] = s * world @ r.T + t
+        depth[i] = s * d
+        model_from_cam_r = r @ wc[:3, :3]
+        model_from_cam_t = s * r @ wc[:3, 3] + t
+        ext[i, :, :3] = model_from_cam_r.T
+        ext[i, :, 3] = -model_from_cam_r.T @ model_from_cam_t
+    ones = np.ones((v, h, w), np.float32)
+    return WindowPrediction(ext, np.repeat(k[None], v, 0).astype(np.float32), depth, ones * 2, pts, ones * 2,
+                            np.zeros((v, h, w, 8), np.float32), np.zeros((v, h, w, 3), np.uint8))
+
+
+def cam_pose(x: float, yaw: float) -> np.ndarray:
+    out = np.eye(4)
+    c, s_ = np.cos(yaw), np.sin(yaw)
+    out[:3, :3] = np.array([[c, 0, s_], [0, 1, 0], [-s_, 0, c]])
+    out[:3, 3] = [x, 0.1 * x, 0.0]
+    return out
+
+
+def test_chained_windows_recover_the_unknown_similarity():
+    rng = np.random.default_rng(3)
+    aligner = WorldAligner(MappingConfig(), InputConfig(use_tf=False))
+    poses = [cam_pose(0.2 * i, 0.05 * i) for i in range(6)]
+    frames = [CameraFrame("cam", i, np.zeros((28, 28, 3), np.uint8)) for i in range(6)]
+    first = synthetic_prediction(poses[0:4], 1.0, np.eye(3), np.zeros(3))
+    a0 = aligner.align(first, keys(0, 1, 2, 3), frames[0:4], np.ones((4, 28, 28), bool))
+    assert a0.mode == "first" and a0.frame_id == "iggt_map" and not a0.metric
+    s, r, t = 2.7, random_rotation(rng), rng.normal(size=3)
+    second = synthetic_prediction(poses[2:6], s, r, t)
+    a1 = aligner.align(second, keys(2, 3, 4, 5), frames[2:6], np.ones((4, 28, 28), bool))
+    assert a1.mode == "chain" and a1.num_correspondences >= 90  # 2 shared views x 7 x 7 grid points
+    # the same world point through both windows lands at the same place
+    w0 = a0.apply(first.world_points[2])
+    w1 = a1.apply(second.world_points[0])
+    assert np.abs(w0 - w1).max() < 1e-3
+    assert a1.scale_ratio == pytest.approx(1 / s, rel=1e-3)
+
+
+def test_tf_alignment_is_metric_and_in_the_world_frame():
+    rng = np.random.default_rng(4)
+    aligner = WorldAligner(MappingConfig(), InputConfig(world_frame="odom"))
+    poses = [cam_pose(0.3 * i, 0.1 * i) for i in range(4)]
+    frames = [CameraFrame("cam", i, np.zeros((28, 28, 3), np.uint8), world_from_camera=p)
+              for i, p in enumerate(poses)]
+    pred = synthetic_prediction(poses, 0.37, random_rotation(rng), rng.normal(size=3))
+    a = aligner.align(pred, keys(0, 1, 2, 3), frames, np.ones((4, 28, 28), bool))
+    assert a.mode == "tf" and a.metric and a.frame_id == "odom"
+    assert a.scale == pytest.approx(1 / 0.37, rel=1e-4)
+    truth = np.stack([p[:3, 3] for p in poses])
+    got = a.apply(np.stack([-pred.extrinsics[i, :, :3].T @ pred.extrinsics[i, :, 3] for i in range(4)]))
+    assert np.abs(got - truth).max() < 1e-3
+
+
+def test_rig_baseline_gives_metric_scale_without_tf():
+    aligner = WorldAligner(MappingConfig(rig_baseline_m=0.12), InputConfig(use_tf=False))
+    left, right = cam_pose(0.0, 0.0), cam_pose(0.12, 0.0)
+    right[:3, 3] = [0.12, 0.0, 0.0]
+    pred = synthetic_prediction([left, right], 5.0, np.eye(3), np.zeros(3))
+    frames = [CameraFrame("left", 0, np.zeros((28, 28, 3), np.uint8)),
+              CameraFrame("right", 0, np.zeros((28, 28, 3), np.uint8))]
+    a = aligner.align(pred, [ViewKey("left", 0), ViewKey("right", 0)], frames, np.ones((2, 28, 28), bool))
+    assert a.metric and a.scale == pytest.approx(0.2, rel=1e-4)
+
+
+# ---------------------------------------------------------------------- object map
+def test_object_map_bounds_points_and_fits_a_gravity_aligned_box():
+    cfg = MappingConfig(voxel_size_m=0.01, max_points_per_object=500)
+    omap = ObjectMap(cfg)
+    rng = np.random.default_rng(0)
+    yaw = np.radians(30)
+    local = rng.uniform([-0.4, -0.1, 0.0], [0.4, 0.1, 0.3], size=(5000, 3))
+    rot = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
+    pts = local @ rot.T + [1.0, 2.0, 0.0]
+    for w in range(3):
+        omap.update(7, pts[w::3], np.zeros((len(pts[w::3]), 3), np.uint8), 2, 100 + w, w, "confirmed")
+    inst = omap.instance(7)
+    assert inst.num_points <= 500 and inst.views_seen == 6 and inst.windows_seen == 3
+    assert (inst.first_seen_ns, inst.last_seen_ns) == (100, 102)
+    assert abs(np.degrees(inst.box_yaw) - 30) < 3
+    assert np.allclose(inst.box_size, [0.8, 0.2, 0.3], atol=0.05)
+    assert np.allclose(inst.box_center, [1.0, 2.0, 0.15], atol=0.03)
+    omap.add_embedding(7, np.array([1.0, 0.0]), 1.0)
+    omap.add_embedding(7, np.array([0.0, 1.0]), 3.0)
+    assert np.allclose(omap.instance(7).embedding, [0.25, 0.75])
+
+
+def test_object_map_merge_keeps_history():
+    omap = ObjectMap(MappingConfig(voxel_size_m=0.05))
+    pts = np.random.default_rng(1).uniform(0, 0.3, size=(300, 3))
+    omap.update(1, pts, np.zeros((300, 3), np.uint8), 3, 10, 0)
+    omap.update(2, pts + 0.001, np.zeros((300, 3), np.uint8), 1, 50, 5)
+    assert omap.overlap(1, 2) > 0.5
+    omap.add_embedding(2, np.ones(4), 2.0)
+    omap.merge(1, 2)
+    assert 2 not in omap and omap.merges == 1
+    inst = omap.instance(1)
+    assert (inst.first_seen_ns, inst.last_seen_ns, inst.views_seen) == (10, 50, 4)
+    assert inst.embedding is not None and inst.embedding_weight == 2.0
+
+
+def test_box_of_no_points_is_empty():
+    center, size, yaw = gravity_aligned_box(np.zeros((0, 3)))
+    assert not center.any() and not size.any() and yaw == 0.0

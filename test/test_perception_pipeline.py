@@ -1,0 +1,338 @@
+"""The whole perception pipeline under the ground-truth oracle engine, and its behaviour on bad input.
+
+Evaluation protocol of the sequence tests: every view is scored once, with the instance image of the
+window that first contained it (what the node publishes); ground-truth masks smaller than
+clustering.min_instance_area_px in a view count as not visible there (nothing can be asked of the
+pipeline below its own minimum mask size). T-mIoU and T-SR come from iggt_ros.eval.metrics.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+
+import numpy as np
+import pytest
+
+from iggt_ros.config import IggtConfig
+from iggt_ros.engine.base import Engine, ViewKey, WindowPrediction
+from iggt_ros.engine.oracle import OracleEngine
+from iggt_ros.eval.metrics import temporal_instance_metrics, umeyama_sim3
+from iggt_ros.perception.frames import CameraFrame, FrameSet
+from iggt_ros.perception.pipeline import CLOUD_DTYPE, Pipeline, WindowResult
+from iggt_ros.perception.window import Window
+from iggt_ros.synthetic.sequence import make_sequence
+
+W, H = 504, 336
+MIN_AREA = 150
+
+
+def config_for(seq, **overrides) -> IggtConfig:
+    flat = {"input.cameras": seq.rig.names, "input.image_width": W, "input.image_height": H,
+            "window.min_translation_m": 0.0, "window.min_rotation_deg": 0.0, "window.min_image_change": 0.0,
+            "clustering.min_instance_area_px": MIN_AREA}
+    flat.update(overrides)
+    return IggtConfig().replace(**flat)
+
+
+def framesets(seq, with_tf: bool):
+    for step in seq.steps:
+        yield FrameSet(step[0].stamp_ns, {
+            v.camera: CameraFrame(v.camera, v.stamp_ns, v.rgb, v.intrinsics, f"{v.camera}_optical",
+                                  v.world_from_camera if with_tf else None) for v in step})
+
+
+def visible_gt(ids: np.ndarray) -> np.ndarray:
+    out = ids.copy()
+    labels, counts = np.unique(out, return_counts=True)
+    for lab, n in zip(labels, counts, strict=True):
+        if n < MIN_AREA:
+            out[out == lab] = 0
+    return out
+
+
+def run_sequence(seed: int, with_tf: bool, similarity: str, num_objects: int):
+    seq = make_sequence(seed, num_steps=60, width=W, height=H, num_objects=num_objects)
+    engine = OracleEngine.from_sequence(seq, input_size=(H, W), similarity=similarity, window_local_features=True,
+                                        boundary_px=1, seed=seed)
+    pipe = Pipeline(config_for(seq), engine)
+    published: dict[tuple[str, int], np.ndarray] = {}
+    results: list[WindowResult] = []
+    for fs in framesets(seq, with_tf):
+        res = pipe.push(fs)
+        if res is None:
+            continue
+        results.append(res)
+        for i, view in enumerate(res.views):
+            if view.new:
+                published[(view.camera, view.stamp_ns)] = res.instance_images[i]
+    truth = {(v.camera, v.stamp_ns): v.instance_ids for v in seq.views()}
+    keys = sorted(published)
+    metrics = temporal_instance_metrics([published[k] for k in keys], [visible_gt(truth[k]) for k in keys])
+    return seq, pipe, results, published, truth, metrics
+
+
+@pytest.fixture(scope="module")
+def chained_run():
+    """No TF, an unknown Sim(3) per window, window-local features, three identical duplicate pairs."""
+    return run_sequence(seed=5, with_tf=False, similarity="full", num_objects=10)
+
+
+@pytest.fixture(scope="module")
+def tf_run():
+    return run_sequence(seed=8, with_tf=True, similarity="scale", num_objects=10)
+
+
+def centroid_errors(seq, pipe, metrics, aligned_to_truth: bool) -> tuple[float, float, float]:
+    """Largest centroid and box-centre error over matched objects, and the scene size (room diagonal)."""
+    inst = {i.id: i for i in pipe.snapshot().instances}
+    pairs = [(o.gt_id, o.pred_id) for o in metrics.objects if o.pred_id in inst]
+    truth = np.array([seq.scene.object(g).center for g, _ in pairs])
+    errs = []
+    for attr in ("centroid", "box_center"):
+        est = np.array([getattr(inst[p], attr) for _, p in pairs])
+        if not aligned_to_truth:  # the fallback frame is the first camera's: compare up to a similarity
+            s, r, t = umeyama_sim3(est, truth)
+            est = s * est @ r.T + t
+        errs.append(float(np.linalg.norm(est - truth, axis=1).max()))
+    return errs[0], errs[1], float(np.linalg.norm(seq.scene.room_size))
+
+
+def assert_duplicates_never_swap(seq, published, truth, metrics):
+    match = metrics.matching
+    pairs = [(o.id, o.duplicate_of) for o in seq.scene.objects if o.duplicate_of]
+    assert pairs, "the sequence must contain identical duplicates"
+    for a, b in pairs:
+        assert match[a] != match[b]
+        for key, pred in published.items():
+            gt = visible_gt(truth[key])
+            for obj, other in ((a, b), (b, a)):
+                px = pred[gt == obj]
+                if px.size:  # its own ID dominates; the twin's ID at most bleeds over a shared boundary
+                    ids, counts = np.unique(px, return_counts=True)
+                    assert ids[np.argmax(counts)] == match[obj], f"object {obj} lost its ID in {key}"
+                    assert (px == match[other]).mean() < 0.05, f"object {obj} carries its duplicate's ID in {key}"
+
+
+def test_chained_sequence_meets_targets(chained_run):
+    seq, pipe, results, published, truth, metrics = chained_run
+    print(f"chained: T-mIoU {metrics.t_miou:.4f} T-SR {metrics.t_sr:.4f} "
+          f"({metrics.num_objects} objects, {metrics.num_pred_ids} IDs, {len(published)} views)")
+    assert len(published) == 60 and len(results) == 14
+    assert metrics.t_miou >= 0.90
+    assert metrics.t_sr >= 0.98
+    reentering = [o for o in metrics.objects if o.views_visible < 60]
+    assert reentering, "objects must leave and re-enter the view"
+    assert_duplicates_never_swap(seq, published, truth, metrics)
+    c_err, box_err, size = centroid_errors(seq, pipe, metrics, aligned_to_truth=False)
+    print(f"chained: centroid error {c_err:.3f} m, box centre error {box_err:.3f} m, scene {size:.2f} m")
+    assert c_err < 0.02 * size and box_err < 0.02 * size
+    assert all(r.frame_id == "iggt_map" and not r.metric for r in results)
+
+
+def test_tf_sequence_is_metric_in_the_world_frame(tf_run):
+    seq, pipe, results, published, truth, metrics = tf_run
+    print(f"tf: T-mIoU {metrics.t_miou:.4f} T-SR {metrics.t_sr:.4f}")
+    assert metrics.t_miou >= 0.90 and metrics.t_sr >= 0.98
+    assert_duplicates_never_swap(seq, published, truth, metrics)
+    assert all(r.frame_id == "odom" and r.metric and r.alignment.mode == "tf" for r in results)
+    c_err, box_err, size = centroid_errors(seq, pipe, metrics, aligned_to_truth=True)
+    print(f"tf: centroid error {c_err:.3f} m, box centre error {box_err:.3f} m, scene {size:.2f} m")
+    assert c_err < 0.02 * size and box_err < 0.02 * size
+    # metric depth: the true depth of the first view comes back
+    res = results[0]
+    true_depth = seq.steps[0][0].depth
+    assert true_depth.shape == res.depth.shape[1:]
+    assert np.nanmedian(np.abs(res.depth[0] - true_depth) / true_depth) < 0.02
+
+
+def test_window_result_contents(tf_run):
+    _, pipe, results, _, _, _ = tf_run
+    res = results[-1]
+    v = len(res.views)
+    assert res.instance_images.shape == (v, H, W) and res.instance_images.dtype == np.uint16
+    assert res.depth.shape == (v, H, W) and res.depth.dtype == np.float32
+    assert res.cloud.dtype == CLOUD_DTYPE and 0 < len(res.cloud) <= pipe.config.mapping.max_cloud_points
+    ids_in_images = set(np.unique(res.instance_images).tolist()) - {0}
+    assert ids_in_images <= {i.id for i in res.instances}
+    assert set(np.unique(res.point_ids).tolist()) - {0} <= ids_in_images
+    assert res.colors.dtype == np.uint8 and res.points.shape == (len(res.cloud), 3)
+    assert [vi.new for vi in res.views] == [False] * 4 + [True] * 4
+    assert all(vi.frame_id.endswith("_optical") and vi.intrinsics.shape == (3, 3) for vi in res.views)
+    for stage in ("inference", "mapping", "clustering", "assignment", "tracking", "object_map", "cloud", "total"):
+        assert res.timings_ms[stage] >= 0.0
+    states = {i.state for i in res.instances}
+    assert "confirmed" in states and states <= {"tentative", "confirmed", "lost"}
+
+
+# ---------------------------------------------------------------------- bad input
+@pytest.fixture(scope="module")
+def short_seq():
+    return make_sequence(2, num_steps=12, width=W, height=H, num_objects=6)
+
+
+def small_pipeline(seq, engine: Engine | None = None, **overrides) -> Pipeline:
+    cfg = config_for(seq, **{"window.size": 4, "window.stride": 2, **overrides})
+    return Pipeline(cfg, engine or OracleEngine.from_sequence(seq, input_size=(H, W)))
+
+
+def first_result(pipe: Pipeline, seq, with_tf: bool = False) -> WindowResult:
+    for fs in framesets(seq, with_tf):
+        res = pipe.push(fs)
+        if res is not None:
+            return res
+    raise AssertionError("no window was emitted")
+
+
+class CorruptingEngine(Engine):
+    """Wraps an engine and damages its output, to check the pipeline's handling of bad predictions."""
+
+    def __init__(self, inner: Engine, damage) -> None:
+        self.inner, self.damage = inner, damage
+
+    @property
+    def input_size(self):
+        return self.inner.input_size
+
+    def infer(self, images, views=None) -> WindowPrediction:
+        pred = self.inner.infer(images, views)
+        self.damage(pred)
+        return pred
+
+
+def test_empty_window_gives_empty_result(short_seq, caplog):
+    pipe = small_pipeline(short_seq)
+    with caplog.at_level(logging.WARNING):
+        res = pipe.process_window(Window(index=0, steps=[], new_steps=0))
+    assert "empty window" in caplog.text and res.warnings
+    assert res.instance_images.shape == (0, H, W) and len(res.cloud) == 0 and res.alignment is None
+
+
+def test_all_noise_features_give_no_instances(short_seq, caplog):
+    rng = np.random.default_rng(0)
+
+    def noise(pred):
+        pred.instance_features[:] = rng.normal(size=pred.instance_features.shape)
+
+    pipe = small_pipeline(short_seq, CorruptingEngine(OracleEngine.from_sequence(short_seq, input_size=(H, W)), noise))
+    with caplog.at_level(logging.WARNING):
+        res = first_result(pipe, short_seq)
+    assert "look like noise" in caplog.text
+    assert not res.instance_images.any() and res.instances == []
+    assert len(res.cloud) > 0 and not res.point_ids.any()  # geometry is still published
+
+
+def test_nan_depth_is_left_out_and_reported(short_seq, caplog):
+    def nan_half(pred):
+        pred.depth[:, :, : W // 2] = np.nan
+        pred.world_points[:, :, : W // 2] = np.nan
+
+    pipe = small_pipeline(short_seq, CorruptingEngine(OracleEngine.from_sequence(short_seq, input_size=(H, W)),
+                                                      nan_half))
+    with caplog.at_level(logging.WARNING):
+        res = first_result(pipe, short_seq)
+    assert "non-finite" in caplog.text
+    assert not res.instance_images[:, :, : W // 2].any() and res.instance_images[:, :, W // 2:].any()
+    assert np.isnan(res.depth[:, :, : W // 2]).all() and np.isfinite(res.points).all()
+
+
+def test_all_nan_prediction_gives_empty_result(short_seq, caplog):
+    def all_nan(pred):
+        pred.depth[:] = np.nan
+
+    pipe = small_pipeline(short_seq, CorruptingEngine(OracleEngine.from_sequence(short_seq, input_size=(H, W)),
+                                                      all_nan))
+    with caplog.at_level(logging.WARNING):
+        res = first_result(pipe, short_seq)
+    assert "no valid pixel" in caplog.text and not res.instance_images.any() and len(res.cloud) == 0
+
+
+def test_camera_missing_from_a_window():
+    seq = make_sequence(3, num_steps=8, cameras=2, width=W, height=H, num_objects=6)
+    pipe = small_pipeline(seq)
+    results = []
+    for t, fs in enumerate(framesets(seq, with_tf=False)):
+        if t == 2:
+            fs.frames.pop(seq.rig.names[1])
+        res = pipe.push(fs)
+        if res is not None:
+            results.append(res)
+    res = results[0]
+    assert len(res.views) == 7 and res.instance_images.shape[0] == 7
+    assert any("misses cameras" in w for w in res.warnings)
+    assert res.instance_images.any()
+
+
+def test_time_going_backwards_resets_the_pipeline(short_seq, caplog):
+    pipe = small_pipeline(short_seq)
+    sets = list(framesets(short_seq, with_tf=False))
+    for fs in sets[:8]:
+        pipe.push(fs)
+    assert pipe.windows_processed >= 2 and pipe.snapshot().instances
+    with caplog.at_level(logging.WARNING):
+        assert pipe.push(sets[0]) is None  # the bag looped
+    assert "time went backwards" in caplog.text and "pipeline reset" in caplog.text
+    assert pipe.time_jumps == 1 and pipe.snapshot().instances == ()
+    results = [r for fs in sets[1:4] if (r := pipe.push(fs)) is not None]
+    assert results and results[0].window_index == 0
+
+
+def test_engine_error_is_reported_not_raised(short_seq, caplog):
+    pipe = small_pipeline(short_seq, OracleEngine({}, input_size=(H, W)))  # no truth for any view
+    with caplog.at_level(logging.WARNING):
+        res = first_result(pipe, short_seq)
+    assert "engine failed" in caplog.text and "no ground truth" in res.warnings[0]
+
+
+def test_reset_and_snapshot_from_another_thread(short_seq):
+    pipe = small_pipeline(short_seq)
+    sets = list(framesets(short_seq, with_tf=False))
+    errors: list[BaseException] = []
+    snapshots = []
+    stop = threading.Event()
+
+    def reader():
+        try:
+            while not stop.is_set():
+                snap = pipe.snapshot()
+                snapshots.append(len(snap.instances))
+                for inst in snap.instances:
+                    _ = inst.centroid.sum()
+        except BaseException as exc:  # noqa: BLE001 - surfaced below
+            errors.append(exc)
+
+    thread = threading.Thread(target=reader)
+    thread.start()
+    try:
+        for fs in sets[:6]:
+            pipe.push(fs)
+        pipe.reset()
+        for fs in sets[6:]:
+            pipe.push(fs)
+    finally:
+        stop.set()
+        thread.join()
+    assert not errors and snapshots
+    assert pipe.resets == 1 and pipe.snapshot().window_index >= 0
+
+
+def test_oracle_engine_frame_conventions(short_seq):
+    engine = OracleEngine.from_sequence(short_seq, input_size=(168, 252), similarity="none", depth_noise=0.0)
+    views = [ViewKey(v.camera, v.stamp_ns) for v in short_seq.views()[:3]]
+    pred = engine.infer(np.zeros((3, 168, 252, 3), np.uint8), views)
+    pred.validate()
+    assert np.allclose(pred.extrinsics[0], np.eye(3, 4), atol=1e-6)  # model frame = first camera
+    first = short_seq.views()[0]
+    assert np.allclose(pred.depth[0], first.depth[1::2, 1::2], rtol=1e-5)
+    # a point of view 1, taken to the world through the true pose, matches the truth
+    world_from_cam0 = first.world_from_camera
+    p = pred.world_points[1, 80, 120].astype(float)
+    world = world_from_cam0[:3, :3] @ p + world_from_cam0[:3, 3]
+    v1 = short_seq.views()[1]
+    d = v1.depth[161, 241]
+    k = v1.intrinsics
+    u, v = 2 * 120.5, 2 * 80.5  # the ray through the centre of output pixel (80, 120), in full-size pixels
+    cam = np.array([(u - k[0, 2]) / k[0, 0] * d, (v - k[1, 2]) / k[1, 1] * d, d])
+    assert np.allclose(world, v1.world_from_camera[:3, :3] @ cam + v1.world_from_camera[:3, 3], atol=1e-3)
+    norms = np.linalg.norm(pred.instance_features, axis=-1)
+    assert norms.min() > 0.2 and norms.max() > 1.5  # raw features: not normalised
