@@ -165,33 +165,36 @@ class IggtModelConfig:
     def tiny(cls) -> IggtModelConfig:
         """The embedded default: small enough to train and run on a CPU, same architecture.
 
-        Drops every parameter group the forward pass never reads, halves the aggregator depth
-        and the camera trunk, narrows the dense decoders (their full-resolution convolutions
-        dominate CPU time) and uses a DINO position table sized for 224-pixel inputs.
+        Meant for 140x84 inputs (`extra["input_hw"]`). Drops every parameter group the forward
+        pass never reads, uses 8 aggregator layers and a 2-block camera trunk, and narrows the
+        dense decoders to 24 channels: at full resolution their convolutions and the instance
+        head's window attention dominate CPU time. The DINO position table is sized for
+        224-pixel inputs.
         """
         return cls(
             img_size=224,
             embed_dim=64,
             dino_depth=2,
             dino_num_heads=4,
-            depth=12,
+            depth=8,
             num_heads=4,
-            intermediate_layers=(2, 5, 8, 11),
+            intermediate_layers=(1, 3, 5, 7),
             camera_trunk_depth=2,
             camera_num_heads=8,
-            dpt_features=32,
-            dpt_out_channels=(32, 48, 96, 96),
-            adaptor_channels=(32, 32, 32, 32),
-            part_features=32,
+            dpt_features=24,
+            dpt_out_channels=(24, 48, 64, 64),
+            adaptor_channels=(24, 24, 24, 24),
+            part_features=24,
             cross_attention_heads=4,
             window_cross_heads=4,
             window_self_heads=2,
-            window_conv_hidden=32,
-            cab_squeeze_factor=8,
+            window_conv_hidden=24,
+            cab_squeeze_factor=6,
             part_head_legacy_channels=None,
             keep_dead_cross_attention=False,
             keep_mask_token=False,
             track_head=False,
+            extra={"input_hw": [84, 140]},
         )
 
     # ------------------------------------------------------------------ JSON

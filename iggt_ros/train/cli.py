@@ -1,0 +1,102 @@
+"""`iggt-ros train`: train the tiny model on synthetic scenes, or fine-tune a model on a dataset folder."""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+
+import torch
+
+from iggt_ros.model import Iggt, IggtModelConfig
+from iggt_ros.train.losses import LossWeights
+from iggt_ros.train.trainer import TrainConfig, Trainer
+
+PRESETS = {"tiny": IggtModelConfig.tiny, "official": IggtModelConfig.official}
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--out", default="runs/tiny", help="output folder: checkpoints, log, curves, weights")
+    parser.add_argument("--model", default="tiny",
+                        help="'tiny', 'official', or a JSON file with an IggtModelConfig")
+    parser.add_argument("--init", default=None,
+                        help="start from these weights (.safetensors/.pt/.pth), e.g. the official checkpoint")
+    parser.add_argument("--data", default=None,
+                        help="dataset folder of scenes (see iggt_ros/train/README.md); default: synthetic scenes")
+    parser.add_argument("--size", default=None, metavar="HxW",
+                        help="input size, multiples of 28 (default: the model's own, else 336x504)")
+    parser.add_argument("--frames", default="2:8", metavar="MIN:MAX", help="frames per window")
+    parser.add_argument("--steps", type=int, default=3000)
+    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--lr-backbone", type=float, default=5e-4)
+    parser.add_argument("--lr-heads", type=float, default=1e-3)
+    parser.add_argument("--weight-decay", type=float, default=0.01)
+    parser.add_argument("--warmup", type=int, default=100)
+    parser.add_argument("--samples", type=int, default=1024, help="pixels per window for the contrastive loss")
+    parser.add_argument("--instance-weight", type=float, default=1.0,
+                        help="weight of the contrastive instance loss relative to the geometry losses")
+    parser.add_argument("--checkpoint-every", type=int, default=100)
+    parser.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
+    parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--device", default="cpu", help="cpu or cuda")
+    parser.add_argument("--seed", type=int, default=0)
+    parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
+
+
+def _model_config(name: str) -> IggtModelConfig:
+    if name in PRESETS:
+        return PRESETS[name]()
+    return IggtModelConfig.from_json(Path(name))
+
+
+def _input_size(args: argparse.Namespace, config: IggtModelConfig) -> tuple[int, int]:
+    if args.size:
+        h, w = (int(v) for v in args.size.lower().split("x"))
+        return h, w
+    if "input_hw" in config.extra:
+        return tuple(config.extra["input_hw"])
+    return 336, 504
+
+
+def build_trainer(args: argparse.Namespace) -> Trainer:
+    """Model, window source and trainer from the command line."""
+    config = _model_config(args.model)
+    height, width = _input_size(args, config)
+    if height % config.size_multiple or width % config.size_multiple:
+        raise SystemExit(f"--size must be multiples of {config.size_multiple}, got {height}x{width}")
+    min_frames, max_frames = (int(v) for v in args.frames.split(":"))
+    torch.manual_seed(args.seed)
+    model = Iggt(config)
+    if args.init:
+        from iggt_ros.model.checkpoint import load_weights
+
+        load_weights(model, args.init)
+    if args.data:
+        from iggt_ros.train.dataset import FolderWindowSource
+
+        source = FolderWindowSource(args.data, height, width, min_frames, max_frames, seed=args.seed)
+    else:
+        from iggt_ros.train.scenes import Curriculum, SyntheticWindowSource
+
+        curriculum = Curriculum(min_frames=min_frames, end_max_frames=max_frames,
+                                start_max_frames=min(max_frames, max(min_frames, 4)))
+        source = SyntheticWindowSource(height, width, seed=args.seed, curriculum=curriculum)
+    train_config = TrainConfig(
+        steps=args.steps, batch_size=args.batch_size, lr_backbone=args.lr_backbone, lr_heads=args.lr_heads,
+        weight_decay=args.weight_decay, warmup_steps=args.warmup, checkpoint_every=args.checkpoint_every,
+        time_limit_s=args.time_limit, threads=args.threads, device=args.device, seed=args.seed,
+        loss=LossWeights(samples=args.samples, instance=args.instance_weight),
+    )
+    model.config.extra = {**model.config.extra, "input_hw": [height, width],
+                          "train_data": args.data or "synthetic", "train_seed": args.seed}
+    return Trainer(model, source, train_config, args.out)
+
+
+def run(args: argparse.Namespace) -> int:
+    trainer = build_trainer(args)
+    if args.resume and trainer.resume():
+        print(f"resuming from {trainer.checkpoint_path} at step {trainer.step}")
+    (Path(args.out) / "args.json").write_text(json.dumps(vars(args), indent=2) + "\n")
+    step = trainer.run()
+    print(f"stopped at step {step}; weights in {Path(args.out) / 'model.safetensors'}")
+    return 0

@@ -1,0 +1,179 @@
+"""The training loop: windows in, AdamW steps, checkpoints, CSV log and loss curves out.
+
+One loop serves both uses: training the tiny model from scratch on synthetic scenes drawn on
+the fly, and fine-tuning any model (the official one on a GPU) on a dataset folder.
+"""
+
+from __future__ import annotations
+
+import csv
+import math
+import time
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Protocol
+
+import torch
+from tqdm import tqdm
+
+from iggt_ros.model import Iggt
+from iggt_ros.model.checkpoint import save_model
+from iggt_ros.train.batch import TrainBatch, TrainWindow
+from iggt_ros.train.losses import LossWeights, iggt_loss, normalize_truth
+from iggt_ros.train.plots import plot_losses
+
+LOG_COLUMNS = ("step", "seconds", "frames", "lr_backbone", "lr_heads", "loss", "camera", "depth", "points",
+               "instance")
+
+
+class WindowSource(Protocol):
+    """Anything that hands out batches of training windows by step index."""
+
+    def batch(self, step: int, batch_size: int, progress: float) -> list[TrainWindow]: ...
+
+
+@dataclass
+class TrainConfig:
+    """Optimisation settings. The backbone learns slower than the heads, as in the IGGT paper."""
+
+    steps: int = 3000
+    batch_size: int = 1
+    lr_backbone: float = 5e-4
+    lr_heads: float = 1e-3
+    weight_decay: float = 0.01
+    warmup_steps: int = 100
+    min_lr_ratio: float = 0.05
+    """Cosine decay ends at this fraction of the peak learning rates."""
+    grad_clip: float = 1.0
+    checkpoint_every: int = 100
+    time_limit_s: float | None = None
+    """Stop (and checkpoint) once this much wall time has passed; the schedule still runs on `steps`."""
+    threads: int | None = None
+    device: str = "cpu"
+    seed: int = 0
+    loss: LossWeights = field(default_factory=LossWeights)
+
+
+def learning_rate_factor(step: int, config: TrainConfig) -> float:
+    """Linear warm-up, then cosine decay to `min_lr_ratio`."""
+    if step < config.warmup_steps:
+        return (step + 1) / config.warmup_steps
+    t = min(1.0, (step - config.warmup_steps) / max(1, config.steps - config.warmup_steps))
+    return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
+
+
+def parameter_groups(model: Iggt, config: TrainConfig) -> list[dict]:
+    """Aggregator (backbone) and everything else (camera, depth, point and instance heads)."""
+    backbone = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("aggregator.")]
+    heads = [p for n, p in model.named_parameters() if p.requires_grad and not n.startswith("aggregator.")]
+    return [
+        {"params": backbone, "lr": config.lr_backbone, "base_lr": config.lr_backbone, "name": "backbone"},
+        {"params": heads, "lr": config.lr_heads, "base_lr": config.lr_heads, "name": "heads"},
+    ]
+
+
+class Trainer:
+    """Runs the loop and owns the output folder (checkpoints, log, curves, exported weights).
+
+    Files in `out_dir`: `last.pt` (model, optimiser, step: enough to resume), `model.safetensors`
+    (fp16 weights with the config, the shippable artefact), `train_log.csv`, `losses.png`.
+    """
+
+    def __init__(self, model: Iggt, source: WindowSource, config: TrainConfig, out_dir: str | Path) -> None:
+        self.model = model.to(config.device)
+        self.source = source
+        self.config = config
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config), weight_decay=config.weight_decay)
+        self.step = 0
+        self.elapsed_s = 0.0
+        self.generator = torch.Generator().manual_seed(config.seed)
+
+    # ------------------------------------------------------------------ files
+    @property
+    def checkpoint_path(self) -> Path:
+        return self.out_dir / "last.pt"
+
+    @property
+    def log_path(self) -> Path:
+        return self.out_dir / "train_log.csv"
+
+    def save_checkpoint(self) -> None:
+        """Write the resumable checkpoint (atomically) and the fp16 weights, then redraw the curves."""
+        state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
+                 "elapsed_s": self.elapsed_s, "config": asdict(self.config),
+                 "model_config": self.model.config.to_dict()}
+        tmp = self.checkpoint_path.with_suffix(".tmp")
+        torch.save(state, tmp)
+        tmp.replace(self.checkpoint_path)
+        self.model.config.extra = {**self.model.config.extra, "train_steps": self.step,
+                                   "train_seconds": round(self.elapsed_s, 1)}
+        save_model(self.model, self.out_dir / "model.safetensors", dtype=torch.float16)
+        plot_losses(self.log_path, self.out_dir / "losses.png")
+
+    def resume(self) -> bool:
+        """Continue from `last.pt` when it exists; False when starting fresh."""
+        if not self.checkpoint_path.exists():
+            return False
+        state = torch.load(self.checkpoint_path, map_location=self.config.device, weights_only=False)
+        self.model.load_state_dict(state["model"])
+        self.optimizer.load_state_dict(state["optimizer"])
+        self.step = int(state["step"])
+        self.elapsed_s = float(state.get("elapsed_s", 0.0))
+        self.generator.manual_seed(self.config.seed + self.step)
+        return True
+
+    def _append_log(self, row: dict) -> None:
+        new = not self.log_path.exists()
+        with open(self.log_path, "a", newline="") as fh:
+            writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
+            if new:
+                writer.writeheader()
+            writer.writerow({k: row[k] for k in LOG_COLUMNS})
+
+    # ------------------------------------------------------------------ loop
+    def train_step(self, batch: TrainBatch) -> dict[str, float]:
+        """One optimisation step on one batch; returns the loss terms."""
+        factor = learning_rate_factor(self.step, self.config)
+        for group in self.optimizer.param_groups:
+            group["lr"] = group["base_lr"] * factor
+        self.model.train()
+        batch = batch.to(self.config.device)
+        truth = normalize_truth(batch.world_from_camera, batch.intrinsics, batch.depth)
+        truth = type(truth)(**{k: v.to(self.config.device) for k, v in vars(truth).items()})
+        out = self.model(batch.images)
+        terms = iggt_loss(out, truth, batch.instance_ids, self.config.loss, self.generator)
+        self.optimizer.zero_grad(set_to_none=True)
+        terms.total.backward()
+        if self.config.grad_clip:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
+        self.optimizer.step()
+        return terms.as_dict()
+
+    def run(self) -> int:
+        """Train until `steps` (or the time limit); returns the last step reached."""
+        cfg = self.config
+        if cfg.threads:
+            torch.set_num_threads(cfg.threads)
+        start = time.monotonic() - self.elapsed_s
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        while self.step < cfg.steps:
+            progress = self.step / max(1, cfg.steps)
+            windows = self.source.batch(self.step, cfg.batch_size, progress)
+            batch = TrainBatch.stack(windows)
+            terms = self.train_step(batch)
+            self.step += 1
+            self.elapsed_s = time.monotonic() - start
+            lrs = [g["lr"] for g in self.optimizer.param_groups]
+            self._append_log({"step": self.step, "seconds": round(self.elapsed_s, 2), "frames": batch.images.shape[1],
+                              "lr_backbone": lrs[0], "lr_heads": lrs[1], **terms})
+            bar.update(1)
+            bar.set_postfix(loss=f"{terms['loss']:.3f}", inst=f"{terms['instance']:.3f}", S=batch.images.shape[1])
+            out_of_time = cfg.time_limit_s is not None and self.elapsed_s >= cfg.time_limit_s
+            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or out_of_time:
+                self.save_checkpoint()
+            if out_of_time:
+                break
+        bar.close()
+        return self.step
