@@ -74,13 +74,17 @@ def test_stats_report_latency_rate_and_drops_per_period():
     assert v["latency_inference_ms"] == "20.00" and v["latency_inference_max_ms"] == "30.00"
     assert v["latency_publish_ms"] == "3.00"
     assert v["window_rate_hz"] == "1.000" and v["windows_dropped"] == "1" and v["queue_depth"] == "1"
-    # next period: no new drops, no windows -> OK, stage latencies start over
+    # next period: no new drops, no windows -> OK; latency still describes the recent windows
     now[0] += 1.0
     report = stats.report(q.stats())
-    assert report.level == OK and "latency_inference_ms" not in report.values
+    assert report.level == OK and report.values["latency_inference_ms"] == "20.00"
     assert report.values["windows_dropped"] == "1" and report.values["window_rate_hz"] == "0.000"
     stats.record_error("publishing failed")
     assert stats.report(q.stats()).level == ERROR
+    short = RuntimeStats("e", clock=lambda: now[0], history=2)
+    for ms in (100.0, 1.0, 3.0):
+        short.record_window({"inference": ms})
+    assert short.report().values["latency_inference_max_ms"] == "3.00", "only the most recent windows count"
 
 
 # ------------------------------------------------------------------------------------------ parameters

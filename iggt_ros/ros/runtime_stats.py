@@ -1,12 +1,14 @@
 """What the node reports on /diagnostics, aggregated without ROS.
 
-Per-stage latency (mean and maximum over the last period), the window rate, dropped windows and
+Per-stage latency (mean and maximum over the most recent windows), the window rate over the last
+period, dropped windows and
 the engine's name are what users ask for when the node falls behind; collecting them here keeps
 the node's diagnostics timer a two-line conversion and lets the numbers be tested directly.
 """
 
 from __future__ import annotations
 
+import collections
 import threading
 import time
 from collections.abc import Callable, Mapping, Sequence
@@ -49,12 +51,13 @@ class DiagnosticsReport:
 class RuntimeStats:
     """Thread-safe counters fed by the worker and the callbacks, read by the diagnostics timer."""
 
-    def __init__(self, engine: str, clock: Callable[[], float] = time.monotonic) -> None:
+    def __init__(self, engine: str, clock: Callable[[], float] = time.monotonic, history: int = 50) -> None:
+        """history: how many recent windows the latency figures cover (they stay shown while idle)."""
         self.engine = engine
         self._clock = clock
         self._lock = threading.Lock()
         self._period_start = clock()
-        self._stages: dict[str, StageLatency] = {}
+        self._recent: collections.deque[dict[str, float]] = collections.deque(maxlen=history)
         self._period_windows = 0
         self._period_warnings: list[str] = []
         self._period_dropped_base = 0
@@ -79,8 +82,7 @@ class RuntimeStats:
         with self._lock:
             self.windows += 1
             self._period_windows += 1
-            for stage, ms in timings_ms.items():
-                self._stages.setdefault(stage, StageLatency()).add(float(ms))
+            self._recent.append({stage: float(ms) for stage, ms in timings_ms.items()})
             self._period_warnings.extend(warnings)
 
     def record_error(self, message: str) -> None:
@@ -107,8 +109,12 @@ class RuntimeStats:
                 values["queue_capacity"] = str(queue.capacity)
                 dropped_now = queue.dropped - self._period_dropped_base
                 self._period_dropped_base = queue.dropped
-            for stage in sorted(self._stages):
-                lat = self._stages[stage]
+            stages: dict[str, StageLatency] = {}
+            for timings in self._recent:
+                for stage, ms in timings.items():
+                    stages.setdefault(stage, StageLatency()).add(ms)
+            for stage in sorted(stages):
+                lat = stages[stage]
                 values[f"latency_{stage}_ms"] = f"{lat.mean_ms:.2f}"
                 values[f"latency_{stage}_max_ms"] = f"{lat.max_ms:.2f}"
             values["errors"] = str(self.errors)
@@ -127,5 +133,4 @@ class RuntimeStats:
             self._period_windows = 0
             self._period_warnings = []
             self._period_errors = []
-            self._stages = {}
             return DiagnosticsReport(level, message, values)

@@ -1,0 +1,150 @@
+"""The node's text-query side: instance embeddings kept current in the background, queries answered at once.
+
+`/iggt/query` ranks with `iggt_ros.vlm.query.answer_query`, the function behind `iggt-ros query`,
+on the pipeline's latest map snapshot and the embeddings computed so far. Nothing here waits for
+inference: encoders load in a background thread at configure time (a query before they are ready
+is answered with a clear "still loading"), and views are embedded by the embedder's own worker.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections.abc import Callable, Sequence
+from typing import Any
+
+import numpy as np
+
+from iggt_ros.bag.outputs import STATE_CODES
+from iggt_ros.config import QueryConfig
+from iggt_ros.perception.object_map import ObjectInstance
+from iggt_ros.perception.pipeline import MapSnapshot, WindowResult, resize_rgb
+from iggt_ros.perception.window import Window
+from iggt_ros.vlm.query import QueryResult, answer_query
+from iggt_ros.vlm.types import InstanceSnapshot, ViewObservation
+
+Logger = Callable[[str], None]
+
+
+def instance_snapshot(inst: ObjectInstance, embedding: np.ndarray | None = None) -> InstanceSnapshot:
+    """The query side's view of one map instance."""
+    return InstanceSnapshot(
+        id=int(inst.id), centroid=np.asarray(inst.centroid, np.float64),
+        box_center=np.asarray(inst.box_center, np.float64), box_size=np.asarray(inst.box_size, np.float64),
+        box_yaw=float(inst.box_yaw), embedding=embedding, state=STATE_CODES.get(inst.state, 0), label=inst.label,
+        score=float(inst.score), point_count=int(inst.num_points), views_seen=int(inst.views_seen),
+        first_seen_ns=int(inst.first_seen_ns), last_seen_ns=int(inst.last_seen_ns))
+
+
+class QuerySide:
+    """Encoders, the instance embedder and query answering for one node configuration."""
+
+    def __init__(self, config: QueryConfig, info: Logger, error: Logger) -> None:
+        self.config = config
+        self._info = info
+        self._error = error
+        self._text_encoder: Any = None
+        self._embedder: Any = None
+        self._ready = threading.Event()
+        self._failure = ""
+        self._stopped = False
+        self._lock = threading.Lock()
+        self._thread: threading.Thread | None = None
+
+    # ------------------------------------------------------------------ life cycle
+    def start(self) -> None:
+        """Load the encoders in the background (they take seconds; configure should not wait)."""
+        if self.config.text_encoder == "none":
+            self._info("queries: disabled (query.text_encoder is 'none')")
+            self._ready.set()
+            return
+        self._thread = threading.Thread(target=self._load, name="iggt-query-load", daemon=True)
+        self._thread.start()
+
+    def _load(self) -> None:
+        from iggt_ros.vlm.embedder import InstanceEmbedder
+        from iggt_ros.vlm.registry import make_region_encoder, make_text_encoder
+
+        try:
+            text = make_text_encoder(self.config)
+            region = make_region_encoder(self.config)
+        except Exception as exc:  # a missing optional library or weights file: queries fail with the reason
+            self._failure = f"text queries are unavailable: {exc}"
+            self._error(self._failure)
+            self._ready.set()
+            return
+        with self._lock:
+            if self._stopped:
+                return
+            self._text_encoder = text
+            if region is not None:
+                self._embedder = InstanceEmbedder(region, self.config).start()
+        self._info(f"queries: text encoder '{self.config.text_encoder}', region encoder "
+                   f"'{self.config.region_encoder}' ready")
+        self._ready.set()
+
+    def wait_ready(self, timeout: float) -> bool:
+        return self._ready.wait(timeout)
+
+    @property
+    def ready(self) -> bool:
+        return self._ready.is_set()
+
+    def stop(self) -> None:
+        with self._lock:
+            self._stopped = True
+            embedder, self._embedder = self._embedder, None
+        if embedder is not None:
+            embedder.stop()
+
+    def reset(self) -> None:
+        with self._lock:
+            embedder = self._embedder
+        if embedder is not None:
+            embedder.reset()
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Until every submitted view is embedded (tests and offline use)."""
+        with self._lock:
+            embedder = self._embedder
+        return True if embedder is None else embedder.wait_idle(timeout)
+
+    # ------------------------------------------------------------------ input
+    def observe(self, result: WindowResult, window: Window) -> int:
+        """Hand the window's new views to the embedder (never blocks); returns how many were submitted."""
+        with self._lock:
+            embedder = self._embedder
+        if embedder is None:
+            return 0
+        frames = window.frames()
+        if len(frames) != len(result.views) or result.instance_images.shape[0] != len(frames):
+            return 0
+        h, w = result.instance_images.shape[1:3]
+        sizes = {int(i.id): np.asarray(i.box_size, np.float64) for i in result.instances}
+        live = set(sizes)
+        gone = [iid for iid in embedder.store.vectors() if iid not in live]
+        if gone:
+            embedder.forget(gone)
+        submitted = 0
+        for frame, view, ids in zip(frames, result.views, result.instance_images, strict=True):
+            if not view.new or not ids.any():
+                continue
+            embedder.submit(ViewObservation(camera=view.camera, stamp_ns=int(view.stamp_ns),
+                                            rgb=resize_rgb(np.asarray(frame.image), (h, w)), instance_ids=ids,
+                                            box_sizes=sizes))
+            submitted += 1
+        return submitted
+
+    # ------------------------------------------------------------------ queries
+    def answer(self, text: str, snapshot: MapSnapshot, max_results: int = 0, min_score: float = 0.0) -> QueryResult:
+        if not self._ready.is_set():
+            return QueryResult(False, f"the text encoder '{self.config.text_encoder}' is still loading; try again "
+                                      "in a few seconds", [], snapshot.frame_id)
+        if self._failure:
+            return QueryResult(False, self._failure, [], snapshot.frame_id)
+        with self._lock:
+            encoder, embedder = self._text_encoder, self._embedder
+        vectors = embedder.store.vectors() if embedder is not None else {}
+        instances: Sequence[InstanceSnapshot] = [instance_snapshot(i, vectors.get(int(i.id)))
+                                                  for i in snapshot.instances]
+        return answer_query(text, instances, encoder, self.config, max_results=int(max_results),
+                            min_score=float(min_score), frame_id=snapshot.frame_id)

@@ -1,0 +1,542 @@
+"""The lifecycle node over real DDS: synthetic cameras and TF in, every output checked against ground truth.
+
+The node runs in-process on a MultiThreadedExecutor in a thread, with the ground-truth oracle engine
+(wrapped to hold inference when a test needs it) so the outputs can be compared with the truth of
+the synthetic scene. Another node publishes the cameras, camera_info and TF, and records every
+output topic; the lifecycle is driven through the node's lifecycle services.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import threading
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from typing import Any
+
+import numpy as np
+import pytest
+
+from iggt_ros.bag import layouts as L
+from iggt_ros.bag.convention import optical_frame
+from iggt_ros.bag.message import Header, stamp_ns
+from iggt_ros.engine.base import Engine
+from iggt_ros.engine.oracle import OracleEngine
+from iggt_ros.synthetic.sequence import make_sequence
+
+WIDTH, HEIGHT = 168, 112
+SEQ = None
+
+
+def sequence():
+    """Two cameras, 14 steps, small images (rendered once per test session)."""
+    global SEQ
+    if SEQ is None:
+        SEQ = make_sequence(seed=4, num_steps=14, cameras=2, trajectory="orbit", width=WIDTH, height=HEIGHT,
+                            coverage=0.25, num_objects=5)
+    return SEQ
+
+
+class HeldEngine(Engine):
+    """The oracle engine behind a gate: inference waits while the gate is closed (a slow engine)."""
+
+    def __init__(self, inner: OracleEngine) -> None:
+        self.inner = inner
+        self.name = "oracle"
+        self.gate = threading.Event()
+        self.gate.set()
+        self.entered = threading.Event()
+        self.calls = 0
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.inner.input_size
+
+    def infer(self, images, views=None):
+        self.entered.set()
+        self.gate.wait(60.0)
+        self.calls += 1
+        return self.inner.infer(images, views)
+
+
+def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        value = pred()
+        if value:
+            return value
+        time.sleep(0.02)
+    raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+
+def base_params(**overrides: Any) -> dict[str, Any]:
+    seq = sequence()
+    params = {
+        "input.cameras": list(seq.rig.names),
+        "input.image_width": WIDTH,
+        "input.image_height": HEIGHT,
+        "input.qos": "reliable",
+        "input.tf_timeout_s": 0.2,
+        "window.size": 4,
+        "window.stride": 2,
+        "window.min_translation_m": 0.0,
+        "window.min_rotation_deg": 0.0,
+        "window.min_image_change": 0.0,
+        "window.max_queue": 8,
+        "mapping.max_cloud_points": 5000,
+        "clustering.min_instance_area_px": 20,
+        "publish.colorized_instance_images": True,
+        "publish.diagnostics_period_s": 0.25,
+        "query.text_encoder": "none",
+        "query.region_encoder": "none",
+    }
+    params.update(overrides)
+    return params
+
+
+class Harness:
+    """The node under test, a camera/TF publisher and an output recorder on one executor."""
+
+    def __init__(self, context, params: dict[str, Any], engine: Engine | None = None,
+                 use_default_factory: bool = False) -> None:
+        from rclpy.executors import MultiThreadedExecutor
+        from rclpy.node import Node
+        from rclpy.parameter import Parameter
+        from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+
+        from iggt_ros.ros.node import IggtNode
+
+        self.context = context
+        self.engine = engine
+        overrides = [Parameter(k, value=v) for k, v in params.items()]
+        factory = None if use_default_factory else (lambda cfg: self.engine)
+        self.node = IggtNode(engine_factory=factory, parameter_overrides=overrides, context=context)
+        self.io = Node("iggt_test_io", context=context)
+        reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        self.received: dict[str, list] = defaultdict(list)
+        self.lock = threading.Lock()
+        self.cameras = list(params.get("input.cameras", ["camera"]))
+        self._pubs: dict[str, Any] = {}
+        self._subscribe_outputs(reliable)
+        from sensor_msgs.msg import CameraInfo, Image
+
+        for cam in self.cameras:
+            self._pubs[f"{cam}/image_raw"] = self.io.create_publisher(Image, f"{cam}/image_raw", reliable)
+            self._pubs[f"{cam}/camera_info"] = self.io.create_publisher(CameraInfo, f"{cam}/camera_info", reliable)
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError:
+            TFMessage = None
+        if TFMessage is not None:
+            self._pubs["/tf"] = self.io.create_publisher(TFMessage, "/tf", QoSProfile(
+                depth=100, reliability=ReliabilityPolicy.RELIABLE))
+            self._pubs["/tf_static"] = self.io.create_publisher(TFMessage, "/tf_static", QoSProfile(
+                depth=100, reliability=ReliabilityPolicy.RELIABLE, durability=DurabilityPolicy.TRANSIENT_LOCAL))
+        self.executor = MultiThreadedExecutor(num_threads=4, context=context)
+        self.executor.add_node(self.node)
+        self.executor.add_node(self.io)
+        self._thread = threading.Thread(target=self.executor.spin, daemon=True)
+        self._thread.start()
+
+    def _subscribe_outputs(self, qos) -> None:
+        from diagnostic_msgs.msg import DiagnosticArray
+        from sensor_msgs.msg import Image, PointCloud2
+        from visualization_msgs.msg import MarkerArray
+
+        from iggt_ros.msg import InstanceArray
+
+        topics = {"/iggt/points": PointCloud2, "/iggt/instances": InstanceArray, "/iggt/markers": MarkerArray,
+                  "/diagnostics": DiagnosticArray}
+        for cam in self.cameras:
+            topics[f"/iggt/instance_image/{cam}"] = Image
+            topics[f"/iggt/instance_image/{cam}/colorized"] = Image
+            topics[f"/iggt/depth/{cam}"] = Image
+        for topic, cls in topics.items():
+            self.io.create_subscription(cls, topic, lambda m, t=topic: self._record(t, m), qos)
+
+    def _record(self, topic: str, msg: Any) -> None:
+        with self.lock:
+            self.received[topic].append(msg)
+
+    def messages(self, topic: str) -> list:
+        with self.lock:
+            return list(self.received[topic])
+
+    # ------------------------------------------------------------------ lifecycle over services
+    def change_state(self, transition_id: int, timeout: float = 60.0) -> bool:
+        from lifecycle_msgs.srv import ChangeState
+
+        client = self.io.create_client(ChangeState, f"/{self.node.get_name()}/change_state")
+        assert client.wait_for_service(10.0), "lifecycle change_state service not available"
+        req = ChangeState.Request()
+        req.transition.id = transition_id
+        result = self.call(client, req, timeout)
+        self.io.destroy_client(client)
+        return bool(result.success)
+
+    def state(self) -> str:
+        from lifecycle_msgs.srv import GetState
+
+        client = self.io.create_client(GetState, f"/{self.node.get_name()}/get_state")
+        assert client.wait_for_service(10.0)
+        label = self.call(client, GetState.Request(), 10.0).current_state.label
+        self.io.destroy_client(client)
+        return label
+
+    def call(self, client, request, timeout: float):
+        future = client.call_async(request)
+        done = threading.Event()
+        future.add_done_callback(lambda f: done.set())
+        assert done.wait(timeout), f"service {client.srv_name} did not answer within {timeout} s"
+        return future.result()
+
+    def service(self, srv_type, name: str):
+        client = self.io.create_client(srv_type, name)
+        assert client.wait_for_service(10.0), f"service {name} not available"
+        return client
+
+    # ------------------------------------------------------------------ inputs
+    def publish_static_tf(self) -> None:
+        from iggt_ros.ros.convert import to_rclpy
+
+        seq = sequence()
+        static = [L.TransformData("base_link", optical_frame(cam), 0, seq.rig.base_from_camera[i])
+                  for i, cam in enumerate(seq.rig.names)]
+        if "/tf_static" in self._pubs:
+            self._pubs["/tf_static"].publish(to_rclpy(L.tf_message(static)))
+
+    def publish_step(self, step: int, with_tf: bool = True, stamp_offset_ns: int = 0) -> int:
+        from iggt_ros.ros.convert import to_rclpy
+
+        seq = sequence()
+        views = seq.steps[step]
+        stamp = int(views[0].stamp_ns) + stamp_offset_ns
+        if with_tf and "/tf" in self._pubs:
+            self._pubs["/tf"].publish(to_rclpy(L.tf_message(
+                [L.TransformData("odom", "base_link", stamp, seq.world_from_base[step])])))
+        for view in views:
+            header = Header(stamp, optical_frame(view.camera))
+            self._pubs[f"{view.camera}/camera_info"].publish(
+                to_rclpy(L.camera_info(header, view.intrinsics, WIDTH, HEIGHT)))
+            self._pubs[f"{view.camera}/image_raw"].publish(to_rclpy(L.rgb_image(header, view.rgb)))
+        return stamp
+
+    def publish_raw(self, topic: str, msg: Any) -> None:
+        self._pubs[topic].publish(msg)
+
+    def close(self) -> None:
+        if self.engine is not None and isinstance(self.engine, HeldEngine):
+            self.engine.gate.set()
+        with contextlib.suppress(Exception):
+            self.node.trigger_shutdown()
+        self.executor.shutdown(timeout_sec=5.0)
+        self._thread.join(5.0)
+        self.node.destroy_node()
+        self.io.destroy_node()
+
+
+@pytest.fixture
+def harness_factory(rclpy_context):
+    made: list[Harness] = []
+
+    def make(params: dict[str, Any], engine: Engine | None = None, **kwargs: Any) -> Harness:
+        h = Harness(rclpy_context, params, engine, **kwargs)
+        made.append(h)
+        return h
+
+    yield make
+    for h in made:
+        h.close()
+
+
+def oracle() -> OracleEngine:
+    return OracleEngine.from_sequence(sequence(), input_size=(HEIGHT, WIDTH), seed=1)
+
+
+def truth_by_key() -> dict[tuple[str, int], Any]:
+    return {(v.camera, int(v.stamp_ns)): v for v in sequence().views()}
+
+
+def read_image(msg) -> np.ndarray:
+    dtype = {"16UC1": "<u2", "32FC1": "<f4", "rgb8": "u1"}[msg.encoding]
+    arr = np.frombuffer(bytes(msg.data), dtype=dtype)
+    return arr.reshape(msg.height, msg.width, -1).squeeze(-1) if msg.encoding != "rgb8" else \
+        arr.reshape(msg.height, msg.width, 3)
+
+
+# ====================================================================================================
+def test_end_to_end_outputs_match_ground_truth(harness_factory):
+    from lifecycle_msgs.msg import Transition
+
+    seq = sequence()
+    engine = HeldEngine(oracle())
+    h = harness_factory(base_params(), engine)
+    assert h.state() == "unconfigured"
+    assert h.change_state(Transition.TRANSITION_CONFIGURE)
+    assert h.state() == "inactive"
+    assert h.change_state(Transition.TRANSITION_ACTIVATE)
+    assert h.state() == "active"
+    node = h.node
+    assert node.stats.info["sync"] and node.stats.info["images"] and node.stats.info["tf"]
+
+    h.publish_static_tf()
+    time.sleep(0.3)
+    for step in range(seq.num_steps):
+        h.publish_step(step)
+        time.sleep(0.08)
+    # 14 keyframes, window 4 stride 2: windows end at steps 4, 6, ..., 14 -> 6 windows
+    wait_for(lambda: node.worker.processed >= 6, 90.0, "six processed windows")
+    wait_for(lambda: len(h.messages("/iggt/instances")) >= 6, 10.0, "six InstanceArray messages")
+    assert node.queue.stats().dropped == 0
+    time.sleep(0.3)
+
+    # ------------------------------------------------------------------ world outputs
+    arrays = h.messages("/iggt/instances")
+    clouds = h.messages("/iggt/points")
+    markers = h.messages("/iggt/markers")
+    assert len(clouds) == len(arrays) == len(markers) == 6
+    last = arrays[-1]
+    assert last.header.frame_id == "odom", "with TF the outputs are in input.world_frame"
+    stamps = [stamp_ns(a.header.stamp) for a in arrays]
+    assert stamps == [int(seq.steps[s][0].stamp_ns) for s in (3, 5, 7, 9, 11, 13)]
+    ids = {int(i.id) for i in last.instances}
+    assert ids and 0 not in ids
+    for cloud, arr in zip(clouds, arrays, strict=True):
+        assert cloud.header.frame_id == "odom" and cloud.header.stamp == arr.header.stamp
+        pts = L.read_points(cloud)
+        labels = set(np.unique(pts["label"]).tolist()) - {0}
+        assert labels <= {int(i.id) for i in arr.instances}, "cloud labels must be InstanceArray IDs"
+    pts = L.read_points(clouds[-1])
+    assert len(pts) > 100 and np.isfinite(pts["x"]).all()
+    room = seq.scene.room_size
+    inside = (np.abs(pts["x"]) <= room[0] / 2 + 0.1) & (np.abs(pts["y"]) <= room[1] / 2 + 0.1)
+    assert inside.mean() > 0.98, "metric points in odom lie inside the room"
+
+    # ------------------------------------------------------------------ per-view images vs ground truth
+    truth = truth_by_key()
+    pred_to_gt: dict[int, set[int]] = defaultdict(set)
+    image_count = 0
+    for cam in seq.rig.names:
+        id_msgs = h.messages(f"/iggt/instance_image/{cam}")
+        depth_msgs = h.messages(f"/iggt/depth/{cam}")
+        colour_msgs = h.messages(f"/iggt/instance_image/{cam}/colorized")
+        assert len(id_msgs) == len(depth_msgs) == len(colour_msgs) > 0
+        seen_stamps = [stamp_ns(m.header.stamp) for m in id_msgs]
+        assert len(set(seen_stamps)) == len(seen_stamps), "each view is published once"
+        for idm, dm, cm in zip(id_msgs, depth_msgs, colour_msgs, strict=True):
+            assert idm.header.frame_id == optical_frame(cam) and idm.encoding == "16UC1"
+            assert dm.header == idm.header and cm.header == idm.header
+            assert (idm.width, idm.height) == (WIDTH, HEIGHT) and dm.encoding == "32FC1" and cm.encoding == "rgb8"
+            view = truth[(cam, stamp_ns(idm.header.stamp))]
+            pred = read_image(idm)
+            depth = read_image(dm)
+            ok = np.isfinite(depth)
+            assert ok.mean() > 0.9
+            rel = np.abs(depth[ok] - view.depth[ok]) / view.depth[ok]
+            assert np.median(rel) < 0.03, "depth is metric (TF scale) and matches the truth"
+            assert set(np.unique(pred).tolist()) - {0} <= {int(i.id) for a in arrays for i in a.instances}
+            for pid in np.unique(pred):
+                if pid == 0:
+                    continue
+                mask = pred == pid
+                if mask.sum() < 50:
+                    continue
+                gt_ids, counts = np.unique(view.instance_ids[mask], return_counts=True)
+                best = int(gt_ids[np.argmax(counts)])
+                assert counts.max() / mask.sum() > 0.8, f"instance {pid} mixes ground-truth objects"
+                pred_to_gt[int(pid)].add(best)
+            image_count += 1
+    assert image_count >= 12
+    assert pred_to_gt, "no instance segmented"
+    for pid, gts in pred_to_gt.items():
+        assert len(gts) == 1, f"instance {pid} is mapped to several objects over time: {gts}"
+    objects = [g for s in pred_to_gt.values() for g in s if g != 0]
+    assert len(objects) == len(set(objects)), "one object keeps one ID across cameras and windows"
+
+    # instance centroids near the ground-truth object centres
+    for inst in last.instances:
+        gts = pred_to_gt.get(int(inst.id), set()) - {0}
+        if not gts or inst.point_count < 50:
+            continue
+        gt = seq.scene.object(next(iter(gts)))
+        c = np.array([inst.centroid.x, inst.centroid.y, inst.centroid.z])
+        assert np.linalg.norm(c[:2] - gt.center[:2]) < 0.5 * max(gt.extent) + 0.1
+
+    # markers mirror the instances
+    marker_ids = {m.id for m in markers[-1].markers if m.ns == L.BOX_NAMESPACE and m.action == L.MARKER_ADD}
+    visible = {int(i.id) for i in last.instances if i.state != L.STATE_LOST}
+    assert marker_ids == visible
+    assert all(m.header.frame_id == "odom" for m in markers[-1].markers)
+
+    # diagnostics
+    diag = wait_for(lambda: [d for d in h.messages("/diagnostics")
+                             if d.status and int(dict((kv.key, kv.value) for kv in d.status[0].values)
+                                                 .get("windows_processed", "0")) >= 6], 5.0, "diagnostics")
+    values = {kv.key: kv.value for kv in diag[-1].status[0].values}
+    assert values["engine"] == "oracle" and values["windows_dropped"] == "0"
+    for stage in ("inference", "clustering", "tracking", "publish", "total"):
+        assert float(values[f"latency_{stage}_ms"]) > 0, stage
+    assert {"sync", "images", "tf", "window_rate_hz", "queue_capacity"} <= set(values)
+
+    # ------------------------------------------------------------------ run-time parameters
+    from rclpy.parameter import Parameter
+
+    ok = node.set_parameters([Parameter("tracking.lost_windows", value=6)])[0]
+    assert ok.successful and node.config.tracking.lost_windows == 6
+    assert node.pipeline.tracker.config.lost_windows == 6, "the live tracker sees the change"
+    refused = node.set_parameters([Parameter("input.cameras", value=["a"])])[0]
+    assert not refused.successful and "input.cameras" in refused.reason
+    bad = node.set_parameters([Parameter("tracking.min_match_score", value=3.0)])[0]
+    assert not bad.successful and "[0, 1]" in bad.reason
+
+    # ------------------------------------------------------------------ deactivate and clean up over services
+    assert h.change_state(Transition.TRANSITION_DEACTIVATE)
+    assert h.state() == "inactive" and not node.worker.running
+    n_arrays = len(h.messages("/iggt/instances"))
+    h.publish_step(0, stamp_offset_ns=10**10)
+    time.sleep(0.3)
+    assert len(h.messages("/iggt/instances")) == n_arrays, "an inactive node publishes nothing"
+    assert h.change_state(Transition.TRANSITION_CLEANUP)
+    assert h.state() == "unconfigured" and node.engine is None and not node.has_parameter("window.size")
+
+
+def test_services_answer_during_inference_and_overload_drops_oldest_windows(harness_factory):
+    from sensor_msgs.msg import Image
+    from std_srvs.srv import Trigger
+
+    from iggt_ros.srv import Query
+
+    seq = sequence()
+    engine = HeldEngine(oracle())
+    engine.gate.clear()  # inference holds until released
+    params = base_params(**{"window.size": 2, "window.stride": 1, "window.max_queue": 2, "input.use_tf": False})
+    h = harness_factory(params, engine)
+    node = h.node
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    query = h.service(Query, "/iggt/query")
+    reset = h.service(Trigger, "/iggt/reset")
+
+    for step in range(seq.num_steps):
+        h.publish_step(step, with_tf=False)
+        time.sleep(0.05)
+    wait_for(engine.entered.is_set, 20.0, "inference to start")
+    # 14 keyframes, window 2 stride 1: 13 windows; one is held in inference, at most 2 wait
+    wait_for(lambda: node.stats.frame_sets >= seq.num_steps, 20.0, "all frame sets")
+    stats = node.queue.stats()
+    assert stats.enqueued == 13 and stats.max_depth <= 2 and len(node.queue) <= 2
+    assert stats.dropped == 13 - 1 - len(node.queue) and stats.dropped >= 10
+    assert node.worker.busy and not engine.gate.is_set()
+
+    # unsupported encoding: skipped with a warning, the node goes on
+    bad = Image(encoding="32FC1", height=2, width=2, step=8, data=bytes(16))
+    bad.header.frame_id = optical_frame(seq.rig.names[0])
+    h.publish_raw(f"{seq.rig.names[0]}/image_raw", bad)
+    wait_for(lambda: node.inputs.skipped >= 1, 5.0, "the bad image to be skipped")
+
+    t0 = time.monotonic()
+    answer = h.call(query, Query.Request(text="the red cube"), 5.0)
+    assert time.monotonic() - t0 < 2.0, "query must not wait for inference"
+    assert not answer.success and "disabled" in answer.message
+    t0 = time.monotonic()
+    done = h.call(reset, Trigger.Request(), 5.0)
+    assert time.monotonic() - t0 < 2.0, "reset must not wait for inference"
+    assert done.success and "discarded" in done.message
+    assert len(node.queue) == 0
+
+    diag = wait_for(lambda: [d for d in h.messages("/diagnostics") if d.status and
+                             {kv.key: kv.value for kv in d.status[0].values}.get("windows_dropped") not in
+                             (None, "0")], 5.0, "diagnostics reporting drops")
+    status = diag[-1].status[0]
+    assert int({kv.key: kv.value for kv in status.values}["windows_dropped"]) == stats.dropped
+    assert status.level == status.WARN or "dropped" in status.message or int(stats.dropped) > 0
+
+    engine.gate.set()
+    wait_for(lambda: node.worker.discarded == 1 and not node.worker.busy, 30.0, "the held window to be discarded")
+    assert node.worker.processed == 0, "the window in flight during the reset is not published"
+    assert h.messages("/iggt/instances") == []
+    assert node.trigger_deactivate() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS
+
+
+def test_query_service_ranks_instances_of_the_map(harness_factory):
+    from std_srvs.srv import Trigger
+
+    from iggt_ros.srv import Query
+
+    seq = sequence()
+    engine = HeldEngine(oracle())
+    params = base_params(**{"query.text_encoder": "embedded", "query.region_encoder": "embedded",
+                            "query.embed_min_area_px": 20})
+    h = harness_factory(params, engine)
+    node = h.node
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    query = h.service(Query, "/iggt/query")
+    early = h.call(query, Query.Request(text="a cube"), 5.0)
+    assert not early.success and ("loading" in early.message or "no instances" in early.message)
+    assert node.query_side.wait_ready(120.0)
+    h.publish_static_tf()
+    for step in range(8):
+        h.publish_step(step)
+        time.sleep(0.08)
+    wait_for(lambda: node.worker.processed >= 3, 90.0, "three processed windows")
+    assert node.query_side.wait_idle(60.0)
+    obj = seq.scene.objects[0]
+    answer = h.call(query, Query.Request(text=f"the {obj.color_name} {obj.shape}", max_results=3), 10.0)
+    assert answer.success, answer.message
+    assert 1 <= len(answer.instances) <= 3 and len(answer.scores) == len(answer.instances)
+    assert list(answer.scores) == sorted(answer.scores, reverse=True)
+    assert all(0.0 <= s <= 1.0 for s in answer.scores)
+    snapshot = {i.id: i for i in node.pipeline.snapshot().instances}
+    for inst in answer.instances:
+        assert inst.id in snapshot and inst.header.frame_id == "odom"
+        assert abs(inst.centroid.x - float(snapshot[inst.id].centroid[0])) < 1e-5
+    empty = h.call(query, Query.Request(text="   "), 5.0)
+    assert not empty.success and "empty" in empty.message
+
+    reset = h.service(Trigger, "/iggt/reset")
+    assert h.call(reset, Trigger.Request(), 5.0).success
+    after = h.call(query, Query.Request(text=f"the {obj.color_name} {obj.shape}"), 5.0)
+    assert not after.success and "no instances" in after.message
+
+
+def test_configure_fails_cleanly_on_bad_parameters_and_missing_weights(harness_factory):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    bad = harness_factory(base_params(**{"window.size": 20}), HeldEngine(oracle()))
+    assert bad.node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert bad.state() == "unconfigured" and bad.node.engine is None
+    assert not bad.node.has_parameter("window.size"), "a failed configure leaves nothing declared"
+
+    missing = harness_factory(base_params(**{"engine.backend": "onnxruntime",
+                                             "engine.engine_path": "/nonexistent/iggt.onnx"}),
+                              use_default_factory=True)
+    assert missing.node.trigger_configure() == TransitionCallbackReturn.FAILURE
+    assert missing.state() == "unconfigured" and missing.node.engine is None
+    # the failure is repeatable, not a crash
+    assert missing.node.trigger_configure() == TransitionCallbackReturn.FAILURE
+
+
+def test_without_tf_outputs_use_the_fallback_frame(harness_factory):
+    seq = sequence()
+    engine = HeldEngine(oracle())
+    h = harness_factory(base_params(**{"input.tf_timeout_s": 0.0}), engine)
+    node = h.node
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    for step in range(4):
+        h.publish_step(step, with_tf=False)
+        time.sleep(0.08)
+    wait_for(lambda: h.messages("/iggt/instances"), 60.0, "an InstanceArray")
+    arr = h.messages("/iggt/instances")[0]
+    assert arr.header.frame_id == "iggt_map"
+    assert h.messages("/iggt/points")[0].header.frame_id == "iggt_map"
+    assert stamp_ns(arr.header.stamp) == int(seq.steps[3][0].stamp_ns)
