@@ -1,0 +1,86 @@
+"""The query state a replay leaves behind, so `iggt-ros query` can answer against its last map.
+
+While the replay runs, every output view (RGB at model resolution with its instance IDs) goes
+through the same `InstanceEmbedder` the node uses, synchronously: a replay has no subscription
+callbacks to protect, and running it in line keeps the result reproducible. At the end the last
+map snapshot and the embeddings are saved with `iggt_ros.vlm.state.save_query_state`.
+
+Embedding is optional: with `query.region_encoder: none`, or when the encoder cannot be built
+here, the state is saved without embeddings (queries then say that nothing is embedded yet) and
+the reason is kept in `warnings`.
+"""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import numpy as np
+
+from iggt_ros.bag.outputs import STATE_CODES
+from iggt_ros.config import QueryConfig
+from iggt_ros.perception.pipeline import MapSnapshot, WindowResult, resize_rgb
+
+log = logging.getLogger(__name__)
+
+
+class QueryStateRecorder:
+    """Embeds output views as they come and saves the final state."""
+
+    def __init__(self, config: QueryConfig, embed: bool = True) -> None:
+        self.warnings: list[str] = []
+        self._embedder = None
+        self.space = ""
+        if not embed or config.region_encoder == "none":
+            return
+        try:
+            from iggt_ros.vlm.embedder import InstanceEmbedder
+            from iggt_ros.vlm.registry import make_region_encoder
+
+            encoder = make_region_encoder(config)
+        except Exception as exc:  # a missing optional library or weights file: save the state without embeddings
+            msg = f"instance embeddings are off for this replay ({type(exc).__name__}: {exc})"
+            log.warning(msg)
+            self.warnings.append(msg)
+            return
+        if encoder is not None:
+            self._embedder = InstanceEmbedder(encoder, config)
+            self.space = encoder.space
+
+    @property
+    def embedding(self) -> bool:
+        return self._embedder is not None
+
+    def add(self, result: WindowResult, images: dict[int, np.ndarray]) -> None:
+        """Embed the views of one window that are new; `images` maps view index -> source RGB."""
+        if self._embedder is None:
+            return
+        from iggt_ros.vlm.types import ViewObservation
+
+        boxes = {inst.id: np.asarray(inst.box_size) for inst in result.instances}
+        size = tuple(result.instance_images.shape[1:3])
+        for i, rgb in images.items():
+            view = result.views[i]
+            ids = result.instance_images[i]
+            if not ids.any():
+                continue
+            self._embedder.process(ViewObservation(view.camera, view.stamp_ns, resize_rgb(rgb, size), ids,
+                                                   box_sizes=boxes))
+
+    def forget(self) -> None:
+        """The pipeline was reset: instance IDs start over, so old embeddings must not carry over."""
+        if self._embedder is not None:
+            self._embedder.reset()
+
+    def save(self, path: Path, snapshot: MapSnapshot) -> tuple[Path, Path]:
+        from iggt_ros.vlm.state import save_query_state
+        from iggt_ros.vlm.types import InstanceSnapshot
+
+        instances = [InstanceSnapshot(
+            id=int(i.id), centroid=np.asarray(i.centroid), box_center=np.asarray(i.box_center),
+            box_size=np.asarray(i.box_size), box_yaw=float(i.box_yaw), state=STATE_CODES.get(i.state, 0),
+            label=i.label, score=float(i.score), point_count=int(i.num_points), views_seen=int(i.views_seen),
+            first_seen_ns=int(i.first_seen_ns), last_seen_ns=int(i.last_seen_ns)) for i in snapshot.instances]
+        vectors = self._embedder.store.vectors() if self._embedder is not None else {}
+        return save_query_state(path, instances, vectors, frame_id=snapshot.frame_id, stamp_ns=snapshot.stamp_ns,
+                                embedding_space=self.space)
