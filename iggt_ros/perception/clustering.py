@@ -301,7 +301,7 @@ class InstanceClusterer:
                 break
             protos.extend(new.astype(np.float32))
             feature_protos = np.stack(protos)[:, :c]
-            explained = (x_all[remaining, :c] @ feature_protos.T).max(axis=1) >= min_cos
+            explained = np.einsum("nc,kc->nk", x_all[remaining, :c], feature_protos).max(axis=1) >= min_cos
             remaining = remaining[~explained]
         if not protos:
             return np.zeros((0, x_all.shape[1]), np.float32), total_samples, noise_fraction
@@ -316,10 +316,13 @@ class InstanceClusterer:
         share a bucket) and every bucket contributes up to the same quota, confidence-weighted within.
         """
         planes = np.random.default_rng(12345).normal(size=(feats.shape[1], 10)).astype(np.float32)
-        bucket = ((feats @ planes) > 0).astype(np.int64) @ (1 << np.arange(10))
-        # random order within a bucket, confidence-weighted (Efraimidis-Spirakis keys)
-        keys = np.log(self._rng.random(len(feats)) + 1e-12) / np.maximum(weight, 1e-6)
-        order = np.lexsort((-keys, bucket))
+        bits = np.einsum("nc,cp->np", feats, planes) > 0  # einsum: BLAS is slow for skinny products here
+        bucket = (bits.astype(np.int16) << np.arange(10, dtype=np.int16)).sum(axis=1, dtype=np.int16)
+        # random order within a bucket: shuffle, then a stable (radix) sort by bucket. Inside a bucket the
+        # order is drawn by confidence: a candidate's chance to come early grows with its weight.
+        n_rows = len(feats)
+        perm = np.argsort(-weight * self._rng.random(n_rows), kind="stable")
+        order = perm[np.argsort(bucket[perm], kind="stable")]
         sorted_bucket = bucket[order]
         starts = np.searchsorted(sorted_bucket, sorted_bucket, side="left")
         rank = np.empty(len(feats), np.int64)
@@ -351,7 +354,7 @@ class InstanceClusterer:
         """Nearest prototype (1-based) per row of raw features, 0 when farther than max_assign_distance."""
         if flat.shape[0] == 0:
             return np.zeros(0, np.int32)
-        dots = flat @ protos.T  # argmax of cosine = argmax of the dot product with the raw feature
+        dots = np.einsum("nc,kc->nk", flat, protos)  # argmax of cosine = argmax of the raw dot product
         best = np.argmax(dots, axis=1)
         top = np.take_along_axis(dots, best[:, None], axis=1)[:, 0]
         norm = np.sqrt(np.einsum("ij,ij->i", flat, flat))

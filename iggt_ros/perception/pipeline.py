@@ -302,7 +302,7 @@ class Pipeline:
     def _grid_step(self, pred: WindowPrediction) -> int:
         """Pixel stride of the point grid used for the cloud, object points and instance statistics."""
         v, h, w = pred.depth.shape
-        target = 2 * self.config.mapping.max_cloud_points
+        target = self.config.mapping.max_cloud_points // 2  # voxels thin it further; statistics need far fewer
         return max(2, int(math.ceil(math.sqrt(v * h * w / max(target, 1)))))
 
     @staticmethod

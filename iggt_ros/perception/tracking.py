@@ -190,7 +190,10 @@ class InstanceTracker:
             cur = labels[i]
             if prev.shape != cur.shape:
                 continue
-            prev_ids, prev_inv = np.unique(prev, return_inverse=True)
+            present = np.bincount(prev.ravel(), minlength=1) > 0  # IDs are uint16: a lookup beats np.unique
+            prev_ids = np.flatnonzero(present)
+            compact = np.cumsum(present) - 1
+            prev_inv = compact[prev]
             n_p = len(prev_ids)
             joint = np.bincount(cur.ravel().astype(np.int64) * n_p + prev_inv.ravel(),
                                 minlength=(max_label + 1) * n_p).reshape(max_label + 1, n_p)
