@@ -20,7 +20,7 @@ import pytest
 
 from iggt_ros.bag import layouts as L
 from iggt_ros.bag.convention import optical_frame
-from iggt_ros.bag.message import Header, stamp_ns
+from iggt_ros.bag.message import Header, MessageData, stamp_ns
 from iggt_ros.engine.base import Engine
 from iggt_ros.engine.oracle import OracleEngine
 from iggt_ros.synthetic.sequence import make_sequence
@@ -58,6 +58,18 @@ class HeldEngine(Engine):
         self.gate.wait(60.0)
         self.calls += 1
         return self.inner.infer(images, views)
+
+
+def png_image(header: Header, rgb: np.ndarray):
+    """sensor_msgs/CompressedImage (png, lossless) layout data of an RGB image."""
+    import io
+
+    from PIL import Image
+
+    buf = io.BytesIO()
+    Image.fromarray(rgb).save(buf, format="PNG")
+    return MessageData("sensor_msgs/msg/CompressedImage", {
+        "header": header.to_plain(), "format": "png", "data": np.frombuffer(buf.getvalue(), np.uint8)})
 
 
 def wait_for(pred: Callable[[], Any], timeout: float, what: str) -> Any:
@@ -119,10 +131,15 @@ class Harness:
         self.cameras = list(params.get("input.cameras", ["camera"]))
         self._pubs: dict[str, Any] = {}
         self._subscribe_outputs(reliable)
-        from sensor_msgs.msg import CameraInfo, Image
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
+        self.compressed = set(params.get("input.compressed_cameras", []))
         for cam in self.cameras:
-            self._pubs[f"{cam}/image_raw"] = self.io.create_publisher(Image, f"{cam}/image_raw", reliable)
+            if cam in self.compressed:
+                self._pubs[f"{cam}/image_raw"] = self.io.create_publisher(
+                    CompressedImage, f"{cam}/image_raw/compressed", reliable)
+            else:
+                self._pubs[f"{cam}/image_raw"] = self.io.create_publisher(Image, f"{cam}/image_raw", reliable)
             self._pubs[f"{cam}/camera_info"] = self.io.create_publisher(CameraInfo, f"{cam}/camera_info", reliable)
         try:
             from tf2_msgs.msg import TFMessage
@@ -152,6 +169,12 @@ class Harness:
             topics[f"/iggt/instance_image/{cam}"] = Image
             topics[f"/iggt/instance_image/{cam}/colorized"] = Image
             topics[f"/iggt/depth/{cam}"] = Image
+        try:
+            from vision_msgs.msg import Detection3DArray
+
+            topics["/iggt/detections"] = Detection3DArray
+        except ImportError:
+            pass
         for topic, cls in topics.items():
             self.io.create_subscription(cls, topic, lambda m, t=topic: self._record(t, m), qos)
 
@@ -219,7 +242,10 @@ class Harness:
             header = Header(stamp, optical_frame(view.camera))
             self._pubs[f"{view.camera}/camera_info"].publish(
                 to_rclpy(L.camera_info(header, view.intrinsics, WIDTH, HEIGHT)))
-            self._pubs[f"{view.camera}/image_raw"].publish(to_rclpy(L.rgb_image(header, view.rgb)))
+            if view.camera in self.compressed:
+                self._pubs[f"{view.camera}/image_raw"].publish(to_rclpy(png_image(header, view.rgb)))
+            else:
+                self._pubs[f"{view.camera}/image_raw"].publish(to_rclpy(L.rgb_image(header, view.rgb)))
         return stamp
 
     def publish_raw(self, topic: str, msg: Any) -> None:
@@ -368,6 +394,16 @@ def test_end_to_end_outputs_match_ground_truth(harness_factory):
     visible = {int(i.id) for i in last.instances if i.state != L.STATE_LOST}
     assert marker_ids == visible
     assert all(m.header.frame_id == "odom" for m in markers[-1].markers)
+
+    # detections mirror the instances where vision_msgs exists
+    try:
+        import vision_msgs  # noqa: F401
+    except ImportError:
+        assert "iggt/detections" not in node._publishers_by_topic
+    else:
+        detections = h.messages("/iggt/detections")
+        assert len(detections) == 6 and detections[-1].header == last.header
+        assert {int(d.id) for d in detections[-1].detections} == visible
 
     # diagnostics
     diag = wait_for(lambda: [d for d in h.messages("/diagnostics")
@@ -523,10 +559,12 @@ def test_configure_fails_cleanly_on_bad_parameters_and_missing_weights(harness_f
     assert missing.node.trigger_configure() == TransitionCallbackReturn.FAILURE
 
 
-def test_without_tf_outputs_use_the_fallback_frame(harness_factory):
+def test_without_tf_outputs_use_the_fallback_frame_and_compressed_images_work(harness_factory):
     seq = sequence()
     engine = HeldEngine(oracle())
-    h = harness_factory(base_params(**{"input.tf_timeout_s": 0.0}), engine)
+    compressed = seq.rig.names[1]
+    h = harness_factory(base_params(**{"input.tf_timeout_s": 0.0, "input.compressed_cameras": [compressed]}),
+                        engine)
     node = h.node
     from rclpy.lifecycle import TransitionCallbackReturn
 
@@ -540,3 +578,7 @@ def test_without_tf_outputs_use_the_fallback_frame(harness_factory):
     assert arr.header.frame_id == "iggt_map"
     assert h.messages("/iggt/points")[0].header.frame_id == "iggt_map"
     assert stamp_ns(arr.header.stamp) == int(seq.steps[3][0].stamp_ns)
+    ids = wait_for(lambda: h.messages(f"/iggt/instance_image/{compressed}"), 5.0, "instance images")
+    assert ids[0].header.frame_id == optical_frame(compressed) and (ids[0].width, ids[0].height) == (WIDTH, HEIGHT)
+    assert node.inputs.skipped == 0, "png frames decode"
+    assert read_image(ids[0]).any(), "the compressed camera's view is segmented"

@@ -1,0 +1,107 @@
+"""Launch the iggt_ros lifecycle node, configured and activated automatically, with optional RViz.
+
+    ros2 launch iggt_ros iggt.launch.py
+    ros2 launch iggt_ros iggt.launch.py config:=/path/my_iggt.yaml checkpoint:=/models/iggt_1b.safetensors
+    ros2 launch iggt_ros iggt.launch.py camera_remaps:="camera/image_raw=/realsense/color/image_raw,\
+camera/camera_info=/realsense/color/camera_info" rviz:=true
+
+Arguments:
+  config         parameter file (default: the package's config/iggt.yaml, all defaults)
+  checkpoint     weights file; overrides engine.checkpoint when given
+  engine_backend torch | onnxruntime | tensorrt; overrides engine.backend when given
+  engine_path    ONNX model or TensorRT plan; overrides engine.engine_path when given
+  namespace      namespace of the node (outputs become <namespace>/iggt/...)
+  camera_remaps  comma-separated FROM=TO topic remappings, e.g. for each camera's image_raw and camera_info
+  use_sim_time   true when replaying a bag with --clock
+  autostart      configure and activate the node at start (default true)
+  rviz           start RViz with the package's config/iggt.rviz (default false); also turns on
+                 publish.colorized_instance_images, the instance image it shows (of the camera 'camera';
+                 pick another camera's topic in RViz)
+"""
+
+from __future__ import annotations
+
+import os
+
+import lifecycle_msgs.msg
+from ament_index_python.packages import get_package_share_directory
+from launch.actions import DeclareLaunchArgument, EmitEvent, OpaqueFunction, RegisterEventHandler
+from launch.conditions import IfCondition
+from launch.events import matches_action
+from launch.substitutions import LaunchConfiguration
+from launch_ros.actions import LifecycleNode, Node
+from launch_ros.event_handlers import OnStateTransition
+from launch_ros.events.lifecycle import ChangeState
+from launch_ros.parameter_descriptions import ParameterValue
+
+from launch import LaunchDescription
+
+PACKAGE = "iggt_ros"
+NODE_NAME = "iggt_node"
+
+
+def parse_remaps(text: str) -> list[tuple[str, str]]:
+    """'a=b, c=d' -> [('a', 'b'), ('c', 'd')]; a malformed entry is an error naming it."""
+    pairs = []
+    for item in (part.strip() for part in text.split(",")):
+        if not item:
+            continue
+        src, sep, dst = item.partition("=")
+        if not sep or not src.strip() or not dst.strip():
+            raise ValueError(f"camera_remaps entry '{item}' is not of the form FROM=TO")
+        pairs.append((src.strip(), dst.strip()))
+    return pairs
+
+
+def _node_actions(context, *args, **kwargs):
+    def get(name: str) -> str:
+        return LaunchConfiguration(name).perform(context)
+
+    parameters: dict = {"config_file": get("config"), "use_sim_time": get("use_sim_time").lower() == "true"}
+    if get("rviz").lower() == "true":
+        parameters["publish.colorized_instance_images"] = True  # the instance image RViz shows
+    for arg, key in (("checkpoint", "engine.checkpoint"), ("engine_backend", "engine.backend"),
+                     ("engine_path", "engine.engine_path")):
+        if get(arg):
+            parameters[key] = get(arg)
+    node = LifecycleNode(
+        package=PACKAGE, executable=NODE_NAME, name=NODE_NAME, namespace=get("namespace"),
+        parameters=[parameters], remappings=parse_remaps(get("camera_remaps")), output="screen",
+    )
+    actions = [node]
+    if get("autostart").lower() == "true":
+        configure = EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                                transition_id=lifecycle_msgs.msg.Transition.TRANSITION_CONFIGURE))
+        activate_when_inactive = RegisterEventHandler(OnStateTransition(
+            target_lifecycle_node=node, start_state="configuring", goal_state="inactive",
+            entities=[EmitEvent(event=ChangeState(
+                lifecycle_node_matcher=matches_action(node),
+                transition_id=lifecycle_msgs.msg.Transition.TRANSITION_ACTIVATE))]))
+        actions = [activate_when_inactive, node, configure]
+    return actions
+
+
+def generate_launch_description() -> LaunchDescription:
+    share = get_package_share_directory(PACKAGE)
+    return LaunchDescription([
+        DeclareLaunchArgument("config", default_value=os.path.join(share, "config", "iggt.yaml"),
+                              description="parameter file of the node"),
+        DeclareLaunchArgument("checkpoint", default_value="",
+                              description="weights file; overrides engine.checkpoint when not empty"),
+        DeclareLaunchArgument("engine_backend", default_value="",
+                              description="torch | onnxruntime | tensorrt; overrides engine.backend when not empty"),
+        DeclareLaunchArgument("engine_path", default_value="",
+                              description="ONNX model or TensorRT plan; overrides engine.engine_path when not empty"),
+        DeclareLaunchArgument("namespace", default_value="", description="namespace of the node"),
+        DeclareLaunchArgument("camera_remaps", default_value="",
+                              description="comma-separated FROM=TO remappings of camera topics"),
+        DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replay)"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="configure and activate the lifecycle node at start"),
+        DeclareLaunchArgument("rviz", default_value="false", description="start RViz with config/iggt.rviz"),
+        OpaqueFunction(function=_node_actions),
+        Node(package="rviz2", executable="rviz2", name="iggt_rviz", output="screen",
+             arguments=["-d", os.path.join(share, "config", "iggt.rviz")],
+             parameters=[{"use_sim_time": ParameterValue(LaunchConfiguration("use_sim_time"), value_type=bool)}],
+             condition=IfCondition(LaunchConfiguration("rviz"))),
+    ])
