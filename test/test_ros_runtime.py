@@ -192,3 +192,60 @@ def test_pose_source_waits_for_late_tf_and_reports_changes_once():
     n = len(said)
     assert quick("other_frame", 10) is None and quick("other_frame", 11) is None
     assert len(said) == n + 1 and quick.failures == 2
+
+
+# ------------------------------------------------------------------------------------------ worker
+def test_worker_publishes_in_order_and_drops_a_window_finished_after_a_reset():
+    from iggt_ros.engine.oracle import OracleEngine
+    from iggt_ros.perception.frames import CameraFrame, FrameSet
+    from iggt_ros.perception.pipeline import Pipeline
+    from iggt_ros.perception.window import WindowBuffer
+    from iggt_ros.ros.worker import InferenceWorker
+    from iggt_ros.synthetic.sequence import make_sequence
+
+    seq = make_sequence(seed=2, num_steps=5, cameras=1, width=84, height=56, coverage=0.1, num_objects=3)
+    cfg = IggtConfig().replace(**{"input.cameras": list(seq.rig.names), "input.image_width": 84,
+                                  "input.image_height": 56, "window.size": 2, "window.stride": 1,
+                                  "window.min_translation_m": 0.0, "window.min_rotation_deg": 0.0,
+                                  "window.min_image_change": 0.0, "mapping.max_cloud_points": 1000})
+    gate = threading.Event()
+
+    class GatedOracle(OracleEngine):
+        def infer(self, images, views=None):
+            gate.wait(30.0)
+            return super().infer(images, views)
+
+    pipeline = Pipeline(cfg, GatedOracle.from_sequence(seq, input_size=(56, 84)))
+    buffer = WindowBuffer(cfg.window, cfg.input.cameras)
+    windows = []
+    for step in seq.steps:
+        v = step[0]
+        fs = FrameSet(int(v.stamp_ns), {v.camera: CameraFrame(v.camera, int(v.stamp_ns), v.rgb, v.intrinsics,
+                                                              "cam", v.world_from_camera)})
+        w = buffer.push(fs)
+        if w is not None:
+            windows.append(w)
+    assert len(windows) == 4
+    published: list[int] = []
+    stats = RuntimeStats("oracle")
+    queue: DropOldestQueue = DropOldestQueue(2)
+    worker = InferenceWorker(pipeline, queue, lambda r, w: published.append(w.index) or {}, stats)
+    worker.start()
+    queue.put(windows[0])
+    deadline = time.monotonic() + 10
+    while not worker.busy and time.monotonic() < deadline:
+        time.sleep(0.01)
+    for w in windows[1:]:
+        queue.put(w)  # one in flight, two waiting: windows[1] is dropped
+    assert queue.stats().dropped == 1
+    worker.discard_pending()  # a reset: the waiting windows go, the one in flight is stale
+    pipeline.reset("test")
+    queue.put(windows[3])
+    gate.set()
+    deadline = time.monotonic() + 30
+    while (worker.processed < 1 or worker.busy or len(queue)) and time.monotonic() < deadline:
+        time.sleep(0.02)
+    assert worker.stop(10.0) and not worker.running
+    assert worker.discarded == 1 and published == [windows[3].index]
+    report = stats.report(queue.stats())
+    assert report.values["windows_processed"] == "1" and "latency_inference_ms" in report.values
