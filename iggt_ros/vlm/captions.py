@@ -16,30 +16,30 @@ import random
 from dataclasses import dataclass
 
 COLOR_WORDS: dict[str, list[str]] = {
-    "red": ["red", "crimson", "scarlet"],
-    "green": ["green", "emerald", "grass-green"],
-    "blue": ["blue", "cobalt", "royal blue"],
-    "yellow": ["yellow", "lemon", "golden"],
-    "orange": ["orange", "tangerine", "amber"],
-    "purple": ["purple", "violet", "plum"],
-    "white": ["white", "snow-white", "ivory"],
-    "black": ["black", "jet-black", "ebony"],
-    "cyan": ["cyan", "turquoise", "aqua"],
-    "pink": ["pink", "rose", "bubblegum pink"],
-    "brown": ["brown", "chocolate", "chestnut"],
-    "gray": ["gray", "grey", "silver"],
+    "red": ["red", "crimson", "cherry red", "ruby", "scarlet"],
+    "green": ["green", "emerald", "leaf-green", "forest green", "grass-green"],
+    "blue": ["blue", "cobalt", "sapphire", "deep blue", "royal blue"],
+    "yellow": ["yellow", "lemon", "canary yellow", "sunflower yellow", "golden"],
+    "orange": ["orange", "tangerine", "pumpkin", "carrot-colored", "amber"],
+    "purple": ["purple", "violet", "grape-colored", "amethyst", "plum"],
+    "white": ["white", "snow-white", "milky white", "cream", "ivory"],
+    "black": ["black", "jet-black", "coal-black", "pitch-black", "ebony"],
+    "cyan": ["cyan", "turquoise", "teal", "sea-blue", "aqua"],
+    "pink": ["pink", "rose", "rosy", "blush pink", "bubblegum pink"],
+    "brown": ["brown", "chocolate", "coffee-colored", "dark brown", "chestnut"],
+    "gray": ["gray", "grey", "ash-gray", "slate", "silver"],
 }
 SHAPE_WORDS: dict[str, list[str]] = {
-    "cube": ["cube", "block", "cubic block", "dice-shaped block"],
-    "box": ["box", "crate", "cuboid", "rectangular box"],
-    "sphere": ["sphere", "ball", "orb", "globe"],
-    "cylinder": ["cylinder", "can", "tube", "drum"],
-    "cone": ["cone", "conical object", "traffic cone", "pointed cone"],
+    "cube": ["cube", "block", "cubic block", "square block", "cube-shaped object", "dice-shaped block"],
+    "box": ["box", "crate", "cuboid", "carton", "rectangular block", "rectangular box"],
+    "sphere": ["sphere", "ball", "orb", "round ball", "spherical object", "globe"],
+    "cylinder": ["cylinder", "can", "tube", "barrel", "canister", "drum"],
+    "cone": ["cone", "conical object", "traffic cone", "pylon", "cone-shaped object", "pointed cone"],
 }
 SIZE_WORDS: dict[str, list[str]] = {
-    "small": ["small", "little", "tiny"],
-    "medium": ["medium", "medium-sized", "mid-sized"],
-    "large": ["large", "big", "huge"],
+    "small": ["small", "little", "mini", "smaller", "tiny"],
+    "medium": ["medium", "medium-sized", "average-sized", "middle-sized", "mid-sized"],
+    "large": ["large", "big", "enormous", "giant", "huge"],
 }
 
 HELD_OUT_WORDS: frozenset[str] = frozenset({
@@ -47,11 +47,13 @@ HELD_OUT_WORDS: frozenset[str] = frozenset({
     "bubblegum pink", "chestnut", "silver", "dice-shaped block", "rectangular box", "globe", "drum",
     "pointed cone", "tiny", "mid-sized", "huge",
 })
-"""Synonyms never used in training; only held-out benchmark queries use them."""
+"""Synonyms never used in training (the last word of each list); only held-out benchmark queries use them."""
 
 TEMPLATES: list[str] = [
     "the {p}", "a {p}", "{p}", "the {p} object", "find the {p}", "where is the {p}", "pick up the {p}",
-    "show me the {p}", "that {p}", "the {p} over there", "go to the {p}", "grab a {p}",
+    "show me the {p}", "that {p}", "the {p} over there", "go to the {p}", "grab a {p}", "locate the {p}",
+    "I need the {p}", "can you find the {p}", "move to the {p}", "the {p} in the room", "look at the {p}",
+    "there is a {p}", "point at the {p}", "take the {p}", "which one is the {p}", "highlight the {p}",
 ]
 HELD_OUT_TEMPLATES: list[str] = ["could you locate the {p}", "I am looking for a {p}", "bring me the {p}"]
 

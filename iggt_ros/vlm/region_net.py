@@ -43,7 +43,7 @@ class RegionNetConfig:
 
 
 NUM_EXTRA = 7
-"""Extra region inputs: mean RGB under the mask (3), log box extents sorted (3), size-known flag (1)."""
+"""Extra region inputs: mean RGB under the mask (3), log box height and horizontal extents (3), size known (1)."""
 
 
 class RegionNet(nn.Module):
@@ -86,11 +86,16 @@ _STD = torch.tensor([0.25, 0.25, 0.25, 0.45]).view(1, 4, 1, 1)
 
 
 def size_features(box_size_m: np.ndarray | None) -> np.ndarray:
-    """[4]: log of the box extents sorted largest first, and 1 when the size is known (else zeros)."""
+    """[4]: log height, log longer and shorter horizontal extent, and 1 when the size is known (else zeros).
+
+    `box_size_m` follows the map's gravity-aligned boxes: extents along the box's x and y (horizontal,
+    any order) and world z. The height is kept apart because it does not depend on the box's yaw,
+    which maps estimate poorly for round or square footprints (inflating x and y by up to sqrt(2)).
+    """
     if box_size_m is None:
         return np.zeros(4, dtype=np.float32)
-    ext = np.sort(np.maximum(np.asarray(box_size_m, dtype=np.float64).ravel()[:3], 1e-3))[::-1]
-    return np.concatenate([np.log(ext), [1.0]]).astype(np.float32)
+    x, y, z = np.maximum(np.asarray(box_size_m, dtype=np.float64).ravel()[:3], 1e-3)
+    return np.array([np.log(z), np.log(max(x, y)), np.log(min(x, y)), 1.0], dtype=np.float32)
 
 
 def crop_tensors(regions: list[RegionCrop], side: int) -> tuple[torch.Tensor, torch.Tensor]:

@@ -1,0 +1,132 @@
+"""Measuring attribute queries on synthetic scenes: which queries count, and what is correct.
+
+Rule: a query counts for accuracy only when the objects it describes, among the instances in the
+map, are exactly one object or one group of identical copies (duplicates share every attribute,
+so no text can tell them apart). It is correct at top-k when any of those objects is among the k
+best-ranked instances. Queries that describe several distinct objects ("the red one" in a scene
+with a red cube and a red ball) are ambiguous and are not scored.
+
+Query kinds: 'canonical' (plain words: "the small red cube", "the red cube"), 'synonym'
+(training phrasings: "find the little crimson block"), 'held_out' (synonyms and sentence
+templates never used in training: "bring me the tiny scarlet dice-shaped block").
+"""
+
+from __future__ import annotations
+
+import random
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from iggt_ros.config import QueryConfig
+from iggt_ros.vlm.captions import ATTRIBUTE_PATTERNS, Caption, canonical_caption, make_caption
+from iggt_ros.vlm.encoders import TextEncoder
+from iggt_ros.vlm.query import answer_query
+from iggt_ros.vlm.types import InstanceSnapshot
+
+KINDS = ("canonical", "synonym", "held_out")
+
+
+@dataclass
+class QueryOutcome:
+    scene: int
+    kind: str
+    text: str
+    targets: list[int]
+    ranked: list[int]
+    latency_ms: float
+
+    @property
+    def top1(self) -> bool:
+        return bool(self.ranked) and self.ranked[0] in self.targets
+
+    @property
+    def top3(self) -> bool:
+        return any(r in self.targets for r in self.ranked[:3])
+
+
+def _attrs(inst: InstanceSnapshot) -> tuple[str, str, str]:
+    a = inst.attributes
+    return a["color"], a["shape"], a["size"]
+
+
+def scene_queries(instances: Sequence[InstanceSnapshot], rng: random.Random,
+                  per_kind: int = 1) -> list[tuple[str, Caption, list[int]]]:
+    """(kind, caption, target IDs) for every attribute pattern of every instance that names it uniquely."""
+    groups: dict[tuple[str, str, str], list[int]] = {}
+    for inst in instances:
+        groups.setdefault(_attrs(inst), []).append(inst.id)
+    out = []
+    for (color, shape, size), ids in sorted(groups.items()):
+        for use_c, use_s, use_z in ATTRIBUTE_PATTERNS:
+            key = (color if use_c else None, shape if use_s else None, size if use_z else None)
+            probe = Caption("", *key)
+            matching = [i for g, members in groups.items() if probe.matches(*g) for i in members]
+            if sorted(matching) != sorted(ids):
+                continue  # ambiguous: describes other objects too
+            out.append(("canonical", canonical_caption(*key), ids))
+            for _ in range(per_kind):
+                out.append(("synonym", make_caption(*key, rng=rng), ids))
+                out.append(("held_out", make_caption(*key, rng=rng, held_out=True), ids))
+    return out
+
+
+def evaluate_instances(scene: int, instances: Sequence[InstanceSnapshot], text_encoder: TextEncoder,
+                       config: QueryConfig | None = None, seed: int = 0, per_kind: int = 1) -> list[QueryOutcome]:
+    """Ask every unique attribute query of one scene; `instances` carry ground-truth attributes and embeddings."""
+    cfg = config or QueryConfig()
+    embedded = [i for i in instances if i.embedding is not None and "color" in i.attributes]
+    rng = random.Random(seed * 7919 + scene)
+    outcomes = []
+    for kind, caption, targets in scene_queries(embedded, rng, per_kind):
+        t0 = time.perf_counter()
+        result = answer_query(caption.text, embedded, text_encoder, cfg, max_results=max(3, cfg.max_results))
+        latency = (time.perf_counter() - t0) * 1e3
+        outcomes.append(QueryOutcome(scene, kind, caption.text, list(targets),
+                                     [r.instance.id for r in result.ranked], latency))
+    return outcomes
+
+
+def summarize(outcomes: Sequence[QueryOutcome]) -> dict[str, dict[str, float]]:
+    """Per kind and overall: number of queries, top-1 and top-3 accuracy, latency median and p95 (ms)."""
+    table = {}
+    for kind in (*KINDS, "all"):
+        rows = [o for o in outcomes if kind == "all" or o.kind == kind]
+        if not rows:
+            continue
+        lat = np.array([o.latency_ms for o in rows])
+        table[kind] = {
+            "queries": len(rows),
+            "top1": float(np.mean([o.top1 for o in rows])),
+            "top3": float(np.mean([o.top3 for o in rows])),
+            "latency_median_ms": float(np.median(lat)),
+            "latency_p95_ms": float(np.percentile(lat, 95)),
+        }
+    return table
+
+
+def label_from_scene(instances: Sequence[InstanceSnapshot], objects, max_distance_m: float = 0.35) -> int:
+    """Give map instances the attributes of the scene object they are (one-to-one, by centroid).
+
+    For runs where instance IDs are the tracker's, not the renderer's (a replay through the
+    pipeline): each instance is matched to the nearest object centre on the floor plane, at most
+    `max_distance_m` away, with a minimum-cost assignment. Unmatched instances keep no attributes
+    and are not asked about. Returns the number matched.
+    """
+    from scipy.optimize import linear_sum_assignment
+
+    objects = list(objects)
+    if not instances or not objects:
+        return 0
+    a = np.array([np.asarray(i.centroid, float)[:2] for i in instances])
+    b = np.array([np.asarray(o.center, float)[:2] for o in objects])
+    cost = np.linalg.norm(a[:, None] - b[None], axis=2)
+    rows, cols = linear_sum_assignment(cost)
+    matched = 0
+    for r, c in zip(rows, cols, strict=True):
+        if cost[r, c] <= max_distance_m:
+            instances[r].attributes = dict(objects[c].attributes)
+            matched += 1
+    return matched
