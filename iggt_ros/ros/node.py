@@ -49,7 +49,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from iggt_ros.bag import layouts as L
 from iggt_ros.bag.geometry import transform_from
 from iggt_ros.bag.message import Header
-from iggt_ros.bag.outputs import OutputAdapter, OutputTopics
+from iggt_ros.bag.outputs import OutputAdapter, OutputTopics, instance_data
 from iggt_ros.bag.tf_buffer import TransformBuffer
 from iggt_ros.config import NODE_NAME, ConfigError, IggtConfig, load_config
 from iggt_ros.engine.base import Engine, EngineError
@@ -168,7 +168,6 @@ class IggtNode(LifecycleNode):
         self._tf_listener: Any = None
         self._tf_buffer: Any = None
         self._input_lock = threading.Lock()
-        self._camera_sizes: dict[str, tuple[int, int]] = {}
         self.add_on_set_parameters_callback(self._on_set_parameters)
         self._log_handler = _ForwardToRosLog(self.get_logger())
         package_log = logging.getLogger("iggt_ros")
@@ -336,7 +335,6 @@ class IggtNode(LifecycleNode):
         assert self.adapter is not None and self.query_side is not None
         t0 = time.perf_counter()
         sizes = {f.camera: tuple(np.shape(f.image)[:2]) for f in window.frames()}
-        self._camera_sizes.update(sizes)
         for message in self.adapter.messages(result, sizes):
             pub = self._publishers_by_topic.get(message.topic)
             if pub is not None:
@@ -367,8 +365,6 @@ class IggtNode(LifecycleNode):
         snapshot = self.pipeline.snapshot()
         result = self.query_side.answer(request.text, snapshot, request.max_results, request.min_score)
         header = Header(int(snapshot.stamp_ns), result.frame_id or snapshot.frame_id)
-        from iggt_ros.bag.outputs import instance_data
-
         by_id = {int(i.id): i for i in snapshot.instances}
         rows = [instance_data(by_id[r.id]) for r in result.instances if r.id in by_id]
         response.success = bool(result.success)
@@ -534,6 +530,8 @@ class IggtNode(LifecycleNode):
         window = _collect(self.pipeline, frameset)
         if self.pipeline.resets != resets:  # time went backwards: windows of the old sequence are stale
             self.worker.discard_pending()
+            if self.query_side is not None:
+                self.query_side.reset()
         if window is not None:
             dropped = self.queue.put(window)
             if dropped is not None:
