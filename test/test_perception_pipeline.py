@@ -336,3 +336,14 @@ def test_oracle_engine_frame_conventions(short_seq):
     assert np.allclose(world, v1.world_from_camera[:3, :3] @ cam + v1.world_from_camera[:3, 3], atol=1e-3)
     norms = np.linalg.norm(pred.instance_features, axis=-1)
     assert norms.min() > 0.2 and norms.max() > 1.5  # raw features: not normalised
+
+
+def test_unusable_images_give_empty_result(short_seq, caplog):
+    pipe = small_pipeline(short_seq)
+    sets = list(framesets(short_seq, with_tf=False))
+    for fs in sets:
+        for f in fs.frames.values():
+            f.image = f.image.astype(np.float32)  # not uint8 RGB
+    with caplog.at_level(logging.WARNING):
+        res = next(r for fs in sets if (r := pipe.push(fs)) is not None)
+    assert "cannot be used" in caplog.text and not res.instance_images.any() and len(res.cloud) == 0

@@ -3,7 +3,7 @@
 Both ROS adapters (the node and the rosbag replay) drive this object and nothing else, so everything
 the node computes can be run and tested without ROS. Stages, each timed:
 
-    frames -> WindowBuffer -> preprocess -> Engine.infer -> validity -> WorldAligner (mapping)
+    frames -> WindowBuffer -> preprocess (engine.preprocess) -> Engine.infer -> validity -> WorldAligner (mapping)
            -> InstanceClusterer (clustering, assignment) -> InstanceTracker (tracking)
            -> ObjectMap (object_map) -> cloud packing (cloud)
 
@@ -29,6 +29,7 @@ import numpy as np
 
 from iggt_ros.config import IggtConfig
 from iggt_ros.engine.base import Engine, EngineError, ViewKey, WindowPrediction
+from iggt_ros.engine.preprocess import preprocess_images
 from iggt_ros.perception.clustering import ClusterResult, InstanceClusterer
 from iggt_ros.perception.frames import CameraFrame, FrameSet
 from iggt_ros.perception.mapping import Alignment, WorldAligner
@@ -43,17 +44,6 @@ CLOUD_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4")
 
 MERGE_OVERLAP = 0.5
 """Voxel overlap (of the smaller instance) above which a new instance is folded into a lost one."""
-
-
-def resize_rgb(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Plain nearest-neighbour resize of an [H,W,3] uint8 image to (H, W) = size."""
-    h, w = size
-    src_h, src_w = image.shape[:2]
-    if (src_h, src_w) == (h, w):
-        return np.ascontiguousarray(image[..., :3])
-    rows = np.minimum(((np.arange(h) + 0.5) * src_h / h).astype(np.int64), src_h - 1)
-    cols = np.minimum(((np.arange(w) + 0.5) * src_w / w).astype(np.int64), src_w - 1)
-    return np.ascontiguousarray(image[rows][:, cols, :3])
 
 
 @dataclass
@@ -222,7 +212,10 @@ class Pipeline:
             return empty("empty window (no camera frames): nothing to process")
 
         t = time.perf_counter()
-        images = np.stack([resize_rgb(np.asarray(f.image), (h, w)) for f in frames])
+        try:
+            images = preprocess_images([np.asarray(f.image) for f in frames], (h, w))
+        except ValueError as exc:
+            return empty(f"images of this window cannot be used, skipped: {exc}")
         timings["preprocess"] = (time.perf_counter() - t) * 1e3
 
         t = time.perf_counter()
