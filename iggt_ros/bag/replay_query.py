@@ -17,9 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from iggt_ros.bag.outputs import STATE_CODES
+from iggt_ros.bag.outputs import STATE_CODES, resize_nearest
 from iggt_ros.config import QueryConfig
-from iggt_ros.perception.pipeline import MapSnapshot, WindowResult, resize_rgb
+from iggt_ros.perception.pipeline import MapSnapshot, WindowResult
 
 log = logging.getLogger(__name__)
 
@@ -64,8 +64,8 @@ class QueryStateRecorder:
             ids = result.instance_images[i]
             if not ids.any():
                 continue
-            self._embedder.process(ViewObservation(view.camera, view.stamp_ns, resize_rgb(rgb, size), ids,
-                                                   box_sizes=boxes))
+            small = np.ascontiguousarray(resize_nearest(rgb, size))
+            self._embedder.process(ViewObservation(view.camera, view.stamp_ns, small, ids, box_sizes=boxes))
 
     def forget(self) -> None:
         """The pipeline was reset: instance IDs start over, so old embeddings must not carry over."""
