@@ -168,6 +168,15 @@ class Pipeline:
 
     def push(self, frameset: FrameSet) -> WindowResult | None:
         """One synchronised frame set; returns a result when it completes a window."""
+        window = self.collect(frameset)
+        return None if window is None else self.process_window(window)
+
+    def collect(self, frameset: FrameSet) -> Window | None:
+        """Buffer one synchronised frame set; a completed window is returned, never processed here.
+
+        Cheap (keyframe selection only), so the node calls it from subscription callbacks and hands
+        the window to its inference thread. Time going backwards resets the whole pipeline.
+        """
         buffer = self.window_buffer
         jumps = buffer.time_jumps
         window = buffer.push(frameset)
@@ -175,9 +184,7 @@ class Pipeline:
             self.time_jumps += 1
             self.reset("time went backwards")
             window = self.window_buffer.push(frameset)
-        if window is None:
-            return None
-        return self.process_window(window)
+        return window
 
     # ------------------------------------------------------------------ one window
     def process_window(self, window: Window) -> WindowResult:

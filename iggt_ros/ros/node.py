@@ -83,21 +83,6 @@ def default_engine_factory(config: IggtConfig) -> Engine:
                          window_sizes=(views,))
 
 
-def _collect(pipeline: Pipeline, frameset: FrameSet) -> Window | None:
-    """`Pipeline.collect` (window buffering without inference), or its equivalent where it is missing."""
-    collect = getattr(pipeline, "collect", None)
-    if collect is not None:
-        return collect(frameset)
-    buffer = pipeline.window_buffer
-    jumps = buffer.time_jumps
-    window = buffer.push(frameset)
-    if buffer.time_jumps != jumps:
-        pipeline.time_jumps += 1
-        pipeline.reset("time went backwards")
-        window = pipeline.window_buffer.push(frameset)
-    return window
-
-
 def input_qos(name: str) -> QoSProfile:
     """The subscription profile of `input.qos`."""
     if name == "reliable":
@@ -527,7 +512,7 @@ class IggtNode(LifecycleNode):
         assert self.pipeline is not None and self.queue is not None and self.worker is not None
         self.stats.record_frame_set()
         resets = self.pipeline.resets
-        window = _collect(self.pipeline, frameset)
+        window = self.pipeline.collect(frameset)
         if self.pipeline.resets != resets:  # time went backwards: windows of the old sequence are stale
             self.worker.discard_pending()
             if self.query_side is not None:
