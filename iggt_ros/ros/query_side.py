@@ -16,8 +16,9 @@ import numpy as np
 
 from iggt_ros.bag.outputs import STATE_CODES
 from iggt_ros.config import QueryConfig
+from iggt_ros.engine.preprocess import resize_image
 from iggt_ros.perception.object_map import ObjectInstance
-from iggt_ros.perception.pipeline import MapSnapshot, WindowResult, resize_rgb
+from iggt_ros.perception.pipeline import MapSnapshot, WindowResult
 from iggt_ros.perception.window import Window
 from iggt_ros.vlm.query import QueryResult, answer_query
 from iggt_ros.vlm.types import InstanceSnapshot, ViewObservation
@@ -129,7 +130,7 @@ class QuerySide:
             if not view.new or not ids.any():
                 continue
             embedder.submit(ViewObservation(camera=view.camera, stamp_ns=int(view.stamp_ns),
-                                            rgb=resize_rgb(np.asarray(frame.image), (h, w)), instance_ids=ids,
+                                            rgb=resize_image(np.asarray(frame.image), (h, w)), instance_ids=ids,
                                             box_sizes=sizes))
             submitted += 1
         return submitted
