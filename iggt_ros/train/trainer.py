@@ -121,7 +121,6 @@ class Trainer:
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
         self.elapsed_s = float(state.get("elapsed_s", 0.0))
-        self.generator.manual_seed(self.config.seed + self.step)
         return True
 
     def _append_log(self, row: dict) -> None:
@@ -136,6 +135,10 @@ class Trainer:
     def train_step(self, batch: TrainBatch) -> dict[str, float]:
         """One optimisation step on one batch; returns the loss terms."""
         factor = learning_rate_factor(self.step, self.config)
+        # Pixel sampling and drop-path are seeded per step, so a resumed run repeats the uninterrupted one.
+        step_seed = self.config.seed * 1_000_003 + self.step
+        self.generator.manual_seed(step_seed)
+        torch.manual_seed(step_seed)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         self.model.train()
@@ -151,14 +154,18 @@ class Trainer:
         self.optimizer.step()
         return terms.as_dict()
 
-    def run(self) -> int:
-        """Train until `steps` (or the time limit); returns the last step reached."""
+    def run(self, until: int | None = None) -> int:
+        """Train until `steps`, the time limit, or step `until` of this call; returns the last step reached.
+
+        Stopping at `until` checkpoints there, so a later `resume()` + `run()` continues the same schedule.
+        """
         cfg = self.config
+        stop = cfg.steps if until is None else min(cfg.steps, until)
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         start = time.monotonic() - self.elapsed_s
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
-        while self.step < cfg.steps:
+        while self.step < stop:
             progress = self.step / max(1, cfg.steps)
             windows = self.source.batch(self.step, cfg.batch_size, progress)
             batch = TrainBatch.stack(windows)
@@ -171,7 +178,7 @@ class Trainer:
             bar.update(1)
             bar.set_postfix(loss=f"{terms['loss']:.3f}", inst=f"{terms['instance']:.3f}", S=batch.images.shape[1])
             out_of_time = cfg.time_limit_s is not None and self.elapsed_s >= cfg.time_limit_s
-            if self.step % cfg.checkpoint_every == 0 or self.step == cfg.steps or out_of_time:
+            if self.step % cfg.checkpoint_every == 0 or self.step == stop or out_of_time:
                 self.save_checkpoint()
             if out_of_time:
                 break

@@ -1,0 +1,230 @@
+"""Quality of an engine on held-out synthetic sequences, measured through the full perception pipeline.
+
+Instance quality (T-mIoU, T-SR) is scored on the persistent instance images the pipeline
+publishes, so clustering, tracking and ID bookkeeping count, not just the raw features. Geometry
+(depth Abs.Rel and delta < 1.03, camera ATE) is scored on the engine's own window predictions,
+because those are what the model is responsible for. Scenes use seeds below
+`HELD_OUT_SEED_LIMIT`, which training never draws.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable, Sequence
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from iggt_ros.config import IggtConfig
+from iggt_ros.engine.base import Engine, ViewKey, WindowPrediction
+from iggt_ros.eval.metrics import depth_metrics, pose_ate, temporal_instance_metrics
+from iggt_ros.perception.frames import CameraFrame, FrameSet
+from iggt_ros.perception.pipeline import Pipeline
+from iggt_ros.synthetic import SyntheticSequence, make_sequence
+from iggt_ros.train.scenes import HELD_OUT_SEED_LIMIT
+
+TINY_INPUT_HW = (84, 140)
+
+
+@dataclass(frozen=True)
+class Scenario:
+    """One held-out synthetic sequence."""
+
+    name: str
+    seed: int
+    room: str = "room"
+    trajectory: str = "orbit"
+    cameras: int = 1
+    num_objects: int = 8
+    num_steps: int = 24
+    coverage: float = 0.5
+    width: int = 504
+    height: int = 336
+
+    def make(self) -> SyntheticSequence:
+        if self.seed >= HELD_OUT_SEED_LIMIT:
+            raise ValueError(f"scenario {self.name}: seed {self.seed} is in the training range")
+        return make_sequence(self.seed, num_steps=self.num_steps, cameras=self.cameras, trajectory=self.trajectory,
+                             width=self.width, height=self.height, num_objects=self.num_objects,
+                             coverage=self.coverage, room=self.room)
+
+
+HELD_OUT_SCENARIOS = (
+    Scenario("room-orbit-1cam", 900_101, "room", "orbit", 1),
+    Scenario("room-walk-1cam", 900_102, "room", "walk", 1),
+    Scenario("hall-pan-1cam", 900_103, "hall", "pan", 1, num_objects=10),
+    Scenario("room-orbit-2cam", 900_104, "room", "orbit", 2, num_steps=16),
+    Scenario("hall-walk-2cam", 900_105, "hall", "walk", 2, num_objects=10, num_steps=16),
+    Scenario("room-pan-2cam", 900_106, "room", "pan", 2, num_steps=16),
+)
+"""Several room kinds, trajectories and rigs; seeds far below the training range."""
+
+
+class RecordingEngine(Engine):
+    """Passes windows to another engine and keeps what it predicted, for scoring geometry."""
+
+    def __init__(self, inner: Engine) -> None:
+        self.inner = inner
+        self.name = inner.name
+        self.records: list[tuple[list[ViewKey], WindowPrediction]] = []
+
+    @property
+    def input_size(self) -> tuple[int, int]:
+        return self.inner.input_size
+
+    def infer(self, images: np.ndarray, views: Sequence[ViewKey] | None = None) -> WindowPrediction:
+        pred = self.inner.infer(images, views)
+        self.records.append((list(views or []), pred))
+        return pred
+
+    def close(self) -> None:
+        self.inner.close()
+
+
+def sample_at(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """The source pixel under every target pixel centre (how the pipeline shrinks camera images)."""
+    h, w = size
+    src_h, src_w = values.shape[:2]
+    rows = np.minimum(((np.arange(h) + 0.5) * src_h / h).astype(np.int64), src_h - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * src_w / w).astype(np.int64), src_w - 1)
+    return values[rows][:, cols]
+
+
+def visible_truth(ids: np.ndarray, min_area: int) -> np.ndarray:
+    """Ground-truth IDs with objects smaller than the pipeline's smallest mask set to 0 (not scored)."""
+    out = ids.copy()
+    labels, counts = np.unique(out, return_counts=True)
+    for label, count in zip(labels, counts, strict=True):
+        if count < min_area:
+            out[out == label] = 0
+    return out
+
+
+def pipeline_config(sequence: SyntheticSequence, input_hw: tuple[int, int], min_area_px: int) -> IggtConfig:
+    """Pipeline settings of the benchmark: every step a keyframe, masks down to `min_area_px`."""
+    return IggtConfig().replace(**{
+        "input.cameras": sequence.rig.names, "input.image_height": input_hw[0], "input.image_width": input_hw[1],
+        "window.min_translation_m": 0.0, "window.min_rotation_deg": 0.0, "window.min_image_change": 0.0,
+        "clustering.min_instance_area_px": min_area_px,
+    })
+
+
+@dataclass
+class SequenceScore:
+    """Scores of one engine on one scenario."""
+
+    scenario: str
+    engine: str
+    t_miou: float
+    t_sr: float
+    depth_abs_rel: float
+    depth_delta_103: float
+    pose_ate: float
+    """Mean over windows of the camera-position ATE after a per-window Sim(3) fit, in metres."""
+    windows: int
+    objects: int
+    inference_ms: float
+    seconds: float
+    extra: dict = field(default_factory=dict)
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+def evaluate_sequence(
+    scenario: Scenario,
+    make_engine: Callable[[SyntheticSequence], Engine],
+    input_hw: tuple[int, int] = TINY_INPUT_HW,
+    min_area_px: int = 20,
+    with_tf: bool = True,
+    max_windows: int | None = None,
+) -> SequenceScore:
+    """Run one scenario through Pipeline + engine and score it.
+
+    Args:
+        make_engine: builds the engine for a sequence (the oracle needs the sequence; models ignore it).
+        input_hw: model input size; the pipeline shrinks the camera images to it.
+        min_area_px: smallest mask (at input_hw) the pipeline keeps and the truth scores.
+        with_tf: give the pipeline the true camera poses, as a robot's TF would.
+        max_windows: stop after this many windows (for quick checks).
+    """
+    start = time.perf_counter()
+    sequence = scenario.make()
+    engine = RecordingEngine(make_engine(sequence))
+    pipe = Pipeline(pipeline_config(sequence, input_hw, min_area_px), engine)
+    published: dict[tuple[str, int], np.ndarray] = {}
+    windows = 0
+    infer_ms: list[float] = []
+    for step in sequence.steps:
+        frames = {v.camera: CameraFrame(v.camera, v.stamp_ns, v.rgb, v.intrinsics, f"{v.camera}_optical",
+                                        v.world_from_camera if with_tf else None) for v in step}
+        result = pipe.push(FrameSet(step[0].stamp_ns, frames))
+        if result is None:
+            continue
+        windows += 1
+        infer_ms.append(result.timings_ms.get("inference", math.nan))
+        for i, view in enumerate(result.views):
+            if view.new:
+                published[(view.camera, view.stamp_ns)] = result.instance_images[i]
+        if max_windows is not None and windows >= max_windows:
+            break
+    truth = {(v.camera, v.stamp_ns): v for v in sequence.views()}
+    keys = sorted(published)
+    gt_ids = [visible_truth(sample_at(truth[k].instance_ids, input_hw), min_area_px) for k in keys]
+    inst = temporal_instance_metrics([published[k] for k in keys], gt_ids)
+
+    pred_depth, gt_depth, ates = [], [], []
+    for views, pred in engine.records:
+        for i, key in enumerate(views):
+            pred_depth.append(pred.depth[i])
+            gt_depth.append(sample_at(truth[(key.camera, key.stamp_ns)].depth, input_hw))
+        if len(views) >= 3:
+            gt_poses = np.stack([truth[(k.camera, k.stamp_ns)].world_from_camera for k in views])
+            ates.append(_window_ate(pred.extrinsics, gt_poses))
+    depth = depth_metrics(pred_depth, gt_depth) if pred_depth else None
+    return SequenceScore(
+        scenario=scenario.name,
+        engine=engine.name,
+        t_miou=float(inst.t_miou),
+        t_sr=float(inst.t_sr),
+        depth_abs_rel=float(depth.abs_rel) if depth else math.nan,
+        depth_delta_103=float(depth.inlier_ratio) if depth else math.nan,
+        pose_ate=float(np.mean(ates)) if ates else math.nan,
+        windows=windows,
+        objects=int(inst.num_objects),
+        inference_ms=float(np.median(infer_ms)) if infer_ms else math.nan,
+        seconds=time.perf_counter() - start,
+    )
+
+
+def _window_ate(pred_extrinsics: np.ndarray, gt_world_from_camera: np.ndarray) -> float:
+    """RMSE camera-position error of one window after a Sim(3) fit (predictions are up to similarity)."""
+    pred_pos = -np.einsum("vji,vj->vi", pred_extrinsics[:, :3, :3], pred_extrinsics[:, :3, 3])
+    gt_pos = gt_world_from_camera[:, :3, 3]
+    return float(pose_ate(pred_pos, gt_pos).ate_rmse)
+
+
+def tiny_engine_factory(weights: str | Path | None = None, input_hw: tuple[int, int] = TINY_INPUT_HW,
+                        threads: int | None = None) -> Callable[[SyntheticSequence], Engine]:
+    """Engines of a trained model (default: the embedded tiny model) for `evaluate_sequence`."""
+    import torch
+
+    from iggt_ros.engine.torch_engine import TorchEngine
+    from iggt_ros.engine.weights import EMBEDDED_WEIGHTS
+
+    if threads:
+        torch.set_num_threads(threads)
+    path = Path(weights) if weights else EMBEDDED_WEIGHTS
+    engine = TorchEngine.from_checkpoint(path, input_size=input_hw)
+    return lambda _sequence: engine
+
+
+def oracle_engine_factory(input_hw: tuple[int, int] = TINY_INPUT_HW, seed: int = 0
+                          ) -> Callable[[SyntheticSequence], Engine]:
+    """Degraded ground truth with window-local features and an unknown per-window similarity."""
+    from iggt_ros.engine.oracle import OracleEngine
+
+    return lambda sequence: OracleEngine.from_sequence(sequence, input_size=input_hw, similarity="full",
+                                                       window_local_features=True, boundary_px=1, seed=seed)
