@@ -182,3 +182,25 @@ def test_invalid_pixels_are_ignored():
     pred[0, 1, :4] = 50.0  # garbage where there is no truth
     out = {"depth": pred, "depth_conf": ones}
     assert depth_loss(out, truth).item() == pytest.approx(0.0, abs=1e-6)
+
+
+def test_pull_weight_ramps_in_and_reaches_the_papers_weight():
+    from iggt_ros.train.losses import LossWeights, iggt_loss
+
+    poses, k, depth = _window(num_views=2)
+    truth = normalize_truth(poses, k, depth)
+    ones = torch.ones_like(truth.depth)
+    ids = torch.zeros(1, 2, 12, 16, dtype=torch.long)
+    ids[..., 8:] = 1
+    feats = torch.zeros(1, 2, 8, 12, 16)
+    feats[:, :, 0] = 1.0
+    feats[:, :, 1] = torch.rand(1, 2, 12, 16)  # same-instance pixels spread out: only pull sees this
+    feats[:, :, 2][ids == 1] = 5.0  # the two instances far apart: no push
+    out = {"pose_enc": [truth.pose_enc] * 4, "depth": truth.depth.unsqueeze(-1), "depth_conf": ones,
+           "world_points": truth.world_points, "world_points_conf": ones, "part_feat": feats}
+    weights = LossWeights(samples=256)
+    start = iggt_loss(out, truth, ids, weights, torch.Generator().manual_seed(0), progress=0.0)
+    end = iggt_loss(out, truth, ids, weights, torch.Generator().manual_seed(0), progress=1.0)
+    assert start.instance == pytest.approx(0.0, abs=1e-6)
+    assert end.instance > 0.05
+    assert end.total.item() == pytest.approx(weights.instance * end.instance, abs=1e-5)

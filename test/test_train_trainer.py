@@ -81,3 +81,21 @@ def test_cli_trains_and_writes_its_outputs(tmp_path):
     bad = parser.parse_args(["--out", str(tmp_path / "bad"), "--size", "50x84"])
     with pytest.raises(SystemExit, match="multiples of 28"):
         cli.run(bad)
+
+
+def test_centered_start_spreads_the_initial_features():
+    from iggt_ros.train.batch import TrainBatch
+    from iggt_ros.train.trainer import start_instance_features_centered
+
+    def spread(model: Iggt, images: torch.Tensor) -> float:
+        with torch.no_grad():
+            raw = model(images)["part_feat"][0].permute(0, 2, 3, 1).reshape(-1, 8)
+        f = torch.nn.functional.normalize(raw, dim=-1)
+        return float(torch.pdist(f[::7]).mean())
+
+    torch.manual_seed(0)
+    model = Iggt(IggtModelConfig.tiny()).eval()
+    images = TrainBatch.stack(SyntheticWindowSource(H, W, seed=2).batch(0, 1, 0.0)).images
+    before = spread(model, images)
+    start_instance_features_centered(model, images)
+    assert spread(model, images) > 2 * before

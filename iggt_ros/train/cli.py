@@ -9,8 +9,9 @@ from pathlib import Path
 import torch
 
 from iggt_ros.model import Iggt, IggtModelConfig
+from iggt_ros.train.batch import TrainBatch
 from iggt_ros.train.losses import LossWeights
-from iggt_ros.train.trainer import TrainConfig, Trainer
+from iggt_ros.train.trainer import TrainConfig, Trainer, start_instance_features_centered
 
 PRESETS = {"tiny": IggtModelConfig.tiny, "official": IggtModelConfig.official}
 
@@ -87,6 +88,8 @@ def build_trainer(args: argparse.Namespace) -> Trainer:
         time_limit_s=args.time_limit, threads=args.threads, device=args.device, seed=args.seed,
         loss=LossWeights(samples=args.samples, instance=args.instance_weight),
     )
+    if not args.init:
+        start_instance_features_centered(model, TrainBatch.stack(source.batch(0, 1, 0.0)).images)
     model.config.extra = {**model.config.extra, "input_hw": [height, width],
                           "train_data": args.data or "synthetic", "train_seed": args.seed}
     return Trainer(model, source, train_config, args.out)

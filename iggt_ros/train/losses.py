@@ -33,6 +33,11 @@ class LossWeights:
     gradient: float = 1.0
     """Weight of the spatial-gradient term of the depth and point losses."""
     pull: float = 2.0
+    pull_ramp: float = 0.3
+    """Fraction of training over which the pull weight rises linearly from 0 to `pull`. A model
+    trained from scratch starts with nearly the same feature at every pixel; pulling at full
+    weight from the first step keeps it there (every pair is already close, and the push
+    gradient of a collapsed set is weak), so separation is learned first and cohesion after."""
     push: float = 1.0
     margin: float = 1.0
     samples: int = 1024
@@ -304,13 +309,19 @@ def iggt_loss(
     instance_ids: torch.Tensor,
     weights: LossWeights | None = None,
     generator: torch.Generator | None = None,
+    progress: float = 1.0,
 ) -> LossTerms:
-    """L = L_camera + L_depth + L_points + L_instance (each with its weight)."""
+    """L = L_camera + L_depth + L_points + L_instance (each with its weight).
+
+    `progress` in [0, 1] is the fraction of training done (it sets the pull ramp); 1 gives the
+    paper's weights.
+    """
     wt = weights or LossWeights()
+    pull = wt.pull * min(1.0, progress / wt.pull_ramp) if wt.pull_ramp > 0 else wt.pull
     l_cam = camera_loss(out["pose_enc"], truth.pose_enc, wt.camera_gamma)
     l_depth = depth_loss(out, truth, wt.conf_alpha, wt.gradient)
     l_pts = point_loss(out, truth, wt.conf_alpha, wt.gradient)
-    l_inst = instance_loss(out["part_feat"], instance_ids, wt.samples, wt.pull, wt.push, wt.margin, generator)
+    l_inst = instance_loss(out["part_feat"], instance_ids, wt.samples, pull, wt.push, wt.margin, generator)
     total = wt.camera * l_cam + wt.depth * l_depth + wt.points * l_pts + wt.instance * l_inst
     return LossTerms(total, float(l_cam.detach()), float(l_depth.detach()), float(l_pts.detach()),
                      float(l_inst.detach()))

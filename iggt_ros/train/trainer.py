@@ -62,6 +62,28 @@ def learning_rate_factor(step: int, config: TrainConfig) -> float:
     return config.min_lr_ratio + (1 - config.min_lr_ratio) * 0.5 * (1 + math.cos(math.pi * t))
 
 
+def start_instance_features_centered(model: Iggt, images: torch.Tensor) -> None:
+    """Data-dependent start for the instance head's last layer before training from scratch.
+
+    The last 1x1 convolution reads ReLU activations, whose mean is positive, so with the default
+    initialisation every pixel's raw 8-D output is one large shared vector plus a small
+    image-dependent part: the normalised features all point the same way and the contrastive
+    loss starts collapsed. Setting the bias to minus the layer's mean response on `images`
+    ([B,S,3,H,W] or [S,3,H,W]) removes the shared part, so features start out varying with the
+    image.
+    """
+    last = model.part_head.scratch.output_conv2[-1]
+    captured: list[torch.Tensor] = []
+    handle = last.register_forward_hook(lambda _m, _i, out: captured.append(out.detach()))
+    try:
+        with torch.no_grad():
+            model(images)
+    finally:
+        handle.remove()
+    with torch.no_grad():
+        last.bias -= captured[0].mean(dim=(0, 2, 3))
+
+
 def parameter_groups(model: Iggt, config: TrainConfig) -> list[dict]:
     """Aggregator (backbone) and everything else (camera, depth, point and instance heads)."""
     backbone = [p for n, p in model.named_parameters() if p.requires_grad and n.startswith("aggregator.")]
@@ -146,7 +168,8 @@ class Trainer:
         truth = normalize_truth(batch.world_from_camera, batch.intrinsics, batch.depth)
         truth = type(truth)(**{k: v.to(self.config.device) for k, v in vars(truth).items()})
         out = self.model(batch.images)
-        terms = iggt_loss(out, truth, batch.instance_ids, self.config.loss, self.generator)
+        progress = self.step / max(1, self.config.steps)
+        terms = iggt_loss(out, truth, batch.instance_ids, self.config.loss, self.generator, progress)
         self.optimizer.zero_grad(set_to_none=True)
         terms.total.backward()
         if self.config.grad_clip:
