@@ -36,6 +36,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--samples", type=int, default=1024, help="pixels per window for the contrastive loss")
     parser.add_argument("--instance-weight", type=float, default=1.0,
                         help="weight of the contrastive instance loss relative to the geometry losses")
+    parser.add_argument("--pull", type=float, default=2.0,
+                        help="final pull weight of the contrastive loss (the paper's 2.0; push is 1.0, margin 1.0)")
+    parser.add_argument("--pull-ramp", type=float, default=0.3,
+                        help="fraction of training over which the pull weight rises from 0 to --pull")
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
@@ -86,7 +90,8 @@ def build_trainer(args: argparse.Namespace) -> Trainer:
         steps=args.steps, batch_size=args.batch_size, lr_backbone=args.lr_backbone, lr_heads=args.lr_heads,
         weight_decay=args.weight_decay, warmup_steps=args.warmup, checkpoint_every=args.checkpoint_every,
         time_limit_s=args.time_limit, threads=args.threads, device=args.device, seed=args.seed,
-        loss=LossWeights(samples=args.samples, instance=args.instance_weight),
+        loss=LossWeights(samples=args.samples, instance=args.instance_weight, pull=args.pull,
+                        pull_ramp=args.pull_ramp),
     )
     if not args.init:
         start_instance_features_centered(model, TrainBatch.stack(source.batch(0, 1, 0.0)).images)

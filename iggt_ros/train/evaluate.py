@@ -102,12 +102,13 @@ def visible_truth(ids: np.ndarray, min_area: int) -> np.ndarray:
     return out
 
 
-def pipeline_config(sequence: SyntheticSequence, input_hw: tuple[int, int], min_area_px: int) -> IggtConfig:
+def pipeline_config(sequence: SyntheticSequence, input_hw: tuple[int, int], min_area_px: int,
+                    overrides: dict | None = None) -> IggtConfig:
     """Pipeline settings of the benchmark: every step a keyframe, masks down to `min_area_px`."""
     return IggtConfig().replace(**{
         "input.cameras": sequence.rig.names, "input.image_height": input_hw[0], "input.image_width": input_hw[1],
         "window.min_translation_m": 0.0, "window.min_rotation_deg": 0.0, "window.min_image_change": 0.0,
-        "clustering.min_instance_area_px": min_area_px,
+        "clustering.min_instance_area_px": min_area_px, **(overrides or {}),
     })
 
 
@@ -140,6 +141,7 @@ def evaluate_sequence(
     min_area_px: int = 20,
     with_tf: bool = True,
     max_windows: int | None = None,
+    overrides: dict | None = None,
 ) -> SequenceScore:
     """Run one scenario through Pipeline + engine and score it.
 
@@ -149,11 +151,12 @@ def evaluate_sequence(
         min_area_px: smallest mask (at input_hw) the pipeline keeps and the truth scores.
         with_tf: give the pipeline the true camera poses, as a robot's TF would.
         max_windows: stop after this many windows (for quick checks).
+        overrides: further pipeline settings as dotted keys (e.g. {"clustering.patch_size_px": 2}).
     """
     start = time.perf_counter()
     sequence = scenario.make()
     engine = RecordingEngine(make_engine(sequence))
-    pipe = Pipeline(pipeline_config(sequence, input_hw, min_area_px), engine)
+    pipe = Pipeline(pipeline_config(sequence, input_hw, min_area_px, overrides), engine)
     published: dict[tuple[str, int], np.ndarray] = {}
     windows = 0
     infer_ms: list[float] = []
