@@ -94,6 +94,29 @@ def test_onnxruntime_matches_pytorch_on_every_output(exported):
         np.testing.assert_allclose(have, want, rtol=RTOL, atol=ATOL, err_msg=name)
 
 
+def test_mixed_precision_graph_casts_only_the_backbone_matrix_work(exported, tmp_path):
+    import onnx
+    import onnxruntime as ort
+
+    from iggt_ros.engine.mixed_precision import write_mixed_precision
+
+    _, model, onnx_file, _ = exported
+    mixed = onnx_file.with_name("model.mixed_fp16.onnx")
+    half, total = write_mixed_precision(onnx_file, mixed, DEFAULT_FP32_PATTERNS)
+    assert 0 < half < total
+    graph = onnx.load(str(mixed), load_external_data=False).graph
+    casts_in = {n.name.split("/cast_in_")[0] for n in graph.node if "/cast_in_" in n.name}
+    assert any(name.startswith("aggregator.global_blocks.") and ".mlp.fc1/" in name for name in casts_in)
+    assert not [name for name in casts_in if name.startswith(("depth_head", "camera_head", "part_head"))]
+    assert not [name for name in casts_in if "norm" in name]
+    batch = random_batch(2, SIZE, seed=7)
+    got = ort.InferenceSession(str(mixed), providers=["CPUExecutionProvider"]).run(None, {"images": batch})
+    for name, want, have in zip(OUTPUT_NAMES, reference_outputs(model, batch), got, strict=True):
+        assert have.dtype == np.float32
+        rel = np.abs(have - want) / (np.abs(want) + 1e-3)
+        assert np.median(rel) < 1e-2, f"{name}: median relative error {np.median(rel):.2e}"
+
+
 def test_onnxruntime_engine_equals_torch_engine(exported):
     config, model, onnx_file, _ = exported
     torch_engine = TorchEngine(model, SIZE)

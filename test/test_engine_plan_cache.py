@@ -92,3 +92,23 @@ def test_plan_without_metadata_is_refused(tmp_path):
 def test_onnx_key_depends_on_weights_and_size():
     assert pc.onnx_cache_key("a", (336, 504)) != pc.onnx_cache_key("a", (392, 504))
     assert pc.onnx_cache_key("a", (336, 504)) != pc.onnx_cache_key("b", (336, 504))
+
+
+def test_fp16_selection_keeps_norms_rope_and_heads_in_fp32():
+    from iggt_ros.engine.mixed_precision import fp16_nodes
+    from iggt_ros.engine.tensorrt_build import DEFAULT_FP32_LAYER_TYPES, DEFAULT_FP32_PATTERNS, keeps_fp32
+
+    nodes = [
+        ("aggregator.frame_blocks.0.attn.qkv/node_MatMul_1", "MatMul"),  # 0: fp16
+        ("aggregator.frame_blocks.0.norm1/node_layer_norm_3", "LayerNormalization"),
+        ("aggregator.frame_blocks.0.attn.q_norm/node_MatMul_9", "MatMul"),  # a norm's arithmetic stays fp32
+        ("aggregator.frame_blocks.0.attn/rope/node_Mul_4", "Mul"),
+        ("aggregator.patch_embed.patch_embed.proj/node_conv", "Conv"),  # 4: fp16
+        ("depth_head.scratch.output_conv1/node_conv_2", "Conv"),
+        ("camera_head.trunk.0.mlp.fc1/node_MatMul_7", "MatMul"),
+        ("part_head.window_cross_attention/node_MatMul_8", "MatMul"),
+    ]
+    assert fp16_nodes(nodes, DEFAULT_FP32_PATTERNS) == [0, 4]
+    pinned = [keeps_fp32(name, "X", DEFAULT_FP32_PATTERNS, DEFAULT_FP32_LAYER_TYPES) for name, _ in nodes]
+    assert pinned == [False, True, True, True, False, True, True, True]
+    assert not keeps_fp32("aggregator.frame_blocks.0.norm1/shape", "SHAPE", DEFAULT_FP32_PATTERNS, ())

@@ -37,6 +37,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="TensorRT workspace limit in GiB (default 2, fits an 8 GB Jetson)")
     parser.add_argument("--fp32-pattern", action="append", default=None, metavar="REGEX",
                         help="layer-name pattern kept in FP32 (repeatable; replaces the defaults)")
+    parser.add_argument("--typing", choices=("strong", "weak"), default="strong",
+                        help="strong: FP16/FP32 casts written into the graph (TensorRT 9+, required by 11); "
+                             "weak: per-layer precision constraints (TensorRT 8.6-10)")
     parser.add_argument("--timing-cache", default=None, help="TensorRT timing cache file (default: in the cache)")
     parser.add_argument("--cache-dir", default="~/.cache/iggt_ros/engines", help="engine cache directory")
     parser.add_argument("--output-dir", default=None, help="write model.onnx / engine.plan here instead")
@@ -78,7 +81,7 @@ def run(args: argparse.Namespace) -> int:
             settings = BuildSettings(profiles=profiles, precision=args.precision,
                                      workspace_bytes=int(args.workspace_gb * (1 << 30)),
                                      fp32_patterns=tuple(args.fp32_pattern or DEFAULT_FP32_PATTERNS),
-                                     timing_cache=timing)
+                                     timing_cache=timing, typing=args.typing)
             settings.validate()
         result = export_model(model, sha, size, onnx_file, plan_file, settings, parity_frames=args.parity_frames,
                               max_frames=args.max_frames, parity=not args.no_parity)

@@ -5,7 +5,10 @@ while LayerNorms, softmax, the RoPE rotation and the dense heads stay FP32. All-
 lost most of their pose accuracy (LayerNorm/softmax/RoPE accumulating in half precision over 48
 blocks), and the heads' exp/expm1 activations overflow FP16. Layers are pinned to FP32 by layer type
 (normalisation, softmax) and by name patterns over the module paths `export` writes into node names,
-with OBEY_PRECISION_CONSTRAINTS so TensorRT cannot silently drop the pins.
+with OBEY_PRECISION_CONSTRAINTS so TensorRT cannot silently drop the pins. That is the weakly typed
+build (`typing="weak"`, TensorRT 8.6-10). The default strongly typed build (`typing="strong"`, the
+only kind TensorRT 11 has) writes the same policy into the graph as explicit casts
+(`mixed_precision`), so TensorRT cannot fuse a pinned LayerNorm into an FP16 kernel either.
 
 Shapes: one optimisation profile per configured window size, static S by default (dynamic shapes
 with FP16 have been the least robust path on Jetson); a min/opt/max range is optional.
@@ -53,10 +56,15 @@ class BuildSettings:
     optimization_level: int = 3
     max_aux_streams: int | None = 0
     """0 keeps peak memory low on Jetson; None lets TensorRT decide."""
+    typing: str = "strong"
+    """'strong': precision cast into the graph (TensorRT >= 9, required by 11); 'weak': builder flags and
+    per-layer precision constraints (TensorRT 8.6-10)."""
     extra: dict = field(default_factory=dict)
 
     def validate(self) -> None:
         self.profiles = check_profiles(self.profiles)
+        if self.typing not in ("strong", "weak"):
+            raise ValueError(f"TensorRT typing must be 'strong' or 'weak'; got {self.typing!r}")
         if self.precision not in ("fp16", "fp32"):
             raise ValueError(f"TensorRT precision must be 'fp16' or 'fp32'; got {self.precision!r}")
         if self.workspace_bytes < (64 << 20):
@@ -101,13 +109,24 @@ def build_plan(onnx_file: str | Path, plan_file: str | Path, settings: BuildSett
     settings.validate()
     info = DeviceInfo.current(device)
     onnx_file, plan_file = Path(onnx_file), Path(plan_file)
+    strong = settings.typing == "strong"
+    if not strong and not hasattr(trt.BuilderFlag, "FP16"):
+        raise EngineError(f"TensorRT {trt.__version__} has no weakly typed builds; use typing='strong'")
+    source = onnx_file
+    if strong and settings.precision == "fp16":
+        from iggt_ros.engine.mixed_precision import write_mixed_precision
+
+        source = onnx_file.with_name(onnx_file.stem + ".mixed_fp16.onnx")
+        half, total = write_mixed_precision(onnx_file, source, settings.fp32_patterns)
+        log.info("TensorRT: %d of %d nodes cast to FP16 in %s", half, total, source)
     logger = trt.Logger(trt.Logger.WARNING)
     builder = trt.Builder(logger)
-    network = builder.create_network(0)
+    flags = 1 << int(trt.NetworkDefinitionCreationFlag.STRONGLY_TYPED) if strong else 0
+    network = builder.create_network(flags)
     parser = trt.OnnxParser(network, logger)
-    if not parser.parse_from_file(str(onnx_file)):
+    if not parser.parse_from_file(str(source)):
         errors = [str(parser.get_error(i)) for i in range(parser.num_errors)]
-        raise EngineError(f"TensorRT cannot parse {onnx_file}: " + "; ".join(errors[:5]))
+        raise EngineError(f"TensorRT cannot parse {source}: " + "; ".join(errors[:5]))
     images = network.get_input(0)
     _, channels, height, width = tuple(images.shape)
     config = builder.create_builder_config()
@@ -115,7 +134,7 @@ def build_plan(onnx_file: str | Path, plan_file: str | Path, settings: BuildSett
     config.builder_optimization_level = settings.optimization_level
     if settings.max_aux_streams is not None:
         config.max_aux_streams = settings.max_aux_streams
-    if settings.precision == "fp16":
+    if settings.precision == "fp16" and not strong:
         config.set_flag(trt.BuilderFlag.FP16)
         config.set_flag(trt.BuilderFlag.OBEY_PRECISION_CONSTRAINTS)
         pinned, total = _pin_fp32_layers(network, trt, settings)
