@@ -1,7 +1,10 @@
 """Post-processing cost and quality per window: this package's pipeline against the official demo's recipe.
 
 Inputs are the oracle engine's predictions for a synthetic sequence at 504x336 (the same features for
-both methods; the engine's own time is not counted). For S = 4, 8 and 16 views per window it reports:
+both methods; the engine's own time is not counted), and the same scene rendered at a small model input
+size (default 140x84, the embedded model's; S = 8 only) with the same configuration: the clustering
+settings are resolution independent (see iggt_ros/perception/scaling.py). For S = 4, 8 and 16 views per
+window it reports:
 
 * per-stage times of `Pipeline.process_window` (validity, mapping, clustering = sampling + HDBSCAN,
   assignment = prototype assignment + clean-up, tracking, object map, cloud packing), median over
@@ -15,7 +18,8 @@ both methods; the engine's own time is not counted). For S = 4, 8 and 16 views p
   seconds, and its labels are upsampled (nearest) for scoring. The pipeline is also scored with the
   exact per-pixel assignment instead of the coarse-to-fine one, to show what the shortcut costs.
 
-Usage: python benchmarks/postprocess.py [--windows 4] [--recipe-stride 6] [--out benchmarks/results]
+Usage: python benchmarks/postprocess.py [--windows 4] [--recipe-stride 6] [--small-size 140x84]
+                                       [--out benchmarks/results]
 Writes postprocess.md and postprocess.json next to each other and prints the table.
 """
 
@@ -43,6 +47,7 @@ from iggt_ros.eval.metrics import temporal_instance_metrics  # noqa: E402
 from iggt_ros.perception.clustering import InstanceClusterer, l2_normalize  # noqa: E402
 from iggt_ros.perception.frames import CameraFrame, FrameSet  # noqa: E402
 from iggt_ros.perception.pipeline import Pipeline  # noqa: E402
+from iggt_ros.perception.scaling import view_scale  # noqa: E402
 from iggt_ros.perception.window import Window  # noqa: E402
 from iggt_ros.synthetic.sequence import make_sequence  # noqa: E402
 
@@ -55,12 +60,13 @@ class CachedEngine(Engine):
 
     name = "cached"
 
-    def __init__(self, predictions: dict[tuple[ViewKey, ...], WindowPrediction]) -> None:
+    def __init__(self, predictions: dict[tuple[ViewKey, ...], WindowPrediction], size: tuple[int, int]) -> None:
         self.predictions = predictions
+        self.size = size
 
     @property
     def input_size(self) -> tuple[int, int]:
-        return H, W
+        return self.size
 
     def infer(self, images, views=None) -> WindowPrediction:
         return self.predictions[tuple(views)]
@@ -81,15 +87,16 @@ def windows_of(seq, size: int, count: int) -> list[Window]:
     return out
 
 
-MIN_AREA = IggtConfig().clustering.min_instance_area_px
+MIN_AREA = IggtConfig().clustering.min_instance_area
 
 
 def visible(ids: np.ndarray) -> np.ndarray:
     """True masks below the minimum instance area count as not visible (the tests' protocol)."""
+    min_area = view_scale(IggtConfig().clustering, *ids.shape).min_instance_area_px
     out = ids.copy()
     labels, counts = np.unique(out, return_counts=True)
     for lab, n in zip(labels, counts, strict=True):
-        if n < MIN_AREA:
+        if n < min_area:
             out[out == lab] = 0
     return out
 
@@ -148,27 +155,46 @@ def _exact(clusterer: InstanceClusterer, feats, valid, protos):
     return labels
 
 
+def parse_size(text: str) -> tuple[int, int]:
+    """'140x84' -> (height, width)."""
+    w, h = (int(x) for x in text.lower().split("x"))
+    return h, w
+
+
 def run(args: argparse.Namespace) -> dict:
-    seq = make_sequence(args.seed, num_steps=args.steps, width=W, height=H, num_objects=args.objects)
-    oracle = OracleEngine.from_sequence(seq, input_size=(H, W), similarity="full", window_local_features=True,
-                                        boundary_px=1, seed=args.seed)
-    truth = {ViewKey(v.camera, v.stamp_ns): v.instance_ids for v in seq.views()}
-    base = IggtConfig().replace(**{"input.cameras": seq.rig.names})
     report: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                 "load_average_at_start": os.getloadavg()},
                     "sequence": {"seed": args.seed, "steps": args.steps, "objects": args.objects,
                                  "size": [W, H]},
                     "rows": []}
-    for size in (4, 8, 16):
+    small_h, small_w = parse_size(args.small_size)
+    small_stride = max(1, round(args.recipe_stride * small_w / W))
+    for (h, w), sizes, recipe_stride in (((H, W), (4, 8, 16), args.recipe_stride),
+                                         ((small_h, small_w), (8,), small_stride)):
+        report["rows"].extend(run_size(args, h, w, sizes, recipe_stride))
+    report["machine"]["load_average_at_end"] = os.getloadavg()
+    return report
+
+
+def run_size(args: argparse.Namespace, h: int, w: int, sizes: tuple[int, ...], recipe_stride: int) -> list[dict]:
+    """Rows for one model input size: the scene rendered at h x w, one row per window size S."""
+    seq = make_sequence(args.seed, num_steps=args.steps, width=w, height=h, num_objects=args.objects)
+    oracle = OracleEngine.from_sequence(seq, input_size=(h, w), similarity="full", window_local_features=True,
+                                        boundary_px=1, seed=args.seed)
+    truth = {ViewKey(v.camera, v.stamp_ns): v.instance_ids for v in seq.views()}
+    base = IggtConfig().replace(**{"input.cameras": seq.rig.names, "input.image_width": w,
+                                   "input.image_height": h})
+    rows = []
+    for size in sizes:
         wins = windows_of(seq, size, args.windows)
         preds = {}
         for win in wins:
             keys = tuple(ViewKey(f.camera, f.stamp_ns) for f in win.frames())
-            preds[keys] = oracle.infer(np.zeros((len(keys), H, W, 3), np.uint8), keys)
-        row: dict = {"S": size, "windows": len(wins)}
+            preds[keys] = oracle.infer(np.zeros((len(keys), h, w, 3), np.uint8), keys)
+        row: dict = {"size": f"{w}x{h}", "S": size, "windows": len(wins)}
         for backend in ("hdbscan", "fast_hdbscan"):
             cfg = base.replace(**{"clustering.backend": backend})
-            pipe = Pipeline(cfg, CachedEngine(preds))
+            pipe = Pipeline(cfg, CachedEngine(preds, (h, w)))
             pipe.process_window(wins[0])  # warm-up: imports, JIT compilation of fast_hdbscan
             pipe.reset("benchmark warm-up")
             stage_times = {s: [] for s in STAGES}
@@ -196,48 +222,48 @@ def run(args: argparse.Namespace) -> dict:
             exact_assignment_miou(base, preds[k], [truth[x] for x in k]) for k in first_keys]))
         recipe_mious, recipe_secs, recipe_points = [], [], 0
         for k in first_keys[: args.recipe_windows]:
-            labels, secs, n = official_recipe(preds[k], args.recipe_stride)
+            labels, secs, n = official_recipe(preds[k], recipe_stride)
             recipe_mious.append(window_miou(labels, [truth[x] for x in k]))
             recipe_secs.append(secs)
             recipe_points = n
-        row["recipe"] = {"stride": args.recipe_stride, "points": recipe_points,
+        row["recipe"] = {"stride": recipe_stride, "points": recipe_points,
                          "seconds": statistics.median(recipe_secs), "window_t_miou": float(np.mean(recipe_mious))}
-        report["rows"].append(row)
-        print(f"S={size}: done", flush=True)
-    report["machine"]["load_average_at_end"] = os.getloadavg()
-    return report
+        rows.append(row)
+        print(f"{w}x{h} S={size}: done", flush=True)
+    return rows
 
 
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [
-        "# Post-processing per window (504x336, oracle-engine features)",
+        "# Post-processing per window (oracle-engine features)",
         "",
         f"Machine: {m['cpus']} CPUs, Python {m['python']}; load average at start {m['load_average_at_start'][0]:.2f}, "
         f"at end {m['load_average_at_end'][0]:.2f} (the machine was shared: timings are noisy).",
         f"Sequence: synthetic seed {report['sequence']['seed']}, {report['sequence']['objects']} objects; "
         "median over windows. Times in ms (wall clock per stage; CPU time = process CPU time of the whole window, "
         "all threads).  T-mIoU: per window, window-local masks (before tracking), true masks "
-        f"under {MIN_AREA} px in a view count as not visible.",
+        f"under {MIN_AREA} of the view ({MIN_AREA * W * H:.0f} px at {W}x{H}) in a view count as not visible. "
+        "The same configuration at every size.",
         "",
-        "| S | backend | validity | mapping | clustering | assignment | tracking | object map | cloud | "
+        "| size | S | backend | validity | mapping | clustering | assignment | tracking | object map | cloud | "
         "post-process total | CPU time | T-mIoU |",
-        "|---|---|---|---|---|---|---|---|---|---|---|---|",
+        "|---|---|---|---|---|---|---|---|---|---|---|---|---|",
     ]
     for row in report["rows"]:
         for backend in ("hdbscan", "fast_hdbscan"):
             r = row[backend]
             st = r["stages_ms"]
-            lines.append(f"| {row['S']} | {backend} | " + " | ".join(f"{st[s]:.1f}" for s in STAGES)
+            lines.append(f"| {row['size']} | {row['S']} | {backend} | " + " | ".join(f"{st[s]:.1f}" for s in STAGES)
                          + f" | **{r['postprocess_ms']:.1f}** | {r['process_cpu_ms']:.1f} | {r['window_t_miou']:.4f} |")
     lines += ["", "Official demo recipe on the same features (kNN-20 smoothing in 3D + HDBSCAN on every pixel of a "
               "subsampled grid, labels upsampled), and this pipeline with exact per-pixel assignment:", "",
-              "| S | recipe grid stride | recipe points | recipe time (s) | recipe T-mIoU | pipeline T-mIoU "
+              "| size | S | recipe grid stride | recipe points | recipe time (s) | recipe T-mIoU | pipeline T-mIoU "
               "(hdbscan) | pipeline, exact assignment |",
-              "|---|---|---|---|---|---|---|"]
+              "|---|---|---|---|---|---|---|---|"]
     for row in report["rows"]:
         rc = row["recipe"]
-        lines.append(f"| {row['S']} | {rc['stride']} | {rc['points']} | {rc['seconds']:.2f} | "
+        lines.append(f"| {row['size']} | {row['S']} | {rc['stride']} | {rc['points']} | {rc['seconds']:.2f} | "
                      f"{rc['window_t_miou']:.4f} | {row['hdbscan']['window_t_miou']:.4f} | "
                      f"{row['exact_assignment_t_miou']:.4f} |")
     lines.append("")
@@ -252,6 +278,7 @@ def main() -> None:
     parser.add_argument("--windows", type=int, default=4, help="windows timed per window size")
     parser.add_argument("--recipe-stride", type=int, default=6, help="pixel stride of the recipe's grid")
     parser.add_argument("--recipe-windows", type=int, default=1, help="windows the (slow) recipe runs on")
+    parser.add_argument("--small-size", default="140x84", help="small model input size WxH, timed at S = 8")
     parser.add_argument("--out", default=str(Path(__file__).resolve().parent / "results"))
     args = parser.parse_args()
     report = run(args)

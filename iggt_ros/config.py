@@ -146,17 +146,23 @@ class ClusteringConfig:
     hdbscan measured 1.5-2x faster, see benchmarks/results/postprocess.md)."""
     max_samples: int = 1500
     """Feature patches clustered per window; every pixel is then assigned to the nearest cluster prototype."""
-    patch_size_px: int = 4
-    """Side of the pixel patches whose mean unit feature is one clustering sample."""
+    patches_per_view: int = 10000
+    """Candidate patches (one clustering sample each: their mean feature) per view, whatever the model input
+    size: the patch grid follows the pixel count (4-px patches at 504x336, 2-px at 252x168, overlapping 2-px
+    patches on a 1-px grid below), so an object gives the same number of samples at every size."""
     min_patch_coherence: float = 0.9
     """Patch coherence (|sum of features| / sum of |features|, 1 = all aligned) below which the patch (an
     instance boundary or noise) is not sampled."""
     min_cluster_size: int = 10
-    """HDBSCAN min_cluster_size, in samples."""
+    """HDBSCAN min_cluster_size, in samples (about a tenth of a percent of a view's patches); smaller, down to 3,
+    on views too small to hold patches_per_view patches."""
     min_samples: int = 5
     cluster_selection_epsilon: float = 0.0
-    min_instance_area_px: int = 150
-    """Masks smaller than this in a view (at model resolution) are dropped from that view."""
+    min_instance_area: float = 0.0009
+    """Masks smaller than this fraction of a view's pixels are dropped from that view (152 px at 504x336,
+    11 px at 140x84)."""
+    min_instance_area_px: int = 0
+    """When > 0: the smallest mask in pixels at the model resolution, instead of min_instance_area."""
     confidence_percentile: float = 10.0
     """Pixels below this percentile of depth confidence are not sampled (they are still labelled)."""
     max_assign_distance: float = 0.6
@@ -173,14 +179,16 @@ class ClusteringConfig:
         _check(self.min_samples >= 1, f"{prefix}.min_samples", self.min_samples, "must be >= 1")
         _check(self.cluster_selection_epsilon >= 0, f"{prefix}.cluster_selection_epsilon",
                self.cluster_selection_epsilon, "must be >= 0")
+        _check(0 <= self.min_instance_area < 1, f"{prefix}.min_instance_area", self.min_instance_area,
+               "must be a fraction of the view in [0, 1)")
         _check(self.min_instance_area_px >= 0, f"{prefix}.min_instance_area_px", self.min_instance_area_px,
-               "must be >= 0")
+               "must be >= 0 (0 = use min_instance_area)")
         _check(0 <= self.confidence_percentile < 100, f"{prefix}.confidence_percentile",
                self.confidence_percentile, "must be in [0, 100)")
         _check(self.max_assign_distance > 0, f"{prefix}.max_assign_distance", self.max_assign_distance,
                "must be > 0")
         _check(self.position_weight >= 0, f"{prefix}.position_weight", self.position_weight, "must be >= 0")
-        _check(self.patch_size_px >= 1, f"{prefix}.patch_size_px", self.patch_size_px, "must be >= 1")
+        _check(self.patches_per_view >= 100, f"{prefix}.patches_per_view", self.patches_per_view, "must be >= 100")
         _check(0 <= self.min_patch_coherence <= 1, f"{prefix}.min_patch_coherence", self.min_patch_coherence,
                "must be in [0, 1]")
         _check(0 < self.background_fraction <= 1, f"{prefix}.background_fraction", self.background_fraction,

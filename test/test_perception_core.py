@@ -9,10 +9,11 @@ import pytest
 
 from iggt_ros.config import ClusteringConfig, InputConfig, MappingConfig, TrackingConfig
 from iggt_ros.engine.base import ViewKey, WindowPrediction
-from iggt_ros.perception.clustering import InstanceClusterer
+from iggt_ros.perception.clustering import InstanceClusterer, run_hdbscan
 from iggt_ros.perception.frames import CameraFrame
 from iggt_ros.perception.mapping import WorldAligner
 from iggt_ros.perception.object_map import ObjectMap, gravity_aligned_box
+from iggt_ros.perception.scaling import view_scale
 from iggt_ros.perception.tracking import CONFIRMED, LOST, TENTATIVE, Detection, InstanceTracker
 
 V, H, W = 4, 112, 168
@@ -116,6 +117,60 @@ def test_min_instance_area_drops_small_masks():
                                                                                 points=points_for(gt))
     assert not res.labels[gt == 5].any()  # 144 px per view, 576 in the window: below 4x the minimum
     assert res.labels[gt == 1].all() or (res.labels[gt == 1] > 0).mean() > 0.97
+
+
+@pytest.mark.parametrize(("height", "width", "stride", "read"),
+                         [(336, 504, 4, 2), (168, 252, 2, 1), (112, 168, 1, 1), (84, 140, 1, 1)])
+def test_patch_grid_follows_the_image_size(height, width, stride, read):
+    scale = view_scale(ClusteringConfig(), height, width)
+    assert (scale.stride_px, scale.read_px) == (stride, read)
+    assert scale.patches_per_view >= 10000 and scale.min_cluster_size == 10  # same samples per object
+    assert scale.min_instance_area_px == pytest.approx(0.0009 * height * width)
+    assert view_scale(ClusteringConfig(min_instance_area_px=40), height, width).min_instance_area_px == 40
+
+
+def test_views_too_small_for_the_patch_count_lower_min_cluster_size():
+    scale = view_scale(ClusteringConfig(), 56, 84)
+    assert scale.stride_px == 1 and scale.patch_density < 0.5
+    assert scale.min_cluster_size == round(10 * scale.patch_density)
+    assert view_scale(ClusteringConfig(patches_per_view=100000), 56, 84).min_cluster_size == 3
+
+
+def small_view_scene(views: int = 8, height: int = 84, width: int = 140) -> np.ndarray:
+    """One structure everywhere, a 5x5-px object in every view and a 4x4-px one in a single view."""
+    labels = np.zeros((views, height, width), np.int64)
+    for v in range(views):
+        labels[v, 30:35, 20 + 3 * v:25 + 3 * v] = 1
+    labels[5, 60:64, 100:104] = 2
+    return labels
+
+
+def test_small_objects_are_found_at_a_small_model_input_size():
+    """At 140x84 a 5x5-px object gives as many samples as a 15x15-px one at 504x336."""
+    gt = small_view_scene()
+    res = InstanceClusterer(ClusteringConfig()).cluster(features_for(gt))
+    found = purity_and_recall(res.labels, gt)
+    assert found[1][0] > 0 and found[1][1] > 0.9, found
+    assert found[2][0] > 0 and found[2][0] != found[1][0] and found[2][1] > 0.9, found
+
+
+def test_one_structure_and_a_tiny_object_is_not_all_noise():
+    """HDBSCAN sees one dense cluster and a group below min_cluster_size and calls it all noise; the
+    structure is then taken as one cluster and the tiny object is found among what it does not explain."""
+    def lattice(n: int, axis: int, dims: tuple[int, int]) -> np.ndarray:  # evenly spread: no sub-clusters
+        side = int(np.ceil(np.sqrt(n)))
+        out = np.zeros((n, 8))
+        out[:, axis] = 1.0
+        out[:, list(dims)] = 0.002 * np.stack(np.meshgrid(np.arange(side), np.arange(side)), -1).reshape(-1, 2)[:n]
+        return out
+
+    x = np.concatenate([lattice(1482, 0, (2, 3)), lattice(9, 1, (4, 5))])
+    x = (x / np.linalg.norm(x, axis=1, keepdims=True)).astype(np.float32)
+    assert (run_hdbscan(x, "hdbscan", 10, 5) < 0).all()  # the situation: all noise
+    protos, _, noise = InstanceClusterer(ClusteringConfig(max_samples=2000))._cluster_candidates(
+        x, np.ones(len(x)), 8, 10)
+    assert noise == 1.0 and len(protos) == 2
+    assert sorted(int(np.argmax(p)) for p in protos) == [0, 1]
 
 
 # ---------------------------------------------------------------------- tracking

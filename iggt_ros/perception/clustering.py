@@ -7,14 +7,21 @@ That is minutes per window on a CPU (HDBSCAN grows faster than linearly: ~0.4 s 
 ~6 s at 100k, and a window has ~1.4 M pixels), so this module keeps the joint-clustering idea and
 changes where the work is spent:
 
-1. Patch sampling. Features are summed over small pixel patches (8x8 px, read at every second pixel).
+1. Patch sampling. Features are summed over small pixel patches (2x2 reads; the grid follows the
+   model input size so that every view gives about ``patches_per_view`` patches: see scaling.py).
    Averaging denoises like the kNN smoothing does, and the coherence of a patch (length of the summed
    features over the summed lengths, 1 when all point the same way) tells whether it is clean: patches
    that straddle an instance boundary or hold noise are not sampled. At most ``max_samples`` coherent
    patches, weighted by depth confidence, are clustered jointly over all views, so labels stay
-   consistent across views.
+   consistent across views. Because the grid scales with the image, an object covering a given share
+   of the view gives the same number of samples at 140x84 as at 504x336; with a fixed pixel grid a
+   small model input leaves small objects fewer samples than HDBSCAN's ``min_cluster_size``.
 2. HDBSCAN on those few thousand samples (``hdbscan`` or ``fast_hdbscan``; on 2 cores at 8-D the
    classic ``hdbscan`` is the faster of the two at these sizes: see benchmarks/results/postprocess.md).
+   A window that shows one structure (floor or wall) and only small objects is a single dense cluster
+   plus a few small groups; HDBSCAN without ``allow_single_cluster`` then calls everything noise, so a
+   first pass that finds nothing is repeated with a single cluster allowed, and the small objects are
+   found among the samples that cluster does not explain (later passes, below).
 3. Assignment of every pixel to the nearest cluster prototype (cosine similarity; the argmax does not
    need normalised features), coarse to fine: 4x4-px blocks are assigned first; a block that is
    coherent and agrees with its four neighbours gives its label to all its pixels, and only the other
@@ -25,8 +32,8 @@ changes where the work is spent:
    low-confidence pixels stay 0.
 4. Clean-up: a cluster covering more than ``background_fraction`` of the window's pixels and half of
    its 3D extent is scene structure (floor, walls) and is labelled 0; per view, masks smaller than
-   ``min_instance_area_px`` are dropped from that view (a quarter of it for an instance that is
-   large elsewhere in the window: a partial view at the image border).
+   ``min_instance_area`` (a fraction of the view) are dropped from that view (a quarter of it for an
+   instance that is large elsewhere in the window: a partial view at the image border).
 """
 
 from __future__ import annotations
@@ -39,6 +46,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from iggt_ros.config import ClusteringConfig
+from iggt_ros.perception.scaling import ViewScale, patch_grid_size, view_scale
 
 log = logging.getLogger(__name__)
 
@@ -102,7 +110,7 @@ class InstanceClusterer:
     """Clusters the instance features of a window into labels shared by all its views."""
 
     block_px = 4
-    """Side of the blocks of the coarse assignment pass (and the unit of the sampling patches)."""
+    """Side of the blocks of the coarse assignment pass (read at every second pixel, like 4-px patches)."""
 
     def __init__(self, config: ClusteringConfig, seed: int = 0) -> None:
         self.config = config
@@ -124,6 +132,7 @@ class InstanceClusterer:
         cfg = self.config
         t0 = time.perf_counter()
         v, h, w, c = features.shape
+        scale = view_scale(cfg, h, w)
         feats = np.asarray(features, dtype=np.float32)
         finite = np.isfinite(np.einsum("...i,...i->...", feats, feats))  # NaN/inf anywhere propagates
         valid = finite if valid is None else (np.asarray(valid, bool) & finite)
@@ -151,9 +160,9 @@ class InstanceClusterer:
         if not valid.any():
             return nothing("no valid pixels in the window (non-finite features or depth everywhere): no instances")
         blocks = self._block_stats(feats, valid) if (h % self.block_px == 0 and w % self.block_px == 0) else None
-        cand, cand_pos, cand_w = self._sample(feats, sample_ok, conf, points, blocks)
+        cand, cand_pos, cand_w = self._sample(feats, sample_ok, conf, points, blocks, scale)
         timings["sampling"] = (time.perf_counter() - t0) * 1e3
-        need = max(2 * cfg.min_cluster_size, 10)
+        need = max(2 * scale.min_cluster_size, 10)
         if len(cand) < need:
             return nothing(f"only {len(cand)} coherent feature patches in the window (need {need}): the instance "
                            "features look like noise, no instances this window", len(cand), 1.0)
@@ -161,7 +170,7 @@ class InstanceClusterer:
         t1 = time.perf_counter()
         use_position = cfg.position_weight > 0 and cand_pos is not None
         x_all = np.concatenate([cand, cfg.position_weight * cand_pos], axis=1) if use_position else cand
-        protos, num_samples, noise_fraction = self._cluster_candidates(x_all, cand_w, c)
+        protos, num_samples, noise_fraction = self._cluster_candidates(x_all, cand_w, c, scale.min_cluster_size)
         timings["hdbscan"] = (time.perf_counter() - t1) * 1e3
         if len(protos) == 0:
             return nothing(f"HDBSCAN found no cluster among {num_samples} samples (all noise): no instances "
@@ -178,7 +187,8 @@ class InstanceClusterer:
         timings["assignment"] = (time.perf_counter() - t2) * 1e3
 
         t3 = time.perf_counter()
-        label_img, kept_protos, pixel_counts, background = self._clean(label_img, protos[:, :c], valid, points)
+        label_img, kept_protos, pixel_counts, background = self._clean(label_img, protos[:, :c], valid, points,
+                                                                       scale.min_instance_area_px)
         timings["cleanup"] = (time.perf_counter() - t3) * 1e3
         timings["total"] = (time.perf_counter() - t0) * 1e3
         return ClusterResult(label_img, kept_protos.astype(np.float32), pixel_counts, num_samples=num_samples,
@@ -204,35 +214,37 @@ class InstanceClusterer:
         return {"sum": fsum, "norm_sum": nsum, "valid": bvalid}
 
     def _sample(self, feats: np.ndarray, valid: np.ndarray, conf: np.ndarray | None, points: np.ndarray | None,
-                blocks: dict[str, np.ndarray] | None) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
-        """Every coherent patch: unit mean feature, normalised position (optional), confidence weight."""
+                blocks: dict[str, np.ndarray] | None,
+                scale: ViewScale) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
+        """Every coherent patch: unit mean feature, normalised position (optional), confidence weight.
+
+        A patch sums its 2x2 reads (``scale.read_px`` apart); patches start every ``scale.stride_px``
+        pixels. A patch is sampled only when all four reads are valid and confident enough.
+        """
         cfg = self.config
         v, h, w, c = feats.shape
-        if blocks is not None:
-            m = max(1, cfg.patch_size_px // self.block_px)  # blocks per patch side
-            bh, bw = blocks["valid"].shape[1:]
-            ph, pw = bh // m, bw // m
-            px = m * self.block_px
-            b = self.block_px
-            block_ok = np.ones((v, bh, bw), bool)  # every read pixel of the block may be sampled
-            for i in range(0, b, 2):
-                for j in range(0, b, 2):
-                    block_ok &= valid[:, i::b, j::b]
+        g, r = scale.stride_px, scale.read_px
+        ph, pw = patch_grid_size(h, g, r), patch_grid_size(w, g, r)
+        if ph == 0 or pw == 0:
+            return np.zeros((0, c), np.float32), None, np.zeros(0)
+        reads = [(i, j) for i in (0, r) for j in (0, r)]
+
+        def grid(a: np.ndarray, i: int, j: int) -> np.ndarray:
+            return a[:, i:i + (ph - 1) * g + 1:g, j:j + (pw - 1) * g + 1:g]
+
+        if blocks is not None and (g, r) == (self.block_px, self.block_px // 2):
+            # the patches are the coarse assignment's blocks: their sums exist already
+            fsum, nsum = blocks["sum"][:, :ph, :pw], blocks["norm_sum"][:, :ph, :pw]
+        else:
             fsum = np.zeros((v, ph, pw, c), np.float32)
             nsum = np.zeros((v, ph, pw), np.float32)
-            pvalid = np.ones((v, ph, pw), bool)
-            for i in range(m):
-                for j in range(m):
-                    fsum += blocks["sum"][:, i:ph * m:m, j:pw * m:m]
-                    nsum += blocks["norm_sum"][:, i:ph * m:m, j:pw * m:m]
-                    pvalid &= block_ok[:, i:ph * m:m, j:pw * m:m]
-        else:  # sides not multiples of the block: sample single pixels on a grid
-            px = max(1, cfg.patch_size_px)
-            grid = feats[:, ::px, ::px]
-            ph, pw = grid.shape[1:3]
-            fsum = grid
-            nsum = np.sqrt(np.einsum("...i,...i->...", grid, grid))
-            pvalid = valid[:, ::px, ::px]
+            for i, j in reads:
+                part = grid(feats, i, j)
+                fsum += part
+                nsum += np.sqrt(np.einsum("...i,...i->...", part, part))
+        pvalid = np.ones((v, ph, pw), bool)
+        for i, j in reads:
+            pvalid &= grid(valid, i, j)
         length = np.sqrt(np.einsum("...i,...i->...", fsum, fsum))
         coherence = length / np.maximum(nsum, _EPS)
         keep = pvalid & (coherence >= cfg.min_patch_coherence) & (nsum > 0)
@@ -241,8 +253,8 @@ class InstanceClusterer:
             return np.zeros((0, c), np.float32), None, np.zeros(0)
         vi, rem = np.divmod(idx, ph * pw)
         pi, pj = np.divmod(rem, pw)
-        rows = np.minimum(pi * px + px // 2, h - 1)
-        cols = np.minimum(pj * px + px // 2, w - 1)
+        rows = np.minimum(pi * g + r, h - 1)  # a read pixel at the patch centre
+        cols = np.minimum(pj * g + r, w - 1)
         if conf is not None:
             weight = np.clip(np.nan_to_num(conf[vi, rows, cols].astype(np.float64), nan=0.0), 1e-6, None)
         else:
@@ -253,11 +265,15 @@ class InstanceClusterer:
             positions = self._normalise_positions(np.asarray(points)[vi, rows, cols].astype(np.float32))
         return samples, positions, weight
 
-    def _cluster_candidates(self, x_all: np.ndarray, weight: np.ndarray, c: int) -> tuple[np.ndarray, int, float]:
+    def _cluster_candidates(self, x_all: np.ndarray, weight: np.ndarray, c: int,
+                            min_cluster_size: int) -> tuple[np.ndarray, int, float]:
         """HDBSCAN on a stratified sample, then again (twice at most) on the candidates no prototype explains.
 
         The later passes catch objects the first sample under-represented (few patches, or a hash
         bucket shared with the floor): they are exactly the candidates far from every prototype.
+        A first pass that calls everything noise is run again with a single cluster allowed: the
+        window is one dense structure plus groups too small to compete with it, and once that
+        structure has a prototype the later passes look at exactly those groups.
         Clusters whose members are not tight around their prototype are dropped.
         Returns (prototypes [K, D], samples clustered, noise fraction of the first pass).
         """
@@ -269,10 +285,10 @@ class InstanceClusterer:
         noise_fraction = 1.0
         for round_index in range(3):
             # later rounds look for what is left: small objects, possibly seen in a single view
-            min_size = cfg.min_cluster_size if round_index == 0 else max(3, cfg.min_cluster_size // 2)
+            min_size = min_cluster_size if round_index == 0 else max(3, min_cluster_size // 2)
             if len(remaining) < min_size:
                 break
-            budget = cfg.max_samples if round_index == 0 else max(cfg.max_samples // 2, 2 * cfg.min_cluster_size)
+            budget = cfg.max_samples if round_index == 0 else max(cfg.max_samples // 2, 2 * min_cluster_size)
             pick = remaining
             if len(pick) > budget:
                 pick = remaining[self._stratified_choice(x_all[remaining, :c], weight[remaining], budget)]
@@ -283,6 +299,9 @@ class InstanceClusterer:
             total_samples += len(pick)
             if round_index == 0:
                 noise_fraction = float(np.mean(labels < 0)) if labels.size else 1.0
+                if labels.size and labels.max() < 0:
+                    labels = run_hdbscan(x, cfg.backend, min_size, min(cfg.min_samples, min_size),
+                                         cfg.cluster_selection_epsilon, allow_single_cluster=True)
             n_new = int(labels.max()) + 1 if labels.size else 0
             if n_new == 0:
                 break
@@ -405,8 +424,8 @@ class InstanceClusterer:
         labels[~valid] = 0
         return labels
 
-    def _clean(self, labels: np.ndarray, protos: np.ndarray, valid: np.ndarray,
-               points: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
+    def _clean(self, labels: np.ndarray, protos: np.ndarray, valid: np.ndarray, points: np.ndarray | None,
+               min_area_px: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
         """Drop scene structure and small per-view masks, then renumber 1..K.
 
         Structure (floor, walls) covers more than ``background_fraction`` of the window's pixels and,
@@ -440,8 +459,8 @@ class InstanceClusterer:
         lut = np.tile(np.arange(k + 1, dtype=np.int32), (v, 1))
         # an instance established in the window (4x the minimum area in total) keeps smaller partial views
         # (down to a quarter of the minimum): an object entering the image is a sliver before it is a mask
-        established = counts.sum(axis=0) >= 4 * cfg.min_instance_area_px
-        per_view_min = np.where(established, cfg.min_instance_area_px / 4.0, cfg.min_instance_area_px)
+        established = counts.sum(axis=0) >= 4 * min_area_px
+        per_view_min = np.where(established, min_area_px / 4.0, min_area_px)
         lut[counts < per_view_min[None, :]] = 0
         lut[:, 0] = 0
         for bg in background:

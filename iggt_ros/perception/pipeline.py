@@ -57,6 +57,11 @@ class ViewInfo:
     """True when the previous window did not contain this view (publish it once)."""
     intrinsics: np.ndarray | None = None
     """[3,3] at the model resolution, as the engine predicted them."""
+    world_from_camera: np.ndarray | None = None
+    """[4,4] predicted pose of the camera (OpenCV optical axes) in the result's output frame, after the window's
+    alignment: a rigid transform whose translation is the camera centre in output units (metres when the
+    result is metric). Depth of this view back-projected with `intrinsics` and mapped by it gives the published
+    points. None when the window produced no geometry."""
 
 
 @dataclass
@@ -112,6 +117,22 @@ def pack_cloud(points: np.ndarray, colors: np.ndarray, ids: np.ndarray) -> np.nd
     out["rgb"] = ((c[:, 0] << 16) | (c[:, 1] << 8) | c[:, 2]).view(np.float32)
     out["label"] = ids
     return out
+
+
+def output_camera_poses(extrinsics: np.ndarray, alignment: Alignment) -> np.ndarray:
+    """[V,4,4] world_from_camera in the output frame from [V,3,4] camera_from_model extrinsics.
+
+    The model frame maps to the output frame by the similarity (s, R_a, t_a); the rotation of a camera is
+    R_a @ R_i^T and its centre the aligned model-frame centre. The scale goes into the depth (published
+    depth is multiplied by s), so the pose stays rigid.
+    """
+    r = np.asarray(extrinsics, np.float64)[:, :, :3]
+    t = np.asarray(extrinsics, np.float64)[:, :, 3]
+    poses = np.tile(np.eye(4), (len(r), 1, 1))
+    poses[:, :3, :3] = np.einsum("ij,vkj->vik", alignment.rotation, r)
+    centres = -np.einsum("vji,vj->vi", r, t)
+    poses[:, :3, 3] = alignment.scale * np.einsum("ij,vj->vi", alignment.rotation, centres) + alignment.translation
+    return poses
 
 
 class Pipeline:
@@ -270,8 +291,10 @@ class Pipeline:
         depth = np.where(valid, pred.depth * np.float32(alignment.scale), np.nan).astype(np.float32)
         timings["cloud"] = (time.perf_counter() - t) * 1e3
 
+        poses = output_camera_poses(pred.extrinsics, alignment)
         for i, vi in enumerate(views):
             vi.intrinsics = pred.intrinsics[i].copy()
+            vi.world_from_camera = poses[i]
         instances = omap.instances()
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         timings["postprocess"] = timings["total"] - timings["inference"] - timings["preprocess"]
