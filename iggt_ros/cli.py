@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import argparse
 import importlib
+import os
 import sys
 from collections.abc import Sequence
 
@@ -23,6 +24,15 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("iggt_ros.engine.export_cli", "export a model to ONNX and a TensorRT plan"),
     "convert-checkpoint": ("iggt_ros.model.checkpoint", "convert an official .pt checkpoint to safetensors"),
 }
+
+
+def limit_blas_threads() -> None:
+    """One BLAS thread for numpy unless the user says otherwise, set before numpy loads.
+
+    The perception core multiplies long, thin arrays (N x 3, N x 8); multi-threaded BLAS gains
+    nothing there and stalls for tens of milliseconds when the cores are busy with inference.
+    """
+    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -44,6 +54,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     name, rest = argv[0], argv[1:]
+    limit_blas_threads()
     module_name, help_text = COMMANDS[name]
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"iggt-ros {name}", description=help_text)

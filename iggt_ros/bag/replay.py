@@ -56,7 +56,7 @@ from iggt_ros.bag.replay_query import QueryStateRecorder
 from iggt_ros.bag.replay_truth import TruthStore
 from iggt_ros.bag.writer import STORAGES, BagWriter
 from iggt_ros.config import ENGINE_BACKENDS, ConfigError, IggtConfig, load_config
-from iggt_ros.engine.base import Engine, EngineError, ViewKey, WindowPrediction
+from iggt_ros.engine.base import Engine, EngineError, ViewKey
 from iggt_ros.eval.report import ReportFiles, RunRecord, write_report
 from iggt_ros.perception.pipeline import Pipeline, WindowResult
 
@@ -129,28 +129,6 @@ def _pct(v: float | None) -> str:
 
 def _num(v: float | None) -> str:
     return "n/a" if v is None else f"{v:.3f}"
-
-
-class _RecordingEngine(Engine):
-    """Passes windows to the real engine and keeps the last prediction's extrinsics (camera positions)."""
-
-    def __init__(self, inner: Engine) -> None:
-        self.inner = inner
-        self.name = inner.name
-        self.last_extrinsics: np.ndarray | None = None
-
-    @property
-    def input_size(self) -> tuple[int, int]:
-        return self.inner.input_size
-
-    def infer(self, images: np.ndarray, views: Sequence[ViewKey] | None = None) -> WindowPrediction:
-        self.last_extrinsics = None
-        pred = self.inner.infer(images, views)
-        self.last_extrinsics = np.asarray(pred.extrinsics)
-        return pred
-
-    def close(self) -> None:
-        self.inner.close()
 
 
 def bag_message_count(path: Path, topics: Sequence[str]) -> int | None:
@@ -284,8 +262,8 @@ class _RunState:
         self.reader = reader
         self.config = config
         self.truth = truth
-        self.engine = _RecordingEngine(engine)
-        self.pipeline = Pipeline(config, self.engine)
+        self.engine = engine
+        self.pipeline = Pipeline(config, engine)
         self.adapter = OutputAdapter(config.publish)
         is_oracle = engine.name == "oracle"
         self.record = RunRecord(engine.name, is_oracle=is_oracle, notes=list(replay.notes))
@@ -437,12 +415,6 @@ class _RunState:
         for msg in self.adapter.messages(result, self.source_sizes):
             self._write(msg.topic, record_ns, msg.data)
         self.record.add_window_timings(result.timings_ms)
-        centres = None
-        ext = self.engine.last_extrinsics
-        if result.alignment is not None and ext is not None and len(ext) == len(result.views):
-            from iggt_ros.perception.mapping import camera_centres
-
-            centres = result.alignment.apply(camera_centres(ext))
         images: dict[int, np.ndarray] = {}
         for i, view in enumerate(result.views):
             if not view.new:
@@ -457,8 +429,9 @@ class _RunState:
                 pred_depth=result.depth[i], gt_depth=None if entry is None else entry.depth,
                 label=f"{view.camera} {view.stamp_ns / 1e9:.2f} s")
             pose = None if entry is None or entry.image is None else entry.image.world_from_camera
-            if centres is not None and pose is not None:
-                self.record.add_camera_position(centres[i], pose)
+            predicted = view.world_from_camera
+            if predicted is not None and pose is not None:
+                self.record.add_camera_position(predicted[:3, 3], pose)
         self.query.add(result, images)
 
     # ------------------------------------------------------------------ end
