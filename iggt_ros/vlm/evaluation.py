@@ -75,12 +75,18 @@ def scene_queries(instances: Sequence[InstanceSnapshot], rng: random.Random,
 
 def evaluate_instances(scene: int, instances: Sequence[InstanceSnapshot], text_encoder: TextEncoder,
                        config: QueryConfig | None = None, seed: int = 0, per_kind: int = 1) -> list[QueryOutcome]:
-    """Ask every unique attribute query of one scene; `instances` carry ground-truth attributes and embeddings."""
+    """Ask every unique attribute query of one scene.
+
+    Queries are made from the instances that carry ground-truth attributes; every embedded instance
+    is a candidate answer, so an instance the scene does not explain (a fragment, a false track)
+    ranked first counts as a miss.
+    """
     cfg = config or QueryConfig()
-    embedded = [i for i in instances if i.embedding is not None and "color" in i.attributes]
+    embedded = [i for i in instances if i.embedding is not None]
+    labelled = [i for i in embedded if "color" in i.attributes]
     rng = random.Random(seed * 7919 + scene)
     outcomes = []
-    for kind, caption, targets in scene_queries(embedded, rng, per_kind):
+    for kind, caption, targets in scene_queries(labelled, rng, per_kind):
         t0 = time.perf_counter()
         result = answer_query(caption.text, embedded, text_encoder, cfg, max_results=max(3, cfg.max_results))
         latency = (time.perf_counter() - t0) * 1e3
