@@ -141,7 +141,10 @@ def markdown(summary: dict, meta: dict, scenes: list[dict], pipeline: dict | Non
         f"({np.mean([s['embed_ms_per_view'] for s in scenes]):.1f} ms per view on average, "
         "re-embedding only new or changed instances).",
         "",
-        f"Machine: {meta['machine']}, torch threads {meta['threads']}.",
+        f"Machine: {meta['machine']}, torch threads {meta['threads']}; 1-minute load average "
+        f"{meta['load_average'][0]} at the start and {meta['load_average'][1]} at the end (latencies include "
+        "waiting for a shared CPU). Latency is the whole `answer_query` call: text encoding (MiniLM plus the "
+        "text head, on a cache miss) and ranking.",
         "",
     ]
     return "\n".join(lines)
@@ -166,6 +169,7 @@ def main(argv: list[str] | None = None) -> int:
     text_encoder, region_encoder = make_text_encoder(cfg), make_region_encoder(cfg)
     lo = SEEDS["benchmark"][0]
     seeds = list(range(lo, lo + args.scenes))
+    load_start = os.getloadavg()[0]
     outcomes, scenes = [], []
     for seed in seeds:
         o, s = run_scene(seed, args, cfg, text_encoder, region_encoder)
@@ -192,6 +196,7 @@ def main(argv: list[str] | None = None) -> int:
         "seeds": seeds, "steps": args.steps, "width": args.width, "height": args.height,
         "text_encoder": args.text_encoder, "region_encoder": args.region_encoder, "threads": args.threads,
         "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}",
+        "load_average": [round(load_start, 2), round(os.getloadavg()[0], 2)],
     }
     for title, table in (("ground-truth masks", summary), ("through the pipeline", pipeline)):
         if not table:

@@ -229,6 +229,10 @@ class LmmGrounder:
 
     def rerank(self, query: str, candidates: Sequence[tuple[int, Sequence[tuple[np.ndarray, np.ndarray]]]],
                ) -> list[tuple[int, GroundingResult]]:
-        """Ground each (instance ID, views) candidate; best score first, failures last."""
+        """Ground each (instance ID, views) candidate; best score first, failures last.
+
+        Candidates are asked one after another, each bounded by `timeout_s`: ask about the few best
+        candidates of an embedding query, not the whole map.
+        """
         results = [(iid, self.ground(query, views)) for iid, views in candidates]
         return sorted(results, key=lambda r: (not r[1].success, -r[1].score))

@@ -5,6 +5,10 @@ nothing is downloaded (the weights file is checked before open_clip is even impo
 misconfiguration is reported the same way whether or not the library is installed). The text and
 region encoders of one configuration share a single loaded model.
 
+Models whose tokenizer open_clip fetches from the Hugging Face hub need it in the local hub cache
+(run with HF_HUB_OFFLINE=1 to make a missing one an error rather than a download); the CLIP
+models with open_clip's built-in tokenizer (ViT-B-32, ViT-L-14, ...) need nothing else.
+
 Region side: a square crop around the mask with everything outside the mask replaced by the
 image mean colour, resized to the model's input size. Masking (rather than a plain box crop) keeps
 neighbouring objects from leaking into an instance's embedding.
