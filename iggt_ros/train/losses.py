@@ -247,8 +247,9 @@ def contrastive_pair_loss(
         ids: [N] instance IDs.
     """
     f = F.normalize(features, dim=-1, eps=1e-12)
-    # L2 distance; the epsilon keeps the gradient finite on identical pairs.
-    sq = (f.unsqueeze(1) - f.unsqueeze(0)).square().sum(-1)
+    # For unit vectors |a - b|^2 = 2 - 2 a.b: an [N, N] Gram matrix instead of an [N, N, C] difference
+    # tensor. The epsilon keeps the square root's gradient finite on identical pairs.
+    sq = (2.0 - 2.0 * (f @ f.T)).clamp(min=0.0)
     dist = torch.sqrt(sq + 1e-12)
     same = ids.unsqueeze(1) == ids.unsqueeze(0)
     off_diag = ~torch.eye(len(ids), dtype=torch.bool, device=ids.device)
