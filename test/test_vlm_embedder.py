@@ -136,3 +136,16 @@ def test_crop_keeps_aspect_and_pads_outside_the_image():
     assert crop.rgb.shape[0] == crop.rgb.shape[1] and crop.mask.shape == crop.rgb.shape[:2]
     assert crop.area_px == 200 and crop.mask.sum() == 200
     assert (crop.rgb[crop.mask] == 255).all()
+
+
+def test_best_views_are_kept_only_when_asked():
+    red = (220, 20, 20)
+    plain = InstanceEmbedder(MeanColorEncoder(), config())
+    plain.process(make_view(1, [(1, red, 10, 10, 20)]))
+    assert plain.best_views(1) == []
+    keeping = InstanceEmbedder(MeanColorEncoder(), config(embed_refresh_views=1, embed_max_views=3), keep_views=2)
+    for stamp, side in ((1, 12), (2, 20), (3, 16)):
+        keeping.process(make_view(stamp, [(1, red, 10, 10, side)]))
+    views = keeping.best_views(1)
+    assert [int(m.sum()) for _, m in views] == [400, 256]  # the two largest masks, best first
+    assert keeping.best_views(1, 1)[0][1].sum() == 400 and keeping.best_views(99) == []

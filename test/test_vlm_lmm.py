@@ -18,7 +18,11 @@ import numpy as np
 import pytest
 
 from iggt_ros.config import QueryConfig
-from iggt_ros.vlm.lmm import OUTLINE_RGB, LmmGrounder, encode_png, highlight, parse_yes_no
+from iggt_ros.vlm.embedder import InstanceEmbedder
+from iggt_ros.vlm.encoders import RegionEncoder, TextEncoder, normalize_rows
+from iggt_ros.vlm.lmm import OUTLINE_RGB, LmmGrounder, encode_png, ground_result, highlight, parse_yes_no
+from iggt_ros.vlm.query import answer_query
+from iggt_ros.vlm.types import InstanceSnapshot, ViewObservation
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -215,3 +219,45 @@ def test_configuration():
     assert g._path == "/v1/chat/completions" and g.timeout_s == 3.0
     with pytest.raises(ValueError, match="lmm_endpoint"):
         LmmGrounder("localhost:8000")
+
+
+class ShapeBlindEncoder(RegionEncoder, TextEncoder):
+    """Embeds every region and text alike: the embedding ranking cannot tell objects apart."""
+
+    name, dim, space = "blind", 2, "blind"
+
+    def encode(self, items):
+        return normalize_rows(np.ones((len(items), 2), np.float32))
+
+
+@pytest.mark.parametrize("server", [RuleHandler], indirect=True)
+def test_grounding_reorders_the_best_candidates_of_a_query(server):
+    rgb, red, blue = scene()
+    ids = np.zeros(red.shape, np.uint16)
+    ids[red], ids[blue] = 1, 2
+    blind = ShapeBlindEncoder()
+    embedder = InstanceEmbedder(blind, QueryConfig(embed_min_area_px=10), keep_views=2)
+    embedder.process(ViewObservation("cam", 1, rgb, ids))
+    assert len(embedder.best_views(1)) == 1 and embedder.best_views(1)[0][1].sum() == red.sum()
+    instances = [InstanceSnapshot(id=i, centroid=np.zeros(3), box_center=np.zeros(3), box_size=np.ones(3),
+                                  embedding=embedder.store.get(i).vector) for i in (1, 2)]
+    grounder = LmmGrounder(server.url, timeout_s=5.0)
+    for text, best in (("the blue box", 2), ("the red cube", 1)):
+        base = answer_query(text, instances, blind)
+        grounded = ground_result(base, text, grounder, embedder.best_views, top_n=2)
+        assert grounded.success and grounded.instances[0].id == best
+        assert sorted(grounded.scores) == sorted(base.scores)  # scores keep their meaning
+        assert "LMM grounding" in grounded.message and "1/1 yes" in grounded.message
+
+
+def test_failed_grounding_keeps_the_embedding_order():
+    srv = Server(RuleHandler)
+    url = srv.url
+    srv.close()  # unreachable
+    blind = ShapeBlindEncoder()
+    instances = [InstanceSnapshot(id=i, centroid=np.zeros(3), box_center=np.zeros(3), box_size=np.ones(3),
+                                  embedding=np.array([1.0, 0.0], np.float32)) for i in (5, 6)]
+    rgb, red, _ = scene()
+    base = answer_query("the red cube", instances, blind)
+    grounded = ground_result(base, "the red cube", LmmGrounder(url, timeout_s=1.0), lambda iid: [(rgb, red)])
+    assert grounded.success and grounded.instances == base.instances and "failed" in grounded.message

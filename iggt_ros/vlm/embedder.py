@@ -82,6 +82,7 @@ class _ViewEntry:
     vector: np.ndarray
     weight: float
     area_px: int
+    crop: RegionCrop | None = None
 
 
 @dataclass
@@ -109,7 +110,7 @@ class InstanceEmbedder:
     """
 
     def __init__(self, encoder: RegionEncoder, config: QueryConfig | None = None,
-                 store: EmbeddingStore | None = None):
+                 store: EmbeddingStore | None = None, keep_views: int = 0):
         cfg = config or QueryConfig()
         self.encoder = encoder
         self.store = store if store is not None else EmbeddingStore()
@@ -117,6 +118,8 @@ class InstanceEmbedder:
         self.refresh_views = cfg.embed_refresh_views
         self.area_growth = cfg.embed_area_growth
         self.max_views = cfg.embed_max_views
+        self.keep_views = keep_views
+        """Crops kept per instance (its best views) for LMM grounding; 0 keeps none."""
         self.stats = EmbedderStats()
         self._states: dict[int, _InstanceState] = {}
         self._state_lock = threading.Lock()
@@ -221,7 +224,8 @@ class InstanceEmbedder:
                 state = self._states.get(iid)
                 if state is None:  # forgotten while encoding
                     continue
-                self._add_entry(state, _ViewEntry(vec, crop.weight, crop.area_px))
+                self._add_entry(state, _ViewEntry(vec, crop.weight, crop.area_px,
+                                                  crop if self.keep_views > 0 else None))
                 self.store.put(iid, InstanceEmbedding(vector=self._aggregate(state), views=len(state.entries),
                                                       version=state.version, updated_ns=view.stamp_ns))
         return [iid for iid, _ in todo]
@@ -235,9 +239,18 @@ class InstanceEmbedder:
         state.entries.append(entry)
         state.entries.sort(key=lambda e: e.weight, reverse=True)
         del state.entries[self.max_views:]
+        for dropped in state.entries[self.keep_views:]:
+            dropped.crop = None
         state.max_area_px = max(state.max_area_px, entry.area_px)
         state.views_since_embed = 0
         state.version += 1
+
+    def best_views(self, instance_id: int, count: int | None = None) -> list[tuple[np.ndarray, np.ndarray]]:
+        """(rgb crop, mask) of an instance's best kept views, best first (needs keep_views > 0)."""
+        with self._state_lock:
+            state = self._states.get(int(instance_id))
+            crops = [e.crop for e in state.entries if e.crop is not None] if state is not None else []
+        return [(c.rgb, c.mask) for c in crops[:count]]
 
     @staticmethod
     def _aggregate(state: _InstanceState) -> np.ndarray:

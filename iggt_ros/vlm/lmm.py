@@ -19,12 +19,13 @@ import threading
 import time
 import urllib.parse
 import zlib
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from iggt_ros.config import QueryConfig
+from iggt_ros.vlm.query import QueryResult
 
 OUTLINE_RGB = (255, 0, 255)
 """Colour of the drawn mask outline (magenta: rare in indoor scenes)."""
@@ -236,3 +237,29 @@ class LmmGrounder:
         """
         results = [(iid, self.ground(query, views)) for iid, views in candidates]
         return sorted(results, key=lambda r: (not r[1].success, -r[1].score))
+
+
+def ground_result(result: QueryResult, query: str, grounder: LmmGrounder,
+                  views_of: Callable[[int], Sequence[tuple[np.ndarray, np.ndarray]]], top_n: int = 3) -> QueryResult:
+    """Re-order the best `top_n` instances of an embedding query by the LMM's yes fraction.
+
+    Scores stay the embedding scores (so the response keeps one meaning per field); only the order
+    of the grounded candidates changes, ties keep the embedding order. Candidates the LMM could not
+    judge (no views, timeouts, errors) keep their place after the judged ones. The message says what
+    the LMM answered, or why grounding failed; a failed grounding never fails the query.
+    """
+    if not result.success or not result.ranked:
+        return result
+    t0 = time.perf_counter()
+    head, tail = result.ranked[:top_n], result.ranked[top_n:]
+    judged = []
+    notes = []
+    for pos, ranked in enumerate(head):
+        g = grounder.ground(query, views_of(ranked.instance.id))
+        judged.append((pos, ranked, g))
+        notes.append(f"{ranked.instance.id}: {g.yes}/{g.answered} yes" if g.success
+                     else f"{ranked.instance.id}: {g.message}")
+    order = sorted(judged, key=lambda j: (not j[2].success, -j[2].score if j[2].success else 0.0, j[0]))
+    message = result.message + "; LMM grounding " + ", ".join(notes)
+    latency = result.latency_ms + (time.perf_counter() - t0) * 1e3
+    return QueryResult(True, message, [j[1] for j in order] + tail, result.frame_id, latency)
