@@ -161,6 +161,8 @@ class PlanMetadata:
     fp32_patterns: list[str] = field(default_factory=list)
     workspace_bytes: int = 0
     onnx_file: str = ""
+    typing: str = ""
+    """'strong' (precision cast into the graph) or 'weak' (builder precision constraints)."""
     format: str = PLAN_FORMAT
 
     @property

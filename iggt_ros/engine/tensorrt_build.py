@@ -162,7 +162,7 @@ def build_plan(onnx_file: str | Path, plan_file: str | Path, settings: BuildSett
         model_sha256=model_sha256, input_size=(int(height), int(width)), profiles=tuple(settings.profiles),
         precision=settings.precision, gpu_name=info.gpu_name, compute_capability=info.compute_capability,
         tensorrt_version=info.tensorrt_version, fp32_patterns=list(settings.fp32_patterns),
-        workspace_bytes=int(settings.workspace_bytes), onnx_file=str(onnx_file),
+        workspace_bytes=int(settings.workspace_bytes), onnx_file=str(onnx_file), typing=settings.typing,
     )
     meta.write(plan_file)
     log.info("TensorRT plan written to %s (%s)", plan_file, meta.shape.describe())

@@ -65,10 +65,9 @@ class TensorRTEngine(Engine):
     def _torch_dtype(trt, dtype):
         import torch
 
-        table = {trt.float32: torch.float32, trt.float16: torch.float16, trt.int32: torch.int32,
-                 trt.int64: torch.int64, trt.bool: torch.bool}
-        if hasattr(trt, "bfloat16"):
-            table[trt.bfloat16] = torch.bfloat16
+        names = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16,
+                 "int32": torch.int32, "int64": torch.int64, "bool": torch.bool}
+        table = {getattr(trt, n): t for n, t in names.items() if hasattr(trt, n)}  # int64/bf16: TensorRT >= 9
         if dtype not in table:
             raise EngineError(f"unsupported TensorRT tensor type {dtype}")
         return table[dtype]
