@@ -45,6 +45,7 @@ class QuerySide:
         self._error = error
         self._text_encoder: Any = None
         self._embedder: Any = None
+        self._grounder: Any = None
         self._ready = threading.Event()
         self._failure = ""
         self._stopped = False
@@ -63,6 +64,7 @@ class QuerySide:
 
     def _load(self) -> None:
         from iggt_ros.vlm.embedder import InstanceEmbedder
+        from iggt_ros.vlm.lmm import LmmGrounder
         from iggt_ros.vlm.registry import make_region_encoder, make_text_encoder
 
         try:
@@ -77,10 +79,14 @@ class QuerySide:
             if self._stopped:
                 return
             self._text_encoder = text
+            self._grounder = LmmGrounder.from_config(self.config)
+            # LMM grounding shows the model an instance's best views, so the embedder keeps them.
+            keep = self.config.lmm_max_views if self._grounder is not None else 0
             if region is not None:
-                self._embedder = InstanceEmbedder(region, self.config).start()
+                self._embedder = InstanceEmbedder(region, self.config, keep_views=keep).start()
+        grounding = f", LMM grounding via {self.config.lmm_endpoint}" if self._grounder is not None else ""
         self._info(f"queries: text encoder '{self.config.text_encoder}', region encoder "
-                   f"'{self.config.region_encoder}' ready")
+                   f"'{self.config.region_encoder}' ready{grounding}")
         self._ready.set()
 
     def wait_ready(self, timeout: float) -> bool:
@@ -147,5 +153,11 @@ class QuerySide:
         vectors = embedder.store.vectors() if embedder is not None else {}
         instances: Sequence[InstanceSnapshot] = [instance_snapshot(i, vectors.get(int(i.id)))
                                                   for i in snapshot.instances]
-        return answer_query(text, instances, encoder, self.config, max_results=int(max_results),
-                            min_score=float(min_score), frame_id=snapshot.frame_id)
+        result = answer_query(text, instances, encoder, self.config, max_results=int(max_results),
+                              min_score=float(min_score), frame_id=snapshot.frame_id)
+        if self._grounder is not None and embedder is not None:
+            from iggt_ros.vlm.lmm import ground_result
+
+            # Bounded by query.lmm_timeout_s per candidate; runs in the services' callback group.
+            result = ground_result(result, text, self._grounder, embedder.best_views)
+        return result
