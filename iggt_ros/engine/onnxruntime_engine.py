@@ -6,15 +6,14 @@ input so the engine always reports the size it was exported for.
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 
 from iggt_ros.engine.base import Engine, EngineError, ViewKey, WindowPrediction
-from iggt_ros.engine.postprocess import OUTPUT_NAMES, to_window_prediction
-from iggt_ros.engine.preprocess import check_window, to_model_input
+from iggt_ros.engine.postprocess import OUTPUT_NAMES, run_window
+from iggt_ros.engine.preprocess import check_window
 
 MAX_VIEWS = 12
 
@@ -81,15 +80,7 @@ class OnnxRuntimeEngine(Engine):
 
     def infer(self, images: np.ndarray, views: Sequence[ViewKey] | None = None) -> WindowPrediction:
         images = check_window(images, self._size, MAX_VIEWS)
-        t0 = time.perf_counter()
-        batch = to_model_input(images)
-        t1 = time.perf_counter()
-        out = self.run(batch)
-        t2 = time.perf_counter()
-        pred = to_window_prediction(out, images, self.name)
-        t3 = time.perf_counter()
-        pred.timings_ms.update(upload=(t1 - t0) * 1e3, model=(t2 - t1) * 1e3, decode=(t3 - t2) * 1e3)
-        return pred
+        return run_window(images, lambda batch: batch, self.run, self.name)
 
     def close(self) -> None:
         self.session = None

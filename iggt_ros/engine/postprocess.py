@@ -8,7 +8,8 @@ backends interchangeable down to the last bit of post-processing.
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -91,4 +92,27 @@ def to_window_prediction(
     if pred.images.shape != (v, h, w, 3):
         raise EngineError(f"images {pred.images.shape} do not match the model outputs ({v}, {h}, {w}, 3)")
     pred.validate()
+    return pred
+
+
+def run_window(images: np.ndarray, upload: Callable[[np.ndarray], Any], run: Callable[[Any], Any],
+               engine: str) -> WindowPrediction:
+    """Upload, run and decode one window, timing the three stages the same way for every backend.
+
+    Args:
+        images: [V,H,W,3] uint8, already checked against the engine's input size.
+        upload: float32 [V,3,H,W] in [0, 1] -> the backend's input (a device tensor, or the array).
+        run: the backend's input -> model outputs (returns only when the results are ready).
+        engine: name recorded in the prediction.
+    """
+    from iggt_ros.engine.preprocess import to_model_input
+
+    t0 = time.perf_counter()
+    batch = upload(to_model_input(images))
+    t1 = time.perf_counter()
+    out = run(batch)
+    t2 = time.perf_counter()
+    pred = to_window_prediction(out, images, engine)
+    t3 = time.perf_counter()
+    pred.timings_ms.update(upload=(t1 - t0) * 1e3, model=(t2 - t1) * 1e3, decode=(t3 - t2) * 1e3)
     return pred

@@ -6,7 +6,6 @@ a plan from another machine is refused with the command to rebuild it (never reb
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -14,8 +13,8 @@ import numpy as np
 
 from iggt_ros.engine.base import Engine, EngineError, ViewKey, WindowPrediction
 from iggt_ros.engine.plan_cache import DeviceInfo, PlanMetadata, check_plan_compatible
-from iggt_ros.engine.postprocess import OUTPUT_NAMES, to_window_prediction
-from iggt_ros.engine.preprocess import check_window, to_model_input
+from iggt_ros.engine.postprocess import OUTPUT_NAMES, run_window
+from iggt_ros.engine.preprocess import check_window
 
 
 class TensorRTEngine(Engine):
@@ -112,15 +111,7 @@ class TensorRTEngine(Engine):
 
     def infer(self, images: np.ndarray, views: Sequence[ViewKey] | None = None) -> WindowPrediction:
         images = check_window(images, self.input_size)
-        t0 = time.perf_counter()
-        batch = self._torch.from_numpy(to_model_input(images)).to(self.device)
-        t1 = time.perf_counter()
-        out = self.run_tensors(batch)
-        t2 = time.perf_counter()
-        pred = to_window_prediction(out, images, self.name)
-        t3 = time.perf_counter()
-        pred.timings_ms.update(upload=(t1 - t0) * 1e3, model=(t2 - t1) * 1e3, decode=(t3 - t2) * 1e3)
-        return pred
+        return run_window(images, lambda x: self._torch.from_numpy(x).to(self.device), self.run_tensors, self.name)
 
     def close(self) -> None:
         self._context = None

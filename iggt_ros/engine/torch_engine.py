@@ -7,7 +7,6 @@ autocast off around them), because the depth/confidence activations overflow hal
 
 from __future__ import annotations
 
-import time
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -15,8 +14,8 @@ import numpy as np
 import torch
 
 from iggt_ros.engine.base import Engine, EngineError, ViewKey, WindowPrediction
-from iggt_ros.engine.postprocess import to_window_prediction
-from iggt_ros.engine.preprocess import DEFAULT_INPUT_SIZE, check_input_size, check_window, to_model_input
+from iggt_ros.engine.postprocess import run_window
+from iggt_ros.engine.preprocess import DEFAULT_INPUT_SIZE, check_input_size, check_window
 from iggt_ros.model import Iggt
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
@@ -98,17 +97,14 @@ class TorchEngine(Engine):
 
     def infer(self, images: np.ndarray, views: Sequence[ViewKey] | None = None) -> WindowPrediction:
         images = check_window(images, self._size, self.max_views)
-        t0 = time.perf_counter()
-        batch = torch.from_numpy(to_model_input(images)).to(self.device)
-        t1 = time.perf_counter()
-        out = self.forward(batch)
-        if self.device.type == "cuda":
-            torch.cuda.synchronize(self.device)
-        t2 = time.perf_counter()
-        pred = to_window_prediction(out, images, self.name)
-        t3 = time.perf_counter()
-        pred.timings_ms.update(upload=(t1 - t0) * 1e3, model=(t2 - t1) * 1e3, decode=(t3 - t2) * 1e3)
-        return pred
+
+        def run(batch: torch.Tensor) -> dict:
+            out = self.forward(batch)
+            if self.device.type == "cuda":
+                torch.cuda.synchronize(self.device)
+            return out
+
+        return run_window(images, lambda x: torch.from_numpy(x).to(self.device), run, self.name)
 
     def close(self) -> None:
         self.model = self.model.cpu()
