@@ -198,9 +198,26 @@ def test_pull_weight_ramps_in_and_reaches_the_papers_weight():
     feats[:, :, 2][ids == 1] = 5.0  # the two instances far apart: no push
     out = {"pose_enc": [truth.pose_enc] * 4, "depth": truth.depth.unsqueeze(-1), "depth_conf": ones,
            "world_points": truth.world_points, "world_points_conf": ones, "part_feat": feats}
-    weights = LossWeights(samples=256)
+    weights = LossWeights(samples=256, feature_norm=0.0)
     start = iggt_loss(out, truth, ids, weights, torch.Generator().manual_seed(0), progress=0.0)
     end = iggt_loss(out, truth, ids, weights, torch.Generator().manual_seed(0), progress=1.0)
     assert start.instance == pytest.approx(0.0, abs=1e-6)
     assert end.instance > 0.05
     assert end.total.item() == pytest.approx(weights.instance * end.instance, abs=1e-5)
+
+
+def test_feature_norm_penalty_pins_raw_norms_without_touching_directions():
+    from iggt_ros.train.losses import feature_norm_penalty
+
+    unit = torch.nn.functional.normalize(torch.randn(64, 8), dim=-1)
+    assert feature_norm_penalty(unit).item() == pytest.approx(0.0, abs=1e-10)
+    big = (unit * 20.0).requires_grad_(True)
+    penalty = feature_norm_penalty(big)
+    assert penalty.item() > 1.0
+    penalty.backward()
+    # the gradient is radial: a step shrinks the norms and keeps every direction
+    stepped = big.detach() - 5.0 * big.grad
+    assert (stepped.norm(dim=-1) < 20.0).all()
+    assert torch.allclose(torch.nn.functional.normalize(stepped, dim=-1), unit, atol=1e-5)
+    ids = torch.arange(64) % 4
+    assert contrastive_pair_loss(unit * 20.0, ids).item() == pytest.approx(contrastive_pair_loss(unit, ids).item())

@@ -42,6 +42,11 @@ class LossWeights:
     margin: float = 1.0
     samples: int = 1024
     """Pixels sampled per window for the contrastive loss."""
+    feature_norm: float = 0.1
+    """Weight of mean(log|f|^2) on the raw features of the sampled pixels. The contrastive loss
+    sees only directions, so nothing stops the raw norm from drifting upwards; once it is large
+    the normalisation saturates (its gradient shrinks as 1/|f|) and features freeze into a few
+    codes. This term pins |f| near 1 and leaves the directions to the contrastive loss."""
 
 
 @dataclass
@@ -263,6 +268,11 @@ def contrastive_pair_loss(
     return loss
 
 
+def feature_norm_penalty(features: torch.Tensor) -> torch.Tensor:
+    """mean(log(|f|)^2) over [N, C] raw features: zero when every feature has unit norm."""
+    return torch.log(features.norm(dim=-1).clamp(min=1e-6)).square().mean()
+
+
 def instance_loss(
     part_feat: torch.Tensor,
     instance_ids: torch.Tensor,
@@ -271,6 +281,7 @@ def instance_loss(
     push: float = 1.0,
     margin: float = 1.0,
     generator: torch.Generator | None = None,
+    feature_norm: float = 0.0,
 ) -> torch.Tensor:
     """Contrastive loss over pixels sampled across ALL views of each window, averaged over windows.
 
@@ -285,6 +296,8 @@ def instance_loss(
     for i in range(b):
         idx = sample_pixels(ids[i], samples, generator).to(ids.device)
         total = total + contrastive_pair_loss(feats[i, idx], ids[i, idx], pull, push, margin)
+        if feature_norm:
+            total = total + feature_norm * feature_norm_penalty(feats[i, idx])
     return total / b
 
 
@@ -322,7 +335,8 @@ def iggt_loss(
     l_cam = camera_loss(out["pose_enc"], truth.pose_enc, wt.camera_gamma)
     l_depth = depth_loss(out, truth, wt.conf_alpha, wt.gradient)
     l_pts = point_loss(out, truth, wt.conf_alpha, wt.gradient)
-    l_inst = instance_loss(out["part_feat"], instance_ids, wt.samples, pull, wt.push, wt.margin, generator)
+    l_inst = instance_loss(out["part_feat"], instance_ids, wt.samples, pull, wt.push, wt.margin, generator,
+                           wt.feature_norm)
     total = wt.camera * l_cam + wt.depth * l_depth + wt.points * l_pts + wt.instance * l_inst
     return LossTerms(total, float(l_cam.detach()), float(l_depth.detach()), float(l_pts.detach()),
                      float(l_inst.detach()))
