@@ -104,9 +104,11 @@ def visible_truth(ids: np.ndarray, min_area: int) -> np.ndarray:
 
 def pipeline_config(sequence: SyntheticSequence, input_hw: tuple[int, int], min_area_px: int,
                     overrides: dict | None = None) -> IggtConfig:
-    """Pipeline settings of the benchmark: every step a keyframe, masks down to `min_area_px`."""
+    """Pipeline settings of the benchmark: every step a keyframe, 8 views per window, masks down to `min_area_px`."""
+    steps = max(2, 8 // len(sequence.rig.names))
     return IggtConfig().replace(**{
         "input.cameras": sequence.rig.names, "input.image_height": input_hw[0], "input.image_width": input_hw[1],
+        "window.size": steps, "window.stride": steps // 2,
         "window.min_translation_m": 0.0, "window.min_rotation_deg": 0.0, "window.min_image_change": 0.0,
         "clustering.min_instance_area_px": min_area_px, **(overrides or {}),
     })
