@@ -22,6 +22,7 @@ import yaml
 
 NODE_NAME = "iggt_node"
 PATCH_MULTIPLE = 28  # the instance head windows an even patch grid: sides must be multiples of 2*14
+MAX_VIEWS = 12  # images per forward pass the released IGGT supports (window.size x cameras)
 
 
 class ConfigError(ValueError):
@@ -327,6 +328,11 @@ class IggtConfig:
     def validate(self) -> IggtConfig:
         for f in dataclasses.fields(self):
             getattr(self, f.name).validate(f.name)
+        views = self.window.size * len(self.input.cameras)
+        _check(views <= MAX_VIEWS, "window.size", self.window.size,
+               f"window.size x {len(self.input.cameras)} cameras = {views} images per window, more than the "
+               f"{MAX_VIEWS} IGGT accepts; set window.size to {max(1, MAX_VIEWS // len(self.input.cameras))} "
+               "or less")
         return self
 
     # ---------------------------------------------------------------- conversions

@@ -84,3 +84,10 @@ def test_unknown_keys_and_wrong_types_are_rejected():
 def test_integers_are_accepted_for_float_keys():
     cfg = IggtConfig.from_dict({"input": {"sync_slop_s": 1}})
     assert isinstance(cfg.input.sync_slop_s, float) and cfg.input.sync_slop_s == 1.0
+
+
+def test_window_of_too_many_images_is_refused_with_the_size_that_fits():
+    with pytest.raises(ConfigError, match=r"window.size x 2 cameras = 16 images.*set window.size to 6"):
+        IggtConfig().replace(**{"input.cameras": ["left", "right"]})
+    cfg = IggtConfig().replace(**{"input.cameras": ["left", "right"], "window.size": 6})
+    assert cfg.window.size * len(cfg.input.cameras) == 12

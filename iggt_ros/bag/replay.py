@@ -55,7 +55,7 @@ from iggt_ros.bag.reader import BagError, BagReader, CameraImage, GroundTruthIma
 from iggt_ros.bag.replay_query import QueryStateRecorder
 from iggt_ros.bag.replay_truth import TruthStore
 from iggt_ros.bag.writer import STORAGES, BagWriter
-from iggt_ros.config import ENGINE_BACKENDS, ConfigError, IggtConfig, load_config
+from iggt_ros.config import ENGINE_BACKENDS, MAX_VIEWS, ConfigError, IggtConfig, load_config
 from iggt_ros.engine.base import Engine, EngineError, ViewKey
 from iggt_ros.eval.report import ReportFiles, RunRecord, write_report
 from iggt_ros.perception.pipeline import Pipeline, WindowResult
@@ -209,7 +209,13 @@ class Replay:
             log.info("input.cameras %s are not all in the bag; replaying its cameras %s", configured, cams)
         compressed = [c for c in self.config.input.compressed_cameras if c in cams]
         try:
-            return self.config.replace(**{"input.cameras": list(cams), "input.compressed_cameras": compressed})
+            changes: dict = {"input.cameras": list(cams), "input.compressed_cameras": compressed}
+            size = min(self.config.window.size, max(1, MAX_VIEWS // len(cams)))
+            if size != self.config.window.size:
+                log.warning("window.size %d x %d cameras exceeds %d images per window; replaying with "
+                            "window.size %d", self.config.window.size, len(cams), MAX_VIEWS, size)
+                changes.update({"window.size": size, "window.stride": min(self.config.window.stride, size)})
+            return self.config.replace(**changes)
         except ConfigError as exc:
             raise ReplayError(f"configuration does not fit the bag: {exc}") from exc
 

@@ -50,7 +50,14 @@ def create_engine(
         from iggt_ros.engine.torch_engine import TorchEngine
         from iggt_ros.engine.weights import load_engine_model
 
-        model, _, path = load_engine_model(config.checkpoint, config.model, config.allow_partial_checkpoint)
+        model, model_config, path = load_engine_model(config.checkpoint, config.model,
+                                                      config.allow_partial_checkpoint)
+        trained_hw = model_config.extra.get("input_hw") if not config.checkpoint else None
+        if trained_hw and tuple(trained_hw) != tuple(input_size):
+            # The embedded model knows one input size; any other costs time and quality.
+            log.info("embedded model: input size %dx%d (its training size) instead of input.image_width x "
+                     "image_height %dx%d", trained_hw[1], trained_hw[0], input_size[1], input_size[0])
+            input_size = (int(trained_hw[0]), int(trained_hw[1]))
         log.info("torch engine: %s on %s (%s)", path, config.device, config.precision)
         return TorchEngine(model, input_size, config.device, config.precision)
     if backend == "onnxruntime":
