@@ -59,17 +59,27 @@ def image_to_array(msg: Any, topic: str = "") -> np.ndarray:
 def image_to_rgb(msg: Any, topic: str = "") -> np.ndarray:
     """[H,W,3] uint8 RGB of a colour or mono sensor_msgs/Image (what the model sees)."""
     encoding = str(msg.encoding)
+    _check_color_encoding(encoding, topic)  # before decoding: an unusable image costs nothing
+    return rgb_from_pixels(image_to_array(msg, topic), encoding, topic)
+
+
+def _check_color_encoding(encoding: str, topic: str) -> None:
     if encoding not in COLOR_ENCODINGS:
         raise UnsupportedEncoding(f"image encoding '{encoding}' {_where(topic)} cannot be used as a camera image; "
                                   f"supported: {', '.join(COLOR_ENCODINGS)}")
-    pixels = image_to_array(msg, topic)
+
+
+def rgb_from_pixels(pixels: np.ndarray, encoding: str, topic: str = "") -> np.ndarray:
+    """[H,W,3] uint8 RGB of already decoded pixels in a colour or mono `encoding` (from any decoder)."""
+    _check_color_encoding(encoding, topic)
+    pixels = np.asarray(pixels)
     if encoding in ("rgb8", "rgba8"):
         return np.ascontiguousarray(pixels[..., :3])
     if encoding in ("bgr8", "bgra8"):
         return np.ascontiguousarray(pixels[..., 2::-1])
     if pixels.dtype == np.uint16:
         pixels = (pixels >> 8).astype(np.uint8)
-    return np.repeat(pixels[..., None], 3, axis=2)
+    return np.repeat(pixels.reshape(pixels.shape[:2])[..., None], 3, axis=2)
 
 
 def compressed_to_rgb(msg: Any, topic: str = "") -> np.ndarray:

@@ -16,7 +16,14 @@ from typing import Any
 
 import numpy as np
 
-from iggt_ros.bag.images import COLOR_ENCODINGS, UnsupportedEncoding, compressed_to_rgb, image_to_rgb, intrinsics_of
+from iggt_ros.bag.images import (
+    COLOR_ENCODINGS,
+    UnsupportedEncoding,
+    compressed_to_rgb,
+    image_to_rgb,
+    intrinsics_of,
+    rgb_from_pixels,
+)
 from iggt_ros.bag.message import stamp_ns
 from iggt_ros.perception.frames import CameraFrame
 
@@ -42,21 +49,6 @@ class OnceLog:
     def forget(self, key: str) -> None:
         with self._lock:
             self._seen.discard(key)
-
-
-def rgb_from_pixels(pixels: np.ndarray, encoding: str, topic: str = "") -> np.ndarray:
-    """[H,W,3] uint8 RGB of decoded pixels in `encoding` (what `image_to_rgb` does after decoding)."""
-    if encoding not in COLOR_ENCODINGS:
-        raise UnsupportedEncoding(f"image encoding '{encoding}' on topic '{topic}' cannot be used as a camera "
-                                  f"image; supported: {', '.join(COLOR_ENCODINGS)}")
-    pixels = np.asarray(pixels)
-    if encoding in ("rgb8", "rgba8"):
-        return np.ascontiguousarray(pixels[..., :3])
-    if encoding in ("bgr8", "bgra8"):
-        return np.ascontiguousarray(pixels[..., 2::-1])
-    if pixels.dtype == np.uint16:
-        pixels = (pixels >> 8).astype(np.uint8)
-    return np.repeat(pixels.reshape(pixels.shape[:2])[..., None], 3, axis=2)
 
 
 class NumpyImageDecoder:
