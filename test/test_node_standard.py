@@ -155,10 +155,9 @@ def _load_launch_module():
 
 def test_launch_file_declares_its_arguments_and_a_lifecycle_node():
     module = _load_launch_module()
+    from launch import LaunchContext
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
     from launch_ros.actions import LifecycleNode
-
-    from launch import LaunchContext
 
     ld = module.generate_launch_description()
     names = {a.name for a in ld.entities if isinstance(a, DeclareLaunchArgument)}
