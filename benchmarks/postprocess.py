@@ -43,7 +43,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 from iggt_ros.config import IggtConfig  # noqa: E402
 from iggt_ros.engine.base import Engine, ViewKey, WindowPrediction  # noqa: E402
 from iggt_ros.engine.oracle import OracleEngine  # noqa: E402
-from iggt_ros.eval.metrics import temporal_instance_metrics  # noqa: E402
+from iggt_ros.eval.metrics import drop_small_instances, temporal_instance_metrics  # noqa: E402
 from iggt_ros.perception.clustering import InstanceClusterer, l2_normalize  # noqa: E402
 from iggt_ros.perception.frames import CameraFrame, FrameSet  # noqa: E402
 from iggt_ros.perception.pipeline import Pipeline  # noqa: E402
@@ -92,13 +92,7 @@ MIN_AREA = IggtConfig().clustering.min_instance_area
 
 def visible(ids: np.ndarray) -> np.ndarray:
     """True masks below the minimum instance area count as not visible (the tests' protocol)."""
-    min_area = view_scale(IggtConfig().clustering, *ids.shape).min_instance_area_px
-    out = ids.copy()
-    labels, counts = np.unique(out, return_counts=True)
-    for lab, n in zip(labels, counts, strict=True):
-        if n < min_area:
-            out[out == lab] = 0
-    return out
+    return drop_small_instances(ids, view_scale(IggtConfig().clustering, *ids.shape).min_instance_area_px)
 
 
 def window_miou(labels: np.ndarray, truth: list[np.ndarray]) -> float:

@@ -362,3 +362,18 @@ def test_label_map_out_of_range_prediction_is_wrong_and_lists_accumulate() -> No
     assert m.per_class_iou == pytest.approx([1.0, 1 / 3])
     with pytest.raises(ValueError, match="ground-truth labels"):
         label_map_metrics(np.array([[0]]), np.array([[5]]), num_classes=2)
+
+
+def test_drop_small_instances_removes_only_masks_below_the_area():
+    import numpy as np
+
+    from iggt_ros.eval.metrics import drop_small_instances
+
+    ids = np.zeros((4, 5), np.uint16)
+    ids[0, :3] = 7  # 3 px
+    ids[1:, :] = 2  # 15 px
+    ids[0, 4] = 9  # 1 px
+    out = drop_small_instances(ids, 3)
+    assert out.dtype == ids.dtype and out.shape == ids.shape
+    assert (out[0, :3] == 7).all() and (out[1:] == 2).all() and out[0, 4] == 0
+    assert set(np.unique(drop_small_instances(ids, 4))) == {0, 2}

@@ -18,7 +18,7 @@ import pytest
 from iggt_ros.config import IggtConfig
 from iggt_ros.engine.base import Engine, ViewKey, WindowPrediction
 from iggt_ros.engine.oracle import OracleEngine
-from iggt_ros.eval.metrics import temporal_instance_metrics, umeyama_sim3
+from iggt_ros.eval.metrics import drop_small_instances, temporal_instance_metrics, umeyama_sim3
 from iggt_ros.perception.frames import CameraFrame, FrameSet
 from iggt_ros.perception.pipeline import CLOUD_DTYPE, Pipeline, WindowResult
 from iggt_ros.perception.scaling import view_scale
@@ -45,13 +45,7 @@ def framesets(seq, with_tf: bool):
 
 def visible_gt(ids: np.ndarray) -> np.ndarray:
     """Truth without the masks below the pipeline's minimum area at this view size."""
-    min_area = view_scale(IggtConfig().clustering, *ids.shape).min_instance_area_px
-    out = ids.copy()
-    labels, counts = np.unique(out, return_counts=True)
-    for lab, n in zip(labels, counts, strict=True):
-        if n < min_area:
-            out[out == lab] = 0
-    return out
+    return drop_small_instances(ids, view_scale(IggtConfig().clustering, *ids.shape).min_instance_area_px)
 
 
 def run_sequence(seed: int, with_tf: bool, similarity: str, num_objects: int, size: tuple[int, int] = (H, W)):

@@ -19,7 +19,7 @@ import numpy as np
 
 from iggt_ros.config import IggtConfig
 from iggt_ros.engine.base import Engine, ViewKey, WindowPrediction
-from iggt_ros.eval.metrics import depth_metrics, pose_ate, temporal_instance_metrics
+from iggt_ros.eval.metrics import depth_metrics, drop_small_instances, pose_ate, temporal_instance_metrics
 from iggt_ros.perception.frames import CameraFrame, FrameSet
 from iggt_ros.perception.pipeline import Pipeline
 from iggt_ros.synthetic import SyntheticSequence, make_sequence
@@ -94,12 +94,7 @@ def sample_at(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
 
 def visible_truth(ids: np.ndarray, min_area: int) -> np.ndarray:
     """Ground-truth IDs with objects smaller than the pipeline's smallest mask set to 0 (not scored)."""
-    out = ids.copy()
-    labels, counts = np.unique(out, return_counts=True)
-    for label, count in zip(labels, counts, strict=True):
-        if count < min_area:
-            out[out == label] = 0
-    return out
+    return drop_small_instances(ids, min_area)
 
 
 def pipeline_config(sequence: SyntheticSequence, input_hw: tuple[int, int], min_area_px: int,
