@@ -144,3 +144,16 @@ def test_to_window_prediction_rejects_a_batch_and_mismatched_images():
     outputs[1] = np.concatenate([outputs[1], outputs[1]])
     with pytest.raises(EngineError, match="one batch element"):
         to_window_prediction(outputs, np.zeros((v, h, w, 3), np.uint8))
+
+
+def test_resize_nearest_keeps_ids_and_samples_pixel_centres():
+    from iggt_ros.engine.preprocess import resize_nearest
+
+    ids = np.arange(12, dtype=np.uint16).reshape(3, 4)
+    up = resize_nearest(ids, (6, 8))
+    assert up.dtype == ids.dtype and set(np.unique(up)) == set(np.unique(ids))
+    np.testing.assert_array_equal(up[::2, ::2], ids)
+    np.testing.assert_array_equal(resize_nearest(up, (3, 4)), ids)
+    depth = np.random.default_rng(0).random((6, 8, 1)).astype(np.float32)
+    assert resize_nearest(depth, (3, 4)).shape == (3, 4, 1)
+    assert resize_nearest(ids, (3, 4)) is ids

@@ -7,9 +7,10 @@ import numpy as np
 from iggt_ros.bag import layouts as L
 from iggt_ros.bag.convert import to_rosbags
 from iggt_ros.bag.message import stamp_ns
-from iggt_ros.bag.outputs import OutputAdapter, OutputTopics, resize_nearest
+from iggt_ros.bag.outputs import OutputAdapter, OutputTopics
 from iggt_ros.bag.typestore import typestore
 from iggt_ros.config import PublishConfig
+from iggt_ros.engine.preprocess import resize_nearest
 from iggt_ros.perception.object_map import ObjectInstance
 from iggt_ros.perception.pipeline import ViewInfo, WindowResult, pack_cloud
 

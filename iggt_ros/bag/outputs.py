@@ -45,6 +45,7 @@ import numpy as np
 from iggt_ros.bag import layouts as L
 from iggt_ros.bag.message import Header, MessageData
 from iggt_ros.config import PublishConfig
+from iggt_ros.engine.preprocess import resize_nearest
 from iggt_ros.perception.object_map import ObjectInstance
 from iggt_ros.perception.pipeline import WindowResult
 
@@ -137,15 +138,7 @@ def instance_data(inst: ObjectInstance) -> L.InstanceData:
         first_seen_ns=int(inst.first_seen_ns), last_seen_ns=int(inst.last_seen_ns))
 
 
-def resize_nearest(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of the first two axes to (H, W) (pixel centres, like the pipeline's)."""
-    h, w = size
-    src_h, src_w = image.shape[:2]
-    if (src_h, src_w) == (h, w):
-        return image
-    rows = np.minimum(((np.arange(h) + 0.5) * src_h / h).astype(np.int64), src_h - 1)
-    cols = np.minimum(((np.arange(w) + 0.5) * src_w / w).astype(np.int64), src_w - 1)
-    return image[rows[:, None], cols[None, :]]
+
 
 
 class OutputAdapter:

@@ -17,8 +17,9 @@ from pathlib import Path
 
 import numpy as np
 
-from iggt_ros.bag.outputs import STATE_CODES, resize_nearest
+from iggt_ros.bag.outputs import STATE_CODES
 from iggt_ros.config import QueryConfig
+from iggt_ros.engine.preprocess import resize_nearest
 from iggt_ros.perception.pipeline import MapSnapshot, WindowResult
 
 log = logging.getLogger(__name__)

@@ -27,6 +27,7 @@ from collections.abc import Callable, Mapping, Sequence
 import numpy as np
 
 from iggt_ros.engine.base import Engine, EngineError, ViewKey, WindowPrediction
+from iggt_ros.engine.preprocess import resize_nearest
 from iggt_ros.synthetic.types import RenderedView, SyntheticSequence
 
 TruthLookup = Callable[[ViewKey], RenderedView] | Mapping[ViewKey, RenderedView]
@@ -35,16 +36,6 @@ TruthLookup = Callable[[ViewKey], RenderedView] | Mapping[ViewKey, RenderedView]
 def truth_from_sequence(sequence: SyntheticSequence) -> dict[ViewKey, RenderedView]:
     """Every view of a synthetic sequence keyed by (camera, stamp)."""
     return {ViewKey(v.camera, int(v.stamp_ns)): v for v in sequence.views()}
-
-
-def _resize_nearest(img: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    h, w = size
-    src_h, src_w = img.shape[:2]
-    if (src_h, src_w) == (h, w):
-        return img
-    rows = np.minimum(((np.arange(h) + 0.5) * src_h / h).astype(np.int64), src_h - 1)
-    cols = np.minimum(((np.arange(w) + 0.5) * src_w / w).astype(np.int64), src_w - 1)
-    return img[rows][:, cols]
 
 
 def _random_rotation(rng: np.random.Generator, max_angle_rad: float) -> np.ndarray:
@@ -203,7 +194,7 @@ class OracleEngine(Engine):
         points = np.zeros((v, h, w, 3), np.float32)
         feats = np.zeros((v, h, w, self.feature_dim), np.float32)
         out_images = np.zeros((v, h, w, 3), np.uint8)
-        ids_all = [np.asarray(_resize_nearest(t.instance_ids, (h, w)), np.int64) for t in truths]
+        ids_all = [np.asarray(resize_nearest(t.instance_ids, (h, w)), np.int64) for t in truths]
         vectors = self.object_vectors(np.unique(np.concatenate([x.ravel() for x in ids_all])).tolist(), window_seed)
         u, vv = np.meshgrid(np.arange(w, dtype=np.float64) + 0.5, np.arange(h, dtype=np.float64) + 0.5)
         for i, truth in enumerate(truths):
@@ -224,7 +215,7 @@ class OracleEngine(Engine):
             extrinsics[i, :, :3] = r_mc.T
             extrinsics[i, :, 3] = -r_mc.T @ t_mc
 
-            d = _resize_nearest(np.asarray(truth.depth, np.float64), (h, w))
+            d = resize_nearest(np.asarray(truth.depth, np.float64), (h, w))
             if self.depth_noise > 0:
                 d = d * (1.0 + rng.normal(scale=self.depth_noise, size=d.shape))
             depth[i] = s * d
@@ -248,7 +239,7 @@ class OracleEngine(Engine):
             c = 1.0 + 4.0 * np.exp(-0.5 * rng.normal(size=(h, w)) ** 2)
             c[boundary] = 1.0 + 0.5 * rng.random(int(boundary.sum()))
             conf[i] = c
-            out_images[i] = _resize_nearest(np.asarray(truth.rgb), (h, w))
+            out_images[i] = resize_nearest(np.asarray(truth.rgb), (h, w))
         return WindowPrediction(
             extrinsics=extrinsics,
             intrinsics=intrinsics,

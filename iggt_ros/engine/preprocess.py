@@ -66,6 +66,18 @@ def _as_rgb(image: np.ndarray) -> np.ndarray:
     return image
 
 
+def resize_nearest(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
+    """Nearest-neighbour resize of the first two axes to (H, W): the source pixel under each target
+    pixel centre. For IDs, depth and masks, which interpolation would corrupt."""
+    h, w = int(size[0]), int(size[1])
+    src_h, src_w = values.shape[:2]
+    if (src_h, src_w) == (h, w):
+        return values
+    rows = np.minimum(((np.arange(h) + 0.5) * src_h / h).astype(np.int64), src_h - 1)
+    cols = np.minimum(((np.arange(w) + 0.5) * src_w / w).astype(np.int64), src_w - 1)
+    return values[rows[:, None], cols[None, :]]
+
+
 def resize_image(image: np.ndarray, size: tuple[int, int]) -> np.ndarray:
     """One uint8 image to (H, W) = size with Pillow BICUBIC; a no-op copy when it already has that size."""
     from PIL import Image

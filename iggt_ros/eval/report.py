@@ -40,6 +40,7 @@ from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 from matplotlib.patches import Patch
 
+from iggt_ros.engine.preprocess import resize_nearest
 from iggt_ros.eval.metrics import (
     DepthAccumulator,
     DepthMetrics,
@@ -59,16 +60,6 @@ _GOLDEN = 0.618033988749895
 # --------------------------------------------------------------------------------------------
 # Bounded sample of views for the strip
 # --------------------------------------------------------------------------------------------
-
-
-def resize_nearest(image: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
-    """Nearest-neighbour resize of the first two axes (keeps IDs intact, unlike interpolation)."""
-    h, w = image.shape[:2]
-    if (h, w) == tuple(shape):
-        return image
-    rows = np.minimum((np.arange(shape[0]) + 0.5) * h / shape[0], h - 1).astype(np.intp)
-    cols = np.minimum((np.arange(shape[1]) + 0.5) * w / shape[1], w - 1).astype(np.intp)
-    return image[rows[:, None], cols[None, :]]
 
 
 @dataclass

@@ -19,7 +19,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iggt_ros.engine.preprocess import resize_image, scale_intrinsics
+from iggt_ros.engine.preprocess import resize_image, resize_nearest, scale_intrinsics
 from iggt_ros.train.batch import TrainWindow
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg")
@@ -46,15 +46,7 @@ def _read_map(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path))
 
 
-def _sample_nearest(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """Resize a label or depth map by taking the source pixel under every target pixel centre (never blends)."""
-    h, w = size
-    src_h, src_w = values.shape[:2]
-    if (src_h, src_w) == (h, w):
-        return values
-    rows = np.minimum(((np.arange(h) + 0.5) * src_h / h).astype(np.int64), src_h - 1)
-    cols = np.minimum(((np.arange(w) + 0.5) * src_w / w).astype(np.int64), src_w - 1)
-    return values[rows][:, cols]
+
 
 
 @dataclass
@@ -103,8 +95,8 @@ class SceneFolder:
         for stem in stems:
             rgb, depth, ids, k, pose = self.read(stem)
             rgbs.append(resize_image(rgb, size))
-            depths.append(_sample_nearest(depth, size))
-            idss.append(_sample_nearest(ids, size))
+            depths.append(resize_nearest(depth, size))
+            idss.append(resize_nearest(ids, size))
             ks.append(scale_intrinsics(k, rgb.shape[:2], size))
             poses.append(pose)
         return TrainWindow(np.stack(rgbs), np.stack(depths).astype(np.float32), np.stack(idss),

@@ -19,6 +19,7 @@ import numpy as np
 
 from iggt_ros.config import IggtConfig
 from iggt_ros.engine.base import Engine, ViewKey, WindowPrediction
+from iggt_ros.engine.preprocess import resize_nearest
 from iggt_ros.eval.metrics import depth_metrics, drop_small_instances, pose_ate, temporal_instance_metrics
 from iggt_ros.perception.frames import CameraFrame, FrameSet
 from iggt_ros.perception.pipeline import Pipeline
@@ -83,13 +84,7 @@ class RecordingEngine(Engine):
         self.inner.close()
 
 
-def sample_at(values: np.ndarray, size: tuple[int, int]) -> np.ndarray:
-    """The source pixel under every target pixel centre (how the pipeline shrinks camera images)."""
-    h, w = size
-    src_h, src_w = values.shape[:2]
-    rows = np.minimum(((np.arange(h) + 0.5) * src_h / h).astype(np.int64), src_h - 1)
-    cols = np.minimum(((np.arange(w) + 0.5) * src_w / w).astype(np.int64), src_w - 1)
-    return values[rows][:, cols]
+
 
 
 def visible_truth(ids: np.ndarray, min_area: int) -> np.ndarray:
@@ -172,14 +167,14 @@ def evaluate_sequence(
             break
     truth = {(v.camera, v.stamp_ns): v for v in sequence.views()}
     keys = sorted(published)
-    gt_ids = [visible_truth(sample_at(truth[k].instance_ids, input_hw), min_area_px) for k in keys]
+    gt_ids = [visible_truth(resize_nearest(truth[k].instance_ids, input_hw), min_area_px) for k in keys]
     inst = temporal_instance_metrics([published[k] for k in keys], gt_ids)
 
     pred_depth, gt_depth, ates = [], [], []
     for views, pred in engine.records:
         for i, key in enumerate(views):
             pred_depth.append(pred.depth[i])
-            gt_depth.append(sample_at(truth[(key.camera, key.stamp_ns)].depth, input_hw))
+            gt_depth.append(resize_nearest(truth[(key.camera, key.stamp_ns)].depth, input_hw))
         if len(views) >= 3:
             gt_poses = np.stack([truth[(k.camera, k.stamp_ns)].world_from_camera for k in views])
             ates.append(_window_ate(pred.extrinsics, gt_poses))
