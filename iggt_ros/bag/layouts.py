@@ -17,7 +17,7 @@ Layout decisions that users rely on (DESIGN.md, ROS interface):
 from __future__ import annotations
 
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -25,11 +25,15 @@ import numpy as np
 from iggt_ros.bag.geometry import quaternion_from_matrix, yaw_quaternion
 from iggt_ros.bag.message import Header, MessageData, stamp_ns, time_plain
 from iggt_ros.bag.palette import instance_colors
+from iggt_ros.perception.records import (  # noqa: F401  (state codes re-exported for the layouts' users)
+    STATE_CONFIRMED,
+    STATE_LOST,
+    STATE_TENTATIVE,
+    InstanceRecord,
+)
 
-# Instance.state values (msg/Instance.msg)
-STATE_TENTATIVE = 0
-STATE_CONFIRMED = 1
-STATE_LOST = 2
+InstanceData = InstanceRecord
+"""One tracked instance as the layouts take it (one row of InstanceArray): the shared record."""
 
 # sensor_msgs/PointField datatypes
 POINTFIELD_UINT32 = 6
@@ -47,29 +51,6 @@ TEXT_HEIGHT_M = 0.08
 
 POINT_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4"), ("label", "<u4")])
 """One point of /iggt/points, in the order and with the offsets of its PointField list."""
-
-
-@dataclass
-class InstanceData:
-    """One tracked instance as the layouts take it (one row of InstanceArray)."""
-
-    id: int
-    centroid: np.ndarray
-    """[3] metres, output frame."""
-    box_center: np.ndarray
-    """[3] metres, output frame."""
-    box_size: np.ndarray
-    """[3] full extents along the box axes, metres."""
-    box_yaw: float = 0.0
-    """Box rotation about the output frame's z axis, radians (boxes are gravity-aligned)."""
-    state: int = STATE_CONFIRMED
-    label: str = ""
-    score: float = 0.0
-    point_count: int = 0
-    views_seen: int = 0
-    first_seen_ns: int = 0
-    last_seen_ns: int = 0
-    attributes: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

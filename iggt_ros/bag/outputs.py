@@ -40,14 +40,12 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-import numpy as np
-
 from iggt_ros.bag import layouts as L
 from iggt_ros.bag.message import Header, MessageData
 from iggt_ros.config import PublishConfig
 from iggt_ros.engine.preprocess import resize_nearest
-from iggt_ros.perception.object_map import ObjectInstance
 from iggt_ros.perception.pipeline import WindowResult
+from iggt_ros.perception.records import instance_record
 
 log = logging.getLogger(__name__)
 
@@ -59,8 +57,6 @@ INSTANCES_TYPE = "iggt_ros/msg/InstanceArray"
 DETECTIONS_TYPE = "vision_msgs/msg/Detection3DArray"
 MARKERS_TYPE = "visualization_msgs/msg/MarkerArray"
 
-STATE_CODES = {"tentative": L.STATE_TENTATIVE, "confirmed": L.STATE_CONFIRMED, "lost": L.STATE_LOST}
-"""ObjectInstance.state -> Instance.state."""
 
 
 @dataclass(frozen=True)
@@ -128,14 +124,7 @@ class OutputMessage:
     stamp_ns: int
 
 
-def instance_data(inst: ObjectInstance) -> L.InstanceData:
-    """The message-layout row of one object-map instance."""
-    return L.InstanceData(
-        id=int(inst.id), centroid=np.asarray(inst.centroid, np.float64),
-        box_center=np.asarray(inst.box_center, np.float64), box_size=np.asarray(inst.box_size, np.float64),
-        box_yaw=float(inst.box_yaw), state=STATE_CODES.get(inst.state, L.STATE_TENTATIVE), label=inst.label,
-        score=float(inst.score), point_count=int(inst.num_points), views_seen=int(inst.views_seen),
-        first_seen_ns=int(inst.first_seen_ns), last_seen_ns=int(inst.last_seen_ns))
+
 
 
 
@@ -168,7 +157,7 @@ class OutputAdapter:
         """
         p = self.publish
         header = Header(int(result.stamp_ns), result.frame_id)
-        rows = [instance_data(inst) for inst in result.instances]
+        rows = [instance_record(inst) for inst in result.instances]
         out: list[OutputMessage] = []
         if p.points:
             out.append(OutputMessage(self.topics.points, L.point_cloud(header, result.cloud), header.stamp_ns))

@@ -17,10 +17,10 @@ from pathlib import Path
 
 import numpy as np
 
-from iggt_ros.bag.outputs import STATE_CODES
 from iggt_ros.config import QueryConfig
 from iggt_ros.engine.preprocess import resize_nearest
 from iggt_ros.perception.pipeline import MapSnapshot, WindowResult
+from iggt_ros.perception.records import instance_record
 
 log = logging.getLogger(__name__)
 
@@ -75,13 +75,7 @@ class QueryStateRecorder:
 
     def save(self, path: Path, snapshot: MapSnapshot) -> tuple[Path, Path]:
         from iggt_ros.vlm.state import save_query_state
-        from iggt_ros.vlm.types import InstanceSnapshot
-
-        instances = [InstanceSnapshot(
-            id=int(i.id), centroid=np.asarray(i.centroid), box_center=np.asarray(i.box_center),
-            box_size=np.asarray(i.box_size), box_yaw=float(i.box_yaw), state=STATE_CODES.get(i.state, 0),
-            label=i.label, score=float(i.score), point_count=int(i.num_points), views_seen=int(i.views_seen),
-            first_seen_ns=int(i.first_seen_ns), last_seen_ns=int(i.last_seen_ns)) for i in snapshot.instances]
+        instances = [instance_record(i) for i in snapshot.instances]
         vectors = self._embedder.store.vectors() if self._embedder is not None else {}
         return save_query_state(path, instances, vectors, frame_id=snapshot.frame_id, stamp_ns=snapshot.stamp_ns,
                                 embedding_space=self.space)

@@ -49,12 +49,13 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from iggt_ros.bag import layouts as L
 from iggt_ros.bag.geometry import transform_from
 from iggt_ros.bag.message import Header
-from iggt_ros.bag.outputs import OutputAdapter, OutputTopics, instance_data
+from iggt_ros.bag.outputs import OutputAdapter, OutputTopics
 from iggt_ros.bag.tf_buffer import TransformBuffer
 from iggt_ros.config import NODE_NAME, ConfigError, IggtConfig, load_config
 from iggt_ros.engine.base import Engine, EngineError
 from iggt_ros.perception.frames import FrameSet
 from iggt_ros.perception.pipeline import Pipeline, WindowResult
+from iggt_ros.perception.records import instance_record
 from iggt_ros.perception.window import Window
 from iggt_ros.ros.camera_input import CameraInputs, PoseSource, make_image_decoder
 from iggt_ros.ros.convert import to_rclpy
@@ -351,7 +352,7 @@ class IggtNode(LifecycleNode):
         result = self.query_side.answer(request.text, snapshot, request.max_results, request.min_score)
         header = Header(int(snapshot.stamp_ns), result.frame_id or snapshot.frame_id)
         by_id = {int(i.id): i for i in snapshot.instances}
-        rows = [instance_data(by_id[r.id]) for r in result.instances if r.id in by_id]
+        rows = [instance_record(by_id[r.id]) for r in result.instances if r.id in by_id]
         response.success = bool(result.success)
         response.message = result.message
         response.instances = to_rclpy(L.instance_array(header, rows)).instances

@@ -14,26 +14,15 @@ from typing import Any
 
 import numpy as np
 
-from iggt_ros.bag.outputs import STATE_CODES
 from iggt_ros.config import QueryConfig
 from iggt_ros.engine.preprocess import resize_image
-from iggt_ros.perception.object_map import ObjectInstance
 from iggt_ros.perception.pipeline import MapSnapshot, WindowResult
+from iggt_ros.perception.records import instance_record
 from iggt_ros.perception.window import Window
 from iggt_ros.vlm.query import QueryResult, answer_query
 from iggt_ros.vlm.types import InstanceSnapshot, ViewObservation
 
 Logger = Callable[[str], None]
-
-
-def instance_snapshot(inst: ObjectInstance, embedding: np.ndarray | None = None) -> InstanceSnapshot:
-    """The query side's view of one map instance."""
-    return InstanceSnapshot(
-        id=int(inst.id), centroid=np.asarray(inst.centroid, np.float64),
-        box_center=np.asarray(inst.box_center, np.float64), box_size=np.asarray(inst.box_size, np.float64),
-        box_yaw=float(inst.box_yaw), embedding=embedding, state=STATE_CODES.get(inst.state, 0), label=inst.label,
-        score=float(inst.score), point_count=int(inst.num_points), views_seen=int(inst.views_seen),
-        first_seen_ns=int(inst.first_seen_ns), last_seen_ns=int(inst.last_seen_ns))
 
 
 class QuerySide:
@@ -151,7 +140,7 @@ class QuerySide:
         with self._lock:
             encoder, embedder = self._text_encoder, self._embedder
         vectors = embedder.store.vectors() if embedder is not None else {}
-        instances: Sequence[InstanceSnapshot] = [instance_snapshot(i, vectors.get(int(i.id)))
+        instances: Sequence[InstanceSnapshot] = [instance_record(i, vectors.get(int(i.id)))
                                                   for i in snapshot.instances]
         result = answer_query(text, instances, encoder, self.config, max_results=int(max_results),
                               min_score=float(min_score), frame_id=snapshot.frame_id)

@@ -12,6 +12,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from iggt_ros.perception.records import InstanceRecord
+
 
 @dataclass
 class ViewObservation:
@@ -49,27 +51,5 @@ class RegionCrop:
     """[3] metric box extents of the instance, when known."""
 
 
-@dataclass
-class InstanceSnapshot:
-    """One instance of the map as the query side sees it, in the output frame."""
-
-    id: int
-    centroid: np.ndarray
-    """[3] metres."""
-    box_center: np.ndarray
-    """[3] metres."""
-    box_size: np.ndarray
-    """[3] full extents along the box axes, metres."""
-    box_yaw: float = 0.0
-    """Box rotation about the frame's z axis (boxes are gravity-aligned), radians."""
-    embedding: np.ndarray | None = None
-    """[D] unit vector from the region encoder, None until the instance has been embedded."""
-    state: int = 1
-    """0 tentative, 1 confirmed, 2 lost (as the Instance message)."""
-    label: str = ""
-    score: float = 0.0
-    point_count: int = 0
-    views_seen: int = 0
-    first_seen_ns: int = 0
-    last_seen_ns: int = 0
-    attributes: dict[str, str] = field(default_factory=dict)
+InstanceSnapshot = InstanceRecord
+"""One instance of the map as the query side sees it (with its embedding): the shared record."""

@@ -1,0 +1,62 @@
+"""One tracked instance as every consumer outside the object map sees it.
+
+The message layouts (one row of InstanceArray, a Detection3D, a marker), the query side (text
+queries, saved query state) and the replay all take the same few numbers of a map instance:
+its ID, box, centroid, state code and bookkeeping. One record and one converter keep them from
+drifting apart; the layouts and the query side only give it the names they speak of it by
+(`bag.layouts.InstanceData`, `vlm.types.InstanceSnapshot`).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
+
+import numpy as np
+
+if TYPE_CHECKING:
+    from iggt_ros.perception.object_map import ObjectInstance
+
+# Instance.state values (msg/Instance.msg)
+STATE_TENTATIVE = 0
+STATE_CONFIRMED = 1
+STATE_LOST = 2
+
+STATE_CODES = {"tentative": STATE_TENTATIVE, "confirmed": STATE_CONFIRMED, "lost": STATE_LOST}
+"""Object-map state name -> Instance.state code."""
+
+
+@dataclass
+class InstanceRecord:
+    """One tracked instance in the output frame (one row of InstanceArray)."""
+
+    id: int
+    centroid: np.ndarray
+    """[3] metres."""
+    box_center: np.ndarray
+    """[3] metres."""
+    box_size: np.ndarray
+    """[3] full extents along the box axes, metres."""
+    box_yaw: float = 0.0
+    """Box rotation about the output frame's z axis, radians (boxes are gravity-aligned)."""
+    state: int = STATE_CONFIRMED
+    """STATE_TENTATIVE, STATE_CONFIRMED or STATE_LOST (as the Instance message)."""
+    label: str = ""
+    score: float = 0.0
+    point_count: int = 0
+    views_seen: int = 0
+    first_seen_ns: int = 0
+    last_seen_ns: int = 0
+    attributes: dict[str, str] = field(default_factory=dict)
+    embedding: np.ndarray | None = None
+    """[D] unit vector from the region encoder; None until the instance has been embedded (query side only)."""
+
+
+def instance_record(inst: ObjectInstance, embedding: np.ndarray | None = None) -> InstanceRecord:
+    """The record of one object-map instance; an unknown state name reads as tentative."""
+    return InstanceRecord(
+        id=int(inst.id), centroid=np.asarray(inst.centroid, np.float64),
+        box_center=np.asarray(inst.box_center, np.float64), box_size=np.asarray(inst.box_size, np.float64),
+        box_yaw=float(inst.box_yaw), state=STATE_CODES.get(inst.state, STATE_TENTATIVE), label=inst.label,
+        score=float(inst.score), point_count=int(inst.num_points), views_seen=int(inst.views_seen),
+        first_seen_ns=int(inst.first_seen_ns), last_seen_ns=int(inst.last_seen_ns), embedding=embedding)
