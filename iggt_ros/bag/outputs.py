@@ -58,7 +58,6 @@ DETECTIONS_TYPE = "vision_msgs/msg/Detection3DArray"
 MARKERS_TYPE = "visualization_msgs/msg/MarkerArray"
 
 
-
 @dataclass(frozen=True)
 class OutputTopics:
     """Names of the output topics under one namespace."""
@@ -122,12 +121,6 @@ class OutputMessage:
     topic: str
     data: MessageData
     stamp_ns: int
-
-
-
-
-
-
 
 
 class OutputAdapter:

@@ -46,9 +46,6 @@ def _read_map(path: Path) -> np.ndarray:
     return np.asarray(Image.open(path))
 
 
-
-
-
 @dataclass
 class SceneFolder:
     """One scene of a dataset folder: its complete frames in name order."""

@@ -84,9 +84,6 @@ class RecordingEngine(Engine):
         self.inner.close()
 
 
-
-
-
 def visible_truth(ids: np.ndarray, min_area: int) -> np.ndarray:
     """Ground-truth IDs with objects smaller than the pipeline's smallest mask set to 0 (not scored)."""
     return drop_small_instances(ids, min_area)
