@@ -9,7 +9,8 @@ from PIL import Image
 from rosbags.rosbag2 import Reader
 
 from iggt_ros import cli
-from iggt_ros.eval.demo import embedded_weights_installed
+from iggt_ros.eval.demo import DEFAULT_COVERAGE, DEFAULT_OBJECTS, DEFAULT_SCENE, embedded_weights_installed
+from iggt_ros.train.evaluate import HELD_OUT_SCENARIOS
 
 
 def test_demo_writes_bags_and_a_report_with_real_plots(tmp_path, capsys):
@@ -43,4 +44,11 @@ def test_demo_writes_bags_and_a_report_with_real_plots(tmp_path, capsys):
     # running it again replaces the previous demo's outputs
     assert cli.main([*args, "--frames", "8", "--scene", "1"]) == 0
     notes = json.loads((out / "report" / "metrics.json").read_text())["notes"]
-    assert any("scene 1, 8 frames" in n for n in notes)
+    assert any("scene 1 (8 objects), 8 frames" in n for n in notes)
+
+
+def test_default_demo_scene_is_the_first_quality_benchmark_scene():
+    """The demo report is meant to be read next to benchmarks/results/quality.md: same scene, same settings."""
+    first = HELD_OUT_SCENARIOS[0]
+    assert (first.seed, first.num_objects, first.coverage) == (DEFAULT_SCENE, DEFAULT_OBJECTS, DEFAULT_COVERAGE)
+    assert (first.room, first.trajectory, first.cameras) == ("room", "orbit", 1)

@@ -69,6 +69,11 @@ class SampleBagSpec:
     height: int = 336
     rate_hz: float = 10.0
     num_objects: int | None = None
+    """Objects in the scene; None draws 5-30 from the seed."""
+    room: str = "room"
+    """'room' or 'hall'."""
+    coverage: float = 1.0
+    """Fraction of the trajectory's full loop or sweep the bag spans."""
 
 
 @dataclass
@@ -137,7 +142,8 @@ def write_sample_bag(out: str | Path, spec: SampleBagSpec) -> SampleBagSummary:
     if spec.frames < 1 or spec.cameras < 1:
         raise ValueError(f"need at least one frame and one camera (got {spec.frames} frames, {spec.cameras} cameras)")
     plan = plan_sequence(spec.seed, num_steps=spec.frames, cameras=spec.cameras, trajectory=spec.trajectory,
-                         width=spec.width, height=spec.height, rate_hz=spec.rate_hz, num_objects=spec.num_objects)
+                         width=spec.width, height=spec.height, rate_hz=spec.rate_hz, num_objects=spec.num_objects,
+                         room=spec.room, coverage=spec.coverage)
     rig = plan.rig
     visibility = _Visibility(plan.scene)
     with BagWriter(out, spec.storage) as bag:

@@ -29,6 +29,12 @@ log = logging.getLogger(__name__)
 
 ENGINES = ("auto", "torch", "onnxruntime", "tensorrt", "oracle")
 DEFAULT_SIZE = (504, 336)
+DEFAULT_SCENE = 900_101
+DEFAULT_OBJECTS = 8
+DEFAULT_COVERAGE = 0.5
+"""The default scene is the first sequence of the quality benchmark (benchmarks/quality.py, room-orbit-1cam):
+a held-out seed, an object count inside the embedded model's training range (3-12), half an orbit. The
+report can then be read next to benchmarks/results/quality.md. Any other scene: --scene, --objects."""
 ORACLE_FALLBACK_NOTE = (
     "The embedded model weights (iggt_ros/data/tiny_iggt.safetensors) are not installed, so this demo ran the "
     "ground-truth ORACLE engine instead of a model: its numbers measure clustering, tracking and mapping on "
@@ -94,7 +100,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="iggt_demo", metavar="DIR", help="output directory (default ./iggt_demo)")
     parser.add_argument("--frames", type=int, default=40, metavar="N", help="time steps of the sample bag (default 40)")
     parser.add_argument("--cameras", type=int, default=1, metavar="N", help="cameras on the rig (default 1)")
-    parser.add_argument("--scene", type=int, default=0, metavar="SEED", help="scene seed (default 0)")
+    parser.add_argument("--scene", type=int, default=DEFAULT_SCENE, metavar="SEED",
+                        help=f"scene seed (default {DEFAULT_SCENE}: the first quality-benchmark scene)")
+    parser.add_argument("--objects", type=int, default=DEFAULT_OBJECTS, metavar="N",
+                        help=f"objects in the scene (default {DEFAULT_OBJECTS}; 0 draws 5-30 from the seed)")
     parser.add_argument("--engine", choices=ENGINES, default="auto",
                         help="inference backend (default auto: the embedded model, or the oracle without it)")
     parser.add_argument("--size", type=_parse_size, default=DEFAULT_SIZE, metavar="WxH",
@@ -120,8 +129,8 @@ def run(args: argparse.Namespace) -> int:
     from iggt_ros.bag.replay import ReplayError, print_summary, replay_bag
     from iggt_ros.bag.sample import SampleBagSpec, write_sample_bag
 
-    if args.frames < 1 or args.cameras < 1:
-        print("iggt-ros demo: --frames and --cameras must be >= 1", file=sys.stderr)
+    if args.frames < 1 or args.cameras < 1 or args.objects < 0:
+        print("iggt-ros demo: --frames and --cameras must be >= 1 and --objects >= 0", file=sys.stderr)
         return 2
     paths = DemoPaths(Path(args.out))
     try:
@@ -147,15 +156,17 @@ def run(args: argparse.Namespace) -> int:
         return 2
 
     started = time.monotonic()
-    spec = SampleBagSpec(seed=args.scene, cameras=args.cameras, frames=args.frames, width=width, height=height)
+    spec = SampleBagSpec(seed=args.scene, cameras=args.cameras, frames=args.frames, width=width, height=height,
+                         num_objects=args.objects or None, coverage=DEFAULT_COVERAGE)
     sample = write_sample_bag(paths.input_bag, spec)
     print(f"sample bag: {paths.input_bag} ({args.frames} frames x {len(sample.cameras)} camera(s) at {width}x{height}, "
           f"scene {args.scene}) in {time.monotonic() - started:.1f} s")
     try:
         summary = replay_bag(paths.input_bag, paths.output_bag, config, report_dir=paths.report,
                              progress=not args.no_progress,
-                             notes=[*notes, f"Demo: scene {args.scene}, {args.frames} frames, {args.cameras} camera(s) "
-                                    f"at {width}x{height}, model input {model_w}x{model_h}."])
+                             notes=[*notes, f"Demo: scene {args.scene} ({args.objects or '5-30'} objects), "
+                                    f"{args.frames} frames, {args.cameras} camera(s) at {width}x{height}, "
+                                    f"model input {model_w}x{model_h}."])
     except ReplayError as exc:
         print(f"iggt-ros demo: {exc}", file=sys.stderr)
         return 2
