@@ -1,8 +1,9 @@
-"""The shipped tiny model keeps its measured quality on a short held-out sequence, through the full pipeline.
+"""The shipped tiny model keeps its measured quality on the quality benchmark's held-out sequences.
 
-Thresholds sit below the numbers benchmarks/quality.py measured for the shipped weights (see
-benchmarks/results/quality.md and iggt_ros/data/tiny_iggt.md), with margin for clustering
-randomness and thread-count differences; a retrained or damaged model that falls below them fails.
+The six sequences of benchmarks/quality.py (seeds never drawn in training) run through the full
+pipeline, tiny model only (about 10 s on two cores). Thresholds sit below the means measured for the
+shipped weights (benchmarks/results/quality.md, iggt_ros/data/tiny_iggt.md) with margin for thread-count
+and CPU differences; weaker weights fall below them.
 """
 
 from __future__ import annotations
@@ -12,18 +13,19 @@ import torch
 
 from iggt_ros.engine.weights import EMBEDDED_WEIGHTS
 from iggt_ros.model.checkpoint import CONFIG_METADATA_KEY, read_metadata, read_state_dict
-from iggt_ros.train.evaluate import Scenario, evaluate_sequence, tiny_engine_factory
+from iggt_ros.train.evaluate import HELD_OUT_SCENARIOS, evaluate_sequence, tiny_engine_factory
 from iggt_ros.train.scenes import HELD_OUT_SEED_LIMIT
 
-CI_SCENARIO = Scenario("ci-room-walk-1cam", 900_201, "room", "walk", 1, num_objects=10, num_steps=16,
-                       coverage=0.4)
-# Measured for the shipped weights on CI_SCENARIO: T-mIoU 0.162, T-SR 1.0 (3 scored objects), Abs.Rel 0.097,
-# delta<1.03 0.414. Weights with collapsed or untrained instance features score T-mIoU 0.04-0.05, Abs.Rel 0.18-0.19,
-# delta<1.03 0.07-0.11 here, so these limits separate a working model from a broken one.
-MIN_T_MIOU = 0.10
-MIN_T_SR = 0.5
-MAX_DEPTH_ABS_REL = 0.14
-MIN_DEPTH_DELTA = 0.3
+# Means measured for the shipped weights: T-mIoU 0.192, T-SR 0.504, Abs.Rel 0.047, delta<1.03 0.483.
+# The same sequences score: the previously shipped step-3000 weights 0.131 / 0.276 / 0.085 / 0.304; an early
+# step-900 checkpoint 0.089 / 0.536 / 0.149 / 0.155; untrained weights 0.028 / 0.502 / 0.380 / 0.045.
+# T-SR (the paper's definition: the matched ID is present in every view) does not separate a trained model from
+# an untrained one, whose few large blobs are always present; its limit catches IDs that stop persisting across
+# windows. T-mIoU and depth separate the models.
+MIN_T_MIOU = 0.15
+MIN_T_SR = 0.35
+MAX_DEPTH_ABS_REL = 0.07
+MIN_DEPTH_DELTA = 0.40
 MAX_SIZE_BYTES = 20 * 1024 * 1024
 
 
@@ -35,17 +37,22 @@ def test_embedded_weights_are_small_fp16_and_self_describing():
 
 
 @pytest.fixture(scope="module")
-def score():
-    assert CI_SCENARIO.seed < HELD_OUT_SEED_LIMIT
-    return evaluate_sequence(CI_SCENARIO, tiny_engine_factory(threads=2))
+def scores():
+    assert all(s.seed < HELD_OUT_SEED_LIMIT for s in HELD_OUT_SCENARIOS)
+    engine = tiny_engine_factory(threads=2)
+    return [evaluate_sequence(scenario, engine) for scenario in HELD_OUT_SCENARIOS]
 
 
-def test_tiny_model_segments_a_held_out_sequence(score):
-    assert score.windows >= 3 and score.objects >= 3
-    assert score.t_miou >= MIN_T_MIOU, score
-    assert score.t_sr >= MIN_T_SR, score
+def mean(scores, key: str) -> float:
+    return sum(getattr(s, key) for s in scores) / len(scores)
 
 
-def test_tiny_model_predicts_depth(score):
-    assert score.depth_abs_rel <= MAX_DEPTH_ABS_REL, score
-    assert score.depth_delta_103 >= MIN_DEPTH_DELTA, score
+def test_tiny_model_segments_held_out_sequences(scores):
+    assert all(s.windows >= 5 and s.objects >= 5 for s in scores), scores
+    assert mean(scores, "t_miou") >= MIN_T_MIOU, scores
+    assert mean(scores, "t_sr") >= MIN_T_SR, scores
+
+
+def test_tiny_model_predicts_depth(scores):
+    assert mean(scores, "depth_abs_rel") <= MAX_DEPTH_ABS_REL, scores
+    assert mean(scores, "depth_delta_103") >= MIN_DEPTH_DELTA, scores
