@@ -128,10 +128,7 @@ def cpu_rows(name: str, size: tuple[int, int], frames: list[int], repeats: int, 
     export_onnx(model, onnx_file, size, max_frames=max(frames))
     print(f"[{name}] ONNX export {time.perf_counter() - t:.0f} s", flush=True)
     engines = {"torch-fp32": TorchEngine(model, size, max_views=max(frames)),
-               "onnxruntime": OnnxRuntimeEngine(onnx_file)}
-    import iggt_ros.engine.onnxruntime_engine as ort_module
-
-    ort_module.MAX_VIEWS = max(ort_module.MAX_VIEWS, max(frames))
+               "onnxruntime": OnnxRuntimeEngine(onnx_file, max_views=max(frames))}
     rows = []
     rng = np.random.default_rng(0)
     for s in frames:

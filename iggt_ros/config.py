@@ -97,7 +97,8 @@ class WindowConfig:
     """Windows waiting for inference; beyond this the oldest is dropped and counted."""
 
     def validate(self, prefix: str = "window") -> None:
-        _check(1 <= self.size <= 12, f"{prefix}.size", self.size, "must be in 1..12 (IGGT's frame limit)")
+        _check(1 <= self.size <= MAX_VIEWS, f"{prefix}.size", self.size,
+               f"must be in 1..{MAX_VIEWS} (IGGT's frame limit)")
         _check(1 <= self.stride <= self.size, f"{prefix}.stride", self.stride, "must be in 1..window.size")
         _check(self.min_translation_m >= 0, f"{prefix}.min_translation_m", self.min_translation_m, "must be >= 0")
         _check(self.min_rotation_deg >= 0, f"{prefix}.min_rotation_deg", self.min_rotation_deg, "must be >= 0")

@@ -22,6 +22,7 @@ from pathlib import Path
 
 import numpy as np
 
+from iggt_ros.config import MAX_VIEWS
 from iggt_ros.engine.postprocess import OUTPUT_NAMES
 
 log = logging.getLogger(__name__)
@@ -41,7 +42,7 @@ def export_onnx(
     model,
     path: str | Path,
     input_size: tuple[int, int],
-    max_frames: int = 12,
+    max_frames: int = MAX_VIEWS,
     opset: int = 18,
     sample_frames: int = 2,
 ) -> Path:
@@ -218,7 +219,7 @@ def export_model(
     plan_file: str | Path | None = None,
     build_settings=None,
     parity_frames: int = 2,
-    max_frames: int = 12,
+    max_frames: int = MAX_VIEWS,
     reuse_onnx: bool = False,
     parity: bool = True,
 ) -> ExportResult:

@@ -11,11 +11,10 @@ from pathlib import Path
 
 import numpy as np
 
+from iggt_ros.config import MAX_VIEWS
 from iggt_ros.engine.base import Engine, EngineError, ViewKey, WindowPrediction
 from iggt_ros.engine.postprocess import OUTPUT_NAMES, run_window
 from iggt_ros.engine.preprocess import check_window
-
-MAX_VIEWS = 12
 
 
 class OnnxRuntimeEngine(Engine):
@@ -25,11 +24,12 @@ class OnnxRuntimeEngine(Engine):
         path: the .onnx file (its external data file, if any, next to it).
         device: 'cpu', or 'cuda' / 'cuda:N' for the CUDA execution provider (must be available).
         threads: intra-op threads on the CPU; 0 lets ONNX Runtime choose.
+        max_views: largest window accepted (the graph was exported for up to this many frames).
     """
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 0) -> None:
+    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 0, max_views: int = MAX_VIEWS) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -66,6 +66,7 @@ class OnnxRuntimeEngine(Engine):
         self.fixed_views = shape[0] if isinstance(shape[0], int) else None
         self.path = path
         self.device = device
+        self.max_views = max_views
         self.name = "onnxruntime-cuda" if device != "cpu" else "onnxruntime-cpu"
 
     @property
@@ -79,7 +80,7 @@ class OnnxRuntimeEngine(Engine):
         return self.session.run(None, {self._input_name: batch})
 
     def infer(self, images: np.ndarray, views: Sequence[ViewKey] | None = None) -> WindowPrediction:
-        images = check_window(images, self._size, MAX_VIEWS)
+        images = check_window(images, self._size, self.max_views)
         return run_window(images, lambda batch: batch, self.run, self.name)
 
     def close(self) -> None:

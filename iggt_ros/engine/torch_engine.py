@@ -13,13 +13,13 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from iggt_ros.config import MAX_VIEWS
 from iggt_ros.engine.base import Engine, EngineError, ViewKey, WindowPrediction
 from iggt_ros.engine.postprocess import run_window
 from iggt_ros.engine.preprocess import DEFAULT_INPUT_SIZE, check_input_size, check_window
 from iggt_ros.model import Iggt
 
 AUTOCAST_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16}
-MAX_VIEWS = 12
 """IGGT's frame limit per forward pass (see the window configuration)."""
 
 
