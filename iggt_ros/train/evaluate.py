@@ -84,11 +84,6 @@ class RecordingEngine(Engine):
         self.inner.close()
 
 
-def visible_truth(ids: np.ndarray, min_area: int) -> np.ndarray:
-    """Ground-truth IDs with objects smaller than the pipeline's smallest mask set to 0 (not scored)."""
-    return drop_small_instances(ids, min_area)
-
-
 def pipeline_config(sequence: SyntheticSequence, input_hw: tuple[int, int], min_area_px: int,
                     overrides: dict | None = None) -> IggtConfig:
     """Pipeline settings of the benchmark: every step a keyframe, 8 views per window, masks down to `min_area_px`."""
@@ -140,7 +135,7 @@ def evaluate_sequence(
         min_area_px: smallest mask (at input_hw) the pipeline keeps and the truth scores.
         with_tf: give the pipeline the true camera poses, as a robot's TF would.
         max_windows: stop after this many windows (for quick checks).
-        overrides: further pipeline settings as dotted keys (e.g. {"clustering.patch_size_px": 2}).
+        overrides: further pipeline settings as dotted keys (e.g. {"clustering.position_weight": 0.5}).
     """
     start = time.perf_counter()
     sequence = scenario.make()
@@ -164,7 +159,7 @@ def evaluate_sequence(
             break
     truth = {(v.camera, v.stamp_ns): v for v in sequence.views()}
     keys = sorted(published)
-    gt_ids = [visible_truth(resize_nearest(truth[k].instance_ids, input_hw), min_area_px) for k in keys]
+    gt_ids = [drop_small_instances(resize_nearest(truth[k].instance_ids, input_hw), min_area_px) for k in keys]
     inst = temporal_instance_metrics([published[k] for k in keys], gt_ids)
 
     pred_depth, gt_depth, ates = [], [], []
