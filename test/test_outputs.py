@@ -13,6 +13,8 @@ from iggt_ros.config import PublishConfig
 from iggt_ros.engine.preprocess import resize_nearest
 from iggt_ros.perception.object_map import ObjectInstance
 from iggt_ros.perception.pipeline import ViewInfo, WindowResult, pack_cloud
+from iggt_ros.perception.records import instance_record
+from iggt_ros.vlm.types import InstanceSnapshot
 
 H, W = 28, 56  # model resolution
 SRC = (42, 84)  # source image (height, width)
@@ -133,3 +135,16 @@ def test_publish_flags_apply_on_the_next_call():
     topics = set(by_topic(adapter.messages(make_result(1, [1]))))
     assert topics == {"/robot/iggt/instances"}
     assert set(OutputTopics("/robot/iggt").all_topics(["front"], publish)) == topics
+
+
+def test_one_record_of_a_map_instance_for_messages_and_queries():
+    inst = instance(4, "lost")
+    vec = np.array([0.6, 0.8])
+    rec = instance_record(inst, vec)
+    assert isinstance(rec, L.InstanceData) and isinstance(rec, InstanceSnapshot)
+    assert (rec.id, rec.state, rec.point_count, rec.views_seen) == (4, L.STATE_LOST, 104, 3)
+    assert (rec.first_seen_ns, rec.last_seen_ns, rec.box_yaw) == (10, 20, 0.3)
+    np.testing.assert_array_equal(rec.box_center, inst.box_center)
+    assert rec.embedding is vec
+    assert instance_record(instance(5, "confirmed")).state == L.STATE_CONFIRMED
+    assert instance_record(instance(6, "unknown")).state == L.STATE_TENTATIVE  # never published as confirmed
