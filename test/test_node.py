@@ -214,6 +214,18 @@ class Harness:
         assert done.wait(timeout), f"service {client.srv_name} did not answer within {timeout} s"
         return future.result()
 
+    def set_remote_parameters(self, values: dict[str, Any], timeout: float = 10.0) -> list:
+        """`ros2 param set` as a user does it: the node's SetParameters service, from another node."""
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        client = self.service(SetParameters, f"/{self.node.get_name()}/set_parameters")
+        request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg()
+                                                    for k, v in values.items()])
+        results = list(self.call(client, request, timeout).results)
+        self.io.destroy_client(client)
+        return results
+
     def service(self, srv_type, name: str):
         client = self.io.create_client(srv_type, name)
         assert client.wait_for_service(10.0), f"service {name} not available"
@@ -434,7 +446,7 @@ def test_end_to_end_outputs_match_ground_truth(harness_factory):
     time.sleep(0.3)
     assert len(h.messages("/iggt/instances")) == n_arrays, "an inactive node publishes nothing"
     assert h.change_state(Transition.TRANSITION_CLEANUP)
-    assert h.state() == "unconfigured" and node.engine is None and not node.has_parameter("window.size")
+    assert h.state() == "unconfigured" and node.engine is None and node.has_parameter("window.size")
 
 
 def test_services_answer_during_inference_and_overload_drops_oldest_windows(harness_factory):
@@ -551,11 +563,16 @@ def test_query_service_ranks_instances_of_the_map(harness_factory):
 
 def test_configure_fails_cleanly_on_bad_parameters_and_missing_weights(harness_factory):
     from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
 
     bad = harness_factory(base_params(**{"window.size": 20}), HeldEngine(oracle()))
     assert bad.node.trigger_configure() == TransitionCallbackReturn.FAILURE
     assert bad.state() == "unconfigured" and bad.node.engine is None
-    assert not bad.node.has_parameter("window.size"), "a failed configure leaves nothing declared"
+    assert bad.node.get_parameter("window.size").value == 20, "the bad value stays, to be corrected"
+    assert bad.node.set_parameters([Parameter("window.size", value=4)])[0].successful
+    assert bad.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert bad.node.config.window.size == 4
+    assert bad.node.trigger_cleanup() == TransitionCallbackReturn.SUCCESS  # the next node has the same name
 
     missing = harness_factory(base_params(**{"engine.backend": "onnxruntime",
                                              "engine.engine_path": "/nonexistent/iggt.onnx"}),
@@ -589,3 +606,48 @@ def test_without_tf_outputs_use_the_fallback_frame_and_compressed_images_work(ha
     assert ids[0].header.frame_id == optical_frame(compressed) and (ids[0].width, ids[0].height) == (WIDTH, HEIGHT)
     assert node.inputs.skipped == 0, "png frames decode"
     assert read_image(ids[0]).any(), "the compressed camera's view is segmented"
+
+
+def test_fixed_parameters_are_set_between_cleanup_and_configure(harness_factory, tmp_path):
+    """The refusal says to clean up, set and configure: that sequence works over the parameter service."""
+    from lifecycle_msgs.msg import Transition
+
+    from iggt_ros.config import IggtConfig, save_config
+
+    first = tmp_path / "first.yaml"
+    save_config(IggtConfig().replace(**{"mapping.voxel_size_m": 0.05, "tracking.confirm_windows": 3}), first)
+    h = harness_factory(base_params(config_file=str(first)), HeldEngine(oracle()))
+    node = h.node
+    assert h.change_state(Transition.TRANSITION_CONFIGURE)
+    assert node.config.mapping.voxel_size_m == 0.05 and node.config.window.size == 4
+
+    refused = h.set_remote_parameters({"window.size": 2})[0]
+    assert not refused.successful and "clean up" in refused.reason and "then configure" in refused.reason
+
+    assert h.change_state(Transition.TRANSITION_CLEANUP)
+    assert node.has_parameter("window.size"), "cleanup keeps the parameters so they can be set"
+    done = h.set_remote_parameters({"window.size": 2, "window.stride": 1, "mapping.voxel_size_m": 0.03})
+    assert all(r.successful for r in done), [r.reason for r in done]
+    assert h.change_state(Transition.TRANSITION_CONFIGURE)
+    assert node.config.window.size == 2 and node.config.window.stride == 1
+    assert node.pipeline.window_buffer.config.size == 2, "the pipeline is built with the value set"
+    assert node.config.mapping.voxel_size_m == 0.03, "the parameter file is not reloaded over a value set"
+    assert node.config.tracking.confirm_windows == 3, "values nobody set still come from the file"
+
+    # A value that cannot configure fails the transition with the reason and can be corrected.
+    assert h.change_state(Transition.TRANSITION_CLEANUP)
+    assert all(r.successful for r in h.set_remote_parameters({"window.size": 20}))
+    assert not h.change_state(Transition.TRANSITION_CONFIGURE)
+    assert h.state() == "unconfigured" and node.get_parameter("window.size").value == 20
+    assert all(r.successful for r in h.set_remote_parameters({"window.size": 3}))
+    assert h.change_state(Transition.TRANSITION_CONFIGURE)
+    assert node.config.window.size == 3
+
+    # Another parameter file replaces the values that came from the previous one, not those set by hand.
+    second = tmp_path / "second.yaml"
+    save_config(IggtConfig().replace(**{"mapping.voxel_size_m": 0.08, "tracking.confirm_windows": 5}), second)
+    assert h.change_state(Transition.TRANSITION_CLEANUP)
+    assert all(r.successful for r in h.set_remote_parameters({"config_file": str(second)}))
+    assert h.change_state(Transition.TRANSITION_CONFIGURE)
+    assert node.config.tracking.confirm_windows == 5
+    assert node.config.mapping.voxel_size_m == 0.03 and node.config.window.size == 3

@@ -11,11 +11,13 @@ Interface (names relative to the node's namespace; see DESIGN.md, "ROS interface
 - serves `iggt/query` (iggt_ros/Query) and `iggt/reset` (std_srvs/Trigger) in their own callback
   group, so they answer while a window is being processed.
 - parameters: every configuration key under its dotted name (`window.size`, ...) plus
-  `config_file`, a parameter file whose values are the defaults of the others.
+  `config_file`, a parameter file whose values are the defaults of the others. They are declared
+  at the first configure and stay declared for the life of the node, so the keys that are fixed
+  while configured can be set between cleanup and the next configure (`ros2 param set`).
 
 Lifecycle: configure reads the parameters and loads the engine (a bad value or a missing engine
-fails the transition with the reason); activate subscribes and starts the inference thread;
-deactivate unsubscribes and stops it; cleanup releases the engine.
+fails the transition with the reason, and the value can then be corrected); activate subscribes
+and starts the inference thread; deactivate unsubscribes and stops it; cleanup releases the engine.
 
 Threading: subscription callbacks decode, synchronise and buffer frames (cheap) and put complete
 windows on a bounded queue; one worker thread runs the pipeline and publishes. When inference is
@@ -91,6 +93,20 @@ def input_qos(name: str) -> QoSProfile:
     return qos_profile_sensor_data
 
 
+def _parameter_of(name: str, value: Any) -> Parameter:
+    """A parameter holding a configuration value (lists as string arrays, also when empty)."""
+    if isinstance(value, list):
+        return Parameter(name, Parameter.Type.STRING_ARRAY, list(value))
+    return Parameter(name, value=value)
+
+
+def _same(a: Any, b: Any) -> bool:
+    """Equal as configuration values (an unset list parameter reads as None and equals [])."""
+    if isinstance(a, list) or isinstance(b, list) or a is None or b is None:
+        return list(a or []) == list(b or [])
+    return a == b and type(a) is type(b)
+
+
 def _parameter_for(name: str, value: Any) -> tuple[Any, ParameterDescriptor]:
     """Declaration value and descriptor; empty lists get an explicit string-array type."""
     if isinstance(value, list):
@@ -133,7 +149,8 @@ class IggtNode(LifecycleNode):
         self._service_group = ReentrantCallbackGroup()
         self._tf_group = ReentrantCallbackGroup()
         self._declaring = False
-        self._declared: list[str] = []
+        self._file_values: dict[str, Any] | None = None
+        """Flat values of the parameter file read at the last configure (None before the first)."""
         self.config: IggtConfig | None = None
         self.engine: Engine | None = None
         self.pipeline: Pipeline | None = None
@@ -179,8 +196,7 @@ class IggtNode(LifecycleNode):
         try:
             self.config = self._read_config()
         except ConfigError as exc:
-            log.error(f"configure failed: {exc}")
-            self._undeclare_config()
+            log.error(f"configure failed: {exc}; correct it (ros2 param set) and configure again")
             return TransitionCallbackReturn.FAILURE
         cfg = self.config
         try:
@@ -241,21 +257,30 @@ class IggtNode(LifecycleNode):
 
     # ================================================================== parameters
     def _read_config(self) -> IggtConfig:
-        """Defaults from `config_file` (if any), overridden by parameters given to the node."""
+        """The configuration the parameters hold now; `config_file` gives the values nobody set.
+
+        The first configure declares every key with the file's value (a parameter given to the node
+        wins). Later configures read the parameters as they are: a value set between cleanup and
+        configure is used, not reloaded from the file. Only when `config_file` names another file
+        do its values replace the ones that still hold the previous file's value.
+        """
         path = str(self.get_parameter("config_file").value or "")
-        base = load_config(path or None)
+        file_values = load_config(path or None).to_flat()
         self._declaring = True
         try:
-            for key, value in base.to_flat().items():
+            for key, value in file_values.items():
                 if not self.has_parameter(key):
                     declared, descriptor = _parameter_for(key, value)
                     self.declare_parameter(key, declared, descriptor)
-                    self._declared.append(key)
+                elif self._file_values is not None and not _same(self._file_values.get(key), value) \
+                        and _same(self._file_values.get(key), self._parameter_value(key)):
+                    self.set_parameters([_parameter_of(key, value)])
         except Exception as exc:  # a parameter override of the wrong type
             raise ConfigError(f"parameter override rejected: {exc}") from exc
         finally:
             self._declaring = False
-        flat = {key: self._parameter_value(key) for key in base.to_flat()}
+        self._file_values = file_values
+        flat = {key: self._parameter_value(key) for key in file_values}
         if path:
             self.get_logger().info(f"parameters: defaults from '{path}'")
         return IggtConfig.from_flat(flat)
@@ -266,12 +291,6 @@ class IggtNode(LifecycleNode):
             return self.get_parameter(key).value
         except ParameterUninitializedException:
             return None
-
-    def _undeclare_config(self) -> None:
-        for key in self._declared:
-            if self.has_parameter(key):
-                self.undeclare_parameter(key)
-        self._declared = []
 
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         if self._declaring or self.config is None:
@@ -559,8 +578,7 @@ class IggtNode(LifecycleNode):
             self.engine.close()
         self.engine = self.pipeline = self.queue = self.worker = self.stats = None
         self.query_side = self.adapter = self.inputs = None
-        self.config = None
-        self._undeclare_config()
+        self.config = None  # the parameters stay declared: fixed keys are set between cleanup and configure
 
 
 def main(args: list[str] | None = None) -> int:

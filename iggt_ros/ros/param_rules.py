@@ -3,7 +3,8 @@
 Thresholds and publish flags are read by the pipeline at each window, so changing them in place is
 safe. Everything that shapes subscriptions, buffers, the engine or the map's geometry is fixed for
 the life of a configuration: changing it at run time would leave half-built state behind, so such
-changes are refused with the reason and the way to apply them (deactivate, clean up, configure).
+changes are refused with the reason and the way to apply them: deactivate and clean up (the parameters
+stay declared), set them, configure.
 """
 
 from __future__ import annotations
@@ -62,7 +63,8 @@ def check_update(config: IggtConfig, changes: Mapping[str, Any]) -> ParameterUpd
         if not is_runtime_key(key):
             why = _WHY_FIXED.get(key.split(".", 1)[0], "it is fixed for a configuration")
             return ParameterUpdate(False, f"'{key}' cannot change while the node is configured ({why}); "
-                                          "deactivate, clean up and configure the node again to change it")
+                                          "deactivate and clean up the node, set it, then configure (and "
+                                          "activate) again")
         effective[key] = value
     try:
         new = config.replace(**effective)
