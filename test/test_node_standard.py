@@ -66,6 +66,8 @@ def test_cv_bridge_and_numpy_decode_png_identically():
 
 def test_message_filters_and_package_synchroniser_group_the_same_frames():
     message_filters = pytest.importorskip("message_filters")
+    from builtin_interfaces.msg import Time  # message_filters reads stamps with rclpy's Time.from_msg
+
     rng = np.random.default_rng(5)
     cameras = ["left", "right", "rear"]
     base = 1_700_000_000 * 10**9
@@ -90,7 +92,7 @@ def test_message_filters_and_package_synchroniser_group_the_same_frames():
     ours: list[tuple[int, ...]] = []
     for cam, stamp in events:
         sec, nsec = divmod(stamp, 10**9)
-        msg = SimpleNamespace(header=SimpleNamespace(stamp=SimpleNamespace(sec=sec, nanosec=nsec)), stamp_ns=stamp)
+        msg = SimpleNamespace(header=SimpleNamespace(stamp=Time(sec=sec, nanosec=nsec)), stamp_ns=stamp)
         sources[cam].signalMessage(msg)
         fs = ours_sync.add(CameraFrame(cam, stamp, np.zeros((1, 1, 3), np.uint8)))
         if fs is not None:
