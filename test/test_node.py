@@ -686,3 +686,32 @@ def test_fixed_parameters_are_set_between_cleanup_and_configure(harness_factory,
     assert h.change_state(Transition.TRANSITION_CONFIGURE)
     assert node.config.tracking.confirm_windows == 5
     assert node.config.mapping.voxel_size_m == 0.03 and node.config.window.size == 3
+
+
+def test_every_received_image_is_counted_on_both_input_paths(harness_factory, input_path):
+    """frames_received counts images as they arrive, whether or not they end in a synchronised set."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    seq = sequence()
+    h = harness_factory(base_params(**{"input.use_tf": False}), HeldEngine(oracle()))
+    node = h.node
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    assert node.stats.info["sync"] == expected_sync(input_path)
+    from iggt_ros.ros.convert import to_rclpy
+
+    lone = seq.rig.names[0]  # only one of the two cameras: no set can form
+    for step in range(3):
+        view = next(v for v in seq.steps[step] if v.camera == lone)
+        h.publish_raw(f"{lone}/image_raw", to_rclpy(L.rgb_image(Header(int(view.stamp_ns), optical_frame(lone)),
+                                                                view.rgb)))
+    wait_for(lambda: node.stats.frames >= 3, 10.0, "three images counted")
+    h.publish_step(3, with_tf=False)  # a full set: two more images, one set
+    wait_for(lambda: node.stats.frame_sets >= 1, 10.0, "a synchronised set")
+    assert node.stats.frames == 5 and node.stats.frame_sets == 1
+
+    def reported(d) -> bool:
+        values = {kv.key: kv.value for kv in d.status[0].values} if d.status else {}
+        return values.get("frames_received") == "5" and values.get("frame_sets") == "1"
+
+    wait_for(lambda: [d for d in h.messages("/diagnostics") if reported(d)], 10.0, "diagnostics with every image")

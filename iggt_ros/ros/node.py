@@ -473,6 +473,8 @@ class IggtNode(LifecycleNode):
             self._filters = [message_filters.Subscriber(self, CompressedImage if comp else Image, topic,
                                                         qos_profile=qos, callback_group=self._sensor_group)
                              for _, topic, comp in topics]
+            for f in self._filters:  # before the synchroniser: every image counts, in a set or not
+                f.registerCallback(self._on_image_arrived)
             self._synchronizer = message_filters.ApproximateTimeSynchronizer(
                 self._filters, cfg.input.sync_queue_size, cfg.input.sync_slop_s)
             self._synchronizer.registerCallback(lambda *msgs: self._on_synced_images(topics, msgs))
@@ -512,13 +514,17 @@ class IggtNode(LifecycleNode):
             if frameset is not None:
                 self._collect(frameset)
 
+    def _on_image_arrived(self, msg: Any) -> None:
+        """Standard path: counts an image as it arrives (message_filters hands over only complete sets)."""
+        if self.stats is not None:
+            self.stats.record_frame()
+
     def _on_synced_images(self, topics: list[tuple[str, str, bool]], msgs: tuple[Any, ...]) -> None:
-        """Standard path: a set message_filters synchronised."""
+        """Standard path: a set message_filters synchronised; its images are decoded now."""
         if self.inputs is None or self.stats is None:
             return
         frames = {}
         for (cam, topic, comp), msg in zip(topics, msgs, strict=True):
-            self.stats.record_frame()
             frame = self.inputs.frame(cam, msg, topic, comp)
             if frame is None:
                 return

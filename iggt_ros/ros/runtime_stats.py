@@ -70,6 +70,7 @@ class RuntimeStats:
         """Static facts shown with every report (e.g. which sync, image and TF paths are active)."""
 
     def record_frame(self) -> None:
+        """One image received on a camera topic, counted on arrival whether or not it ends in a set."""
         with self._lock:
             self.frames += 1
 
