@@ -122,3 +122,48 @@ def test_camera_info_gives_k_and_refuses_an_empty_one():
     msg = store.deserialize_cdr(store.serialize_cdr(to_rosbags(empty), empty.typename), empty.typename)
     with pytest.raises(ValueError, match="cam0_optical_frame.*no focal length"):
         intrinsics_of(msg)
+
+
+def yuv_of(rgb: np.ndarray) -> np.ndarray:
+    """[H,W,3] Y, U, V (BT.601, video range) of RGB pixels, as a USB camera's ISP computes them."""
+    r, g, b = (rgb[..., i].astype(np.float64) for i in range(3))
+    y = 16 + 0.257 * r + 0.504 * g + 0.098 * b
+    u = 128 - 0.148 * r - 0.291 * g + 0.439 * b
+    v = 128 + 0.439 * r - 0.368 * g - 0.071 * b
+    return np.clip(np.rint(np.stack([y, u, v], axis=-1)), 0, 255).astype(np.uint8)
+
+
+def packed_422(rgb: np.ndarray, order: str) -> np.ndarray:
+    """[H,W,2] bytes of a 4:2:2 image (U Y0 V Y1 or Y0 U Y1 V per pixel pair); pairs share one colour."""
+    yuv = yuv_of(rgb)
+    h, w = rgb.shape[:2]
+    y = yuv[..., 0].reshape(h, w // 2, 2)
+    u = yuv[:, 0::2, 1]
+    v = yuv[:, 0::2, 2]
+    quad = (np.stack([u, y[..., 0], v, y[..., 1]], axis=-1) if order == "uyvy"
+            else np.stack([y[..., 0], u, y[..., 1], v], axis=-1))
+    return quad.reshape(h, w, 2)
+
+
+# Pixel pairs share their colour (4:2:2 keeps one chroma sample per pair), with black, white and
+# saturated primaries among them.
+PAIRED = np.repeat(np.concatenate([
+    np.array([[[0, 0, 0], [255, 255, 255], [255, 0, 0], [0, 255, 0], [0, 0, 255]]], np.uint8),
+    RNG.integers(0, 256, (3, 5, 3), dtype=np.uint8)]), 2, axis=1)
+
+
+@pytest.mark.parametrize(("encoding", "order"), [
+    ("yuv422", "uyvy"), ("uyvy", "uyvy"), ("yuv422_yuy2", "yuyv"), ("yuyv", "yuyv")])
+def test_packed_yuv422_decodes_to_rgb(encoding, order):
+    pixels = packed_422(PAIRED, order)
+    out = image_to_rgb(image_msg(pixels, encoding, step_pad=4), "/usb_cam/image_raw")
+    assert out.shape == PAIRED.shape and out.dtype == np.uint8
+    assert np.abs(out.astype(int) - PAIRED.astype(int)).max() <= 3, "BT.601 video range, within rounding"
+    np.testing.assert_array_equal(out[0, :2], 0)
+    np.testing.assert_array_equal(out[0, 2:4], 255)
+
+
+def test_packed_yuv422_with_an_odd_width_is_refused_with_the_reason():
+    msg = image_msg(np.zeros((2, 3, 2), np.uint8), "yuyv")
+    with pytest.raises(ValueError, match=r"yuyv image on topic '/c' is 3 pixels wide.*even"):
+        image_to_rgb(msg, "/c")

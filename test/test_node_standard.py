@@ -30,13 +30,14 @@ def _rclpy_msg(data: MessageData):
     return to_rclpy(data)
 
 
-@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "mono8", "mono16", "16UC1", "bgra8"])
+@pytest.mark.parametrize("encoding", ["rgb8", "bgr8", "mono8", "mono16", "16UC1", "bgra8", "yuv422", "yuv422_yuy2",
+                                      "uyvy", "yuyv"])
 def test_cv_bridge_and_numpy_decoders_agree(encoding):
     pytest.importorskip("cv_bridge")
     from iggt_ros.ros.camera_input import CvBridgeImageDecoder, NumpyImageDecoder
 
     rng = np.random.default_rng(3)
-    channels = {"rgb8": 3, "bgr8": 3, "bgra8": 4}.get(encoding, 1)
+    channels = {"rgb8": 3, "bgr8": 3, "bgra8": 4, "yuv422": 2, "yuv422_yuy2": 2, "uyvy": 2, "yuyv": 2}.get(encoding, 1)
     dtype = "<u2" if encoding in ("mono16", "16UC1") else "u1"
     high = 65535 if dtype == "<u2" else 255
     shape = (12, 20) if channels == 1 else (12, 20, channels)

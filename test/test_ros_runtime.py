@@ -169,6 +169,18 @@ def test_camera_inputs_build_frames_and_warn_once_per_topic():
     assert any("16x12" in w for w in warnings)
 
 
+@pytest.mark.parametrize("encoding", ["yuv422", "yuyv", "uyvy", "yuv422_yuy2"])
+def test_usb_camera_yuv_frames_are_used(encoding):
+    """Packed 4:2:2 (the usual USB camera output) gives frames instead of being skipped."""
+    warnings: list[str] = []
+    inputs = CameraInputs(["cam"], NumpyImageDecoder(), warnings.append)
+    inputs.set_camera_info("cam", _info_msg(8, 6), "/cam/camera_info")
+    grey = np.full((6, 8, 2), 128, np.uint8)  # Y = 128 and neutral chroma in either byte order
+    frame = inputs.frame("cam", _image_msg(grey, encoding), "/cam/image_raw")
+    assert frame is not None and inputs.skipped == 0 and not warnings
+    assert frame.image.shape == (6, 8, 3) and np.abs(frame.image.astype(int) - 130).max() <= 1
+
+
 def test_once_log_repeats_nothing():
     lines: list[str] = []
     once = OnceLog(lines.append)

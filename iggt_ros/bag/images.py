@@ -24,9 +24,17 @@ IMAGE_ENCODINGS: dict[str, tuple[str, int]] = {
     "mono16": ("u2", 1),
     "16UC1": ("u2", 1),
     "32FC1": ("f4", 1),
+    "yuv422": ("u1", 2),
+    "uyvy": ("u1", 2),
+    "yuv422_yuy2": ("u1", 2),
+    "yuyv": ("u1", 2),
 }
-COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1", "mono16", "16UC1")
-"""Encodings `image_to_rgb` turns into RGB (mono is replicated; 16-bit mono is scaled to 8 bits)."""
+YUV422_ORDER: dict[str, str] = {"yuv422": "uyvy", "uyvy": "uyvy", "yuv422_yuy2": "yuyv", "yuyv": "yuyv"}
+"""Packed 4:2:2 encodings (USB cameras) -> byte order of a pixel pair. ROS names UYVY 'yuv422' and
+YUYV 'yuv422_yuy2' (older names), 'uyvy' and 'yuyv' (newer ones)."""
+COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1", "mono16", "16UC1", *YUV422_ORDER)
+"""Encodings `image_to_rgb` turns into RGB (mono is replicated; 16-bit mono is scaled to 8 bits;
+YUV 4:2:2 is converted with the BT.601 video-range matrix, as OpenCV's and most camera drivers do)."""
 
 
 class UnsupportedEncoding(ValueError):
@@ -51,6 +59,10 @@ def image_to_array(msg: Any, topic: str = "") -> np.ndarray:
     if step < row_bytes or raw.size < step * height:
         raise ValueError(f"{encoding} image {_where(topic)} is {width}x{height} with step {step} "
                          f"but carries {raw.size} bytes")
+    if encoding in YUV422_ORDER and width % 2:
+        raise ValueError(f"{encoding} image {_where(topic)} is {width} pixels wide, but 4:2:2 pixels come in "
+                         "pairs that share one colour sample, so the width must be even; check the camera "
+                         "driver's image size")
     rows = raw[: step * height].reshape(height, step)[:, :row_bytes]
     pixels = np.ascontiguousarray(rows).view(dtype).astype(dtype.newbyteorder("="), copy=False)
     return pixels.reshape(height, width) if channels == 1 else pixels.reshape(height, width, channels)
@@ -73,6 +85,8 @@ def rgb_from_pixels(pixels: np.ndarray, encoding: str, topic: str = "") -> np.nd
     """[H,W,3] uint8 RGB of already decoded pixels in a colour or mono `encoding` (from any decoder)."""
     _check_color_encoding(encoding, topic)
     pixels = np.asarray(pixels)
+    if encoding in YUV422_ORDER:
+        return rgb_from_yuv422(pixels, YUV422_ORDER[encoding])
     if encoding in ("rgb8", "rgba8"):
         return np.ascontiguousarray(pixels[..., :3])
     if encoding in ("bgr8", "bgra8"):
@@ -80,6 +94,30 @@ def rgb_from_pixels(pixels: np.ndarray, encoding: str, topic: str = "") -> np.nd
     if pixels.dtype == np.uint16:
         pixels = (pixels >> 8).astype(np.uint8)
     return np.repeat(pixels.reshape(pixels.shape[:2])[..., None], 3, axis=2)
+
+
+# BT.601 video range (Y in 16..235, U and V in 16..240): the matrix of OpenCV's YUV 4:2:2 conversions.
+_Y_GAIN, _V_TO_R, _U_TO_G, _V_TO_G, _U_TO_B = 1.164, 1.596, -0.391, -0.813, 2.018
+
+
+def rgb_from_yuv422(pixels: np.ndarray, order: str) -> np.ndarray:
+    """[H,W,3] uint8 RGB of packed 4:2:2 bytes [H,W,2]; `order` is 'uyvy' or 'yuyv'.
+
+    Each pair of pixels is four bytes with two luma samples and one shared U, V pair.
+    """
+    h, w = pixels.shape[:2]
+    quads = np.asarray(pixels, np.uint8).reshape(h, w // 2, 4).astype(np.float32)
+    if order == "uyvy":
+        u, y0, v, y1 = (quads[..., i] for i in range(4))
+    elif order == "yuyv":
+        y0, u, y1, v = (quads[..., i] for i in range(4))
+    else:
+        raise ValueError(f"unknown 4:2:2 byte order {order!r}; expected 'uyvy' or 'yuyv'")
+    luma = _Y_GAIN * np.maximum(np.stack([y0, y1], axis=-1).reshape(h, w) - 16.0, 0.0)
+    d = np.repeat(u - 128.0, 2, axis=1)
+    e = np.repeat(v - 128.0, 2, axis=1)
+    rgb = np.stack([luma + _V_TO_R * e, luma + _U_TO_G * d + _V_TO_G * e, luma + _U_TO_B * d], axis=-1)
+    return np.clip(np.rint(rgb), 0, 255).astype(np.uint8)
 
 
 def compressed_to_rgb(msg: Any, topic: str = "") -> np.ndarray:

@@ -18,8 +18,10 @@ import numpy as np
 
 from iggt_ros.bag.images import (
     COLOR_ENCODINGS,
+    YUV422_ORDER,
     UnsupportedEncoding,
     compressed_to_rgb,
+    image_to_array,
     image_to_rgb,
     intrinsics_of,
     rgb_from_pixels,
@@ -64,7 +66,12 @@ class NumpyImageDecoder:
 
 
 class CvBridgeImageDecoder:
-    """cv_bridge decoding (the standard path on a robot); the colour handling is shared."""
+    """cv_bridge decoding (the standard path on a robot); the colour handling is shared.
+
+    Packed YUV 4:2:2 is read by the shared reader, not by cv_bridge: cv_bridge knows only the older
+    names ('yuv422', 'yuv422_yuy2') and refuses 'uyvy'/'yuyv', and for these encodings its
+    passthrough is the same plain reshape into byte pairs. The YUV -> RGB conversion is shared too.
+    """
 
     name = "cv_bridge"
 
@@ -78,6 +85,8 @@ class CvBridgeImageDecoder:
         if encoding not in COLOR_ENCODINGS:
             raise UnsupportedEncoding(f"image encoding '{encoding}' on topic '{topic}' cannot be used as a camera "
                                       f"image; supported: {', '.join(COLOR_ENCODINGS)}")
+        if encoding in YUV422_ORDER:
+            return rgb_from_pixels(image_to_array(msg, topic), encoding, topic)
         try:
             pixels = self._bridge.imgmsg_to_cv2(msg, desired_encoding="passthrough")
         except Exception as exc:  # cv_bridge raises its own CvBridgeError
