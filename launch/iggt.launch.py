@@ -13,7 +13,8 @@ Arguments:
   namespace      namespace of the node (outputs become <namespace>/iggt/...)
   camera_remaps  comma-separated FROM=TO topic remappings, e.g. for each camera's image_raw and camera_info
   use_sim_time   true when replaying a bag with --clock
-  autostart      configure and activate the node at start (default true)
+  autostart      configure the node at start and activate it after that first configure (default true);
+                 later lifecycle transitions (ros2 lifecycle set ...) are left to you
   rviz           start RViz with the package's config/iggt.rviz (default false); also turns on
                  publish.colorized_instance_images, the instance image it shows (of the camera 'camera';
                  pick another camera's topic in RViz)
@@ -35,21 +36,14 @@ from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from launch_ros.parameter_descriptions import ParameterValue
 
+from iggt_ros.ros.launch_logic import ACTIVATE, CONFIGURE, Autostart, parse_remaps
+
 PACKAGE = "iggt_ros"
 NODE_NAME = "iggt_node"
+TRANSITIONS = {CONFIGURE: lifecycle_msgs.msg.Transition.TRANSITION_CONFIGURE,
+               ACTIVATE: lifecycle_msgs.msg.Transition.TRANSITION_ACTIVATE}
 
-
-def parse_remaps(text: str) -> list[tuple[str, str]]:
-    """'a=b, c=d' -> [('a', 'b'), ('c', 'd')]; a malformed entry is an error naming it."""
-    pairs = []
-    for item in (part.strip() for part in text.split(",")):
-        if not item:
-            continue
-        src, sep, dst = item.partition("=")
-        if not sep or not src.strip() or not dst.strip():
-            raise ValueError(f"camera_remaps entry '{item}' is not of the form FROM=TO")
-        pairs.append((src.strip(), dst.strip()))
-    return pairs
+__all__ = ["generate_launch_description", "parse_remaps"]
 
 
 def _node_actions(context, *args, **kwargs):
@@ -67,17 +61,24 @@ def _node_actions(context, *args, **kwargs):
         package=PACKAGE, executable=NODE_NAME, name=NODE_NAME, namespace=get("namespace"),
         parameters=[parameters], remappings=parse_remaps(get("camera_remaps")), output="screen",
     )
-    actions = [node]
-    if get("autostart").lower() == "true":
-        configure = EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
-                                                transition_id=lifecycle_msgs.msg.Transition.TRANSITION_CONFIGURE))
-        activate_when_inactive = RegisterEventHandler(OnStateTransition(
-            target_lifecycle_node=node, start_state="configuring", goal_state="inactive",
-            entities=[EmitEvent(event=ChangeState(
-                lifecycle_node_matcher=matches_action(node),
-                transition_id=lifecycle_msgs.msg.Transition.TRANSITION_ACTIVATE))]))
-        actions = [activate_when_inactive, node, configure]
-    return actions
+    autostart = Autostart(enabled=get("autostart").lower() == "true")
+    if not autostart.enabled:
+        return [node]
+
+    def change(name: str) -> EmitEvent:
+        return EmitEvent(event=ChangeState(lifecycle_node_matcher=matches_action(node),
+                                           transition_id=TRANSITIONS[name]))
+
+    def after_first_configure(context):
+        event = context.locals.event
+        return [change(name) for name in autostart.after_transition(event.start_state, event.goal_state)]
+
+    # handle_once: the handler goes after the end of the first configure, so a configure the user
+    # requests later (after a cleanup) is not followed by an activate the user did not ask for.
+    after_configure = RegisterEventHandler(OnStateTransition(
+        target_lifecycle_node=node, start_state="configuring",
+        entities=[OpaqueFunction(function=after_first_configure)], handle_once=True))
+    return [after_configure, node, *(change(name) for name in autostart.at_launch())]
 
 
 def generate_launch_description() -> LaunchDescription:
