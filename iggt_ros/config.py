@@ -59,6 +59,8 @@ class InputConfig:
     """Frame the node publishes in when TF is unavailable (scale then comes from the model)."""
     use_tf: bool = True
     tf_timeout_s: float = 0.05
+    tf_lag_warn_s: float = 0.1
+    """/diagnostics warns when /tf messages arrive later than this after their stamps."""
 
     def validate(self, prefix: str = "input") -> None:
         _check(len(self.cameras) > 0, f"{prefix}.cameras", self.cameras, "list at least one camera name")
@@ -77,6 +79,7 @@ class InputConfig:
         _check(bool(self.world_frame), f"{prefix}.world_frame", self.world_frame, "must not be empty")
         _check(bool(self.fallback_frame), f"{prefix}.fallback_frame", self.fallback_frame, "must not be empty")
         _check(self.tf_timeout_s >= 0, f"{prefix}.tf_timeout_s", self.tf_timeout_s, "must be >= 0")
+        _check(self.tf_lag_warn_s > 0, f"{prefix}.tf_lag_warn_s", self.tf_lag_warn_s, "must be > 0 seconds")
 
 
 @dataclass

@@ -15,6 +15,9 @@ Arguments:
   use_sim_time   true when replaying a bag with --clock
   autostart      configure the node at start and activate it after that first configure (default true);
                  later lifecycle transitions (ros2 lifecycle set ...) are left to you
+  large_images   true: run the node with config/fastdds_large_images.xml, a Fast DDS profile whose 32 MiB
+                 shared-memory segment holds large images and clouds (default false; see the README,
+                 "Large images over Fast DDS", for the camera drivers' side)
   rviz           start RViz with the package's config/iggt.rviz (default false); also turns on
                  publish.colorized_instance_images, the instance image it shows (of the camera 'camera';
                  pick another camera's topic in RViz)
@@ -36,7 +39,7 @@ from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from launch_ros.parameter_descriptions import ParameterValue
 
-from iggt_ros.ros.launch_logic import ACTIVATE, CONFIGURE, Autostart, parse_remaps
+from iggt_ros.ros.launch_logic import ACTIVATE, CONFIGURE, Autostart, fastdds_environment, parse_remaps
 
 PACKAGE = "iggt_ros"
 NODE_NAME = "iggt_node"
@@ -57,9 +60,12 @@ def _node_actions(context, *args, **kwargs):
                      ("engine_path", "engine.engine_path")):
         if get(arg):
             parameters[key] = get(arg)
+    environment = fastdds_environment(get("large_images").lower() == "true",
+                                      os.path.join(get_package_share_directory(PACKAGE), "config"))
     node = LifecycleNode(
         package=PACKAGE, executable=NODE_NAME, name=NODE_NAME, namespace=get("namespace"),
         parameters=[parameters], remappings=parse_remaps(get("camera_remaps")), output="screen",
+        additional_env=environment or None,
     )
     autostart = Autostart(enabled=get("autostart").lower() == "true")
     if not autostart.enabled:
@@ -98,6 +104,9 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("use_sim_time", default_value="false", description="use /clock (bag replay)"),
         DeclareLaunchArgument("autostart", default_value="true",
                               description="configure and activate the lifecycle node at start"),
+        DeclareLaunchArgument("large_images", default_value="false",
+                              description="run the node with the Fast DDS profile for large images "
+                                          "(config/fastdds_large_images.xml, 32 MiB shared memory)"),
         DeclareLaunchArgument("rviz", default_value="false", description="start RViz with config/iggt.rviz"),
         OpaqueFunction(function=_node_actions),
         Node(package="rviz2", executable="rviz2", name="iggt_rviz", output="screen",

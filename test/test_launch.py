@@ -7,12 +7,24 @@ and run in the ROS workflow.
 
 from __future__ import annotations
 
+import glob
 import importlib.util
+import os
+import subprocess
+import sys
+import threading
 from pathlib import Path
 
 import pytest
 
-from iggt_ros.ros.launch_logic import ACTIVATE, CONFIGURE, Autostart, parse_remaps
+from iggt_ros.ros.launch_logic import (
+    ACTIVATE,
+    CONFIGURE,
+    PROFILE_VARIABLES,
+    Autostart,
+    fastdds_environment,
+    parse_remaps,
+)
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -42,6 +54,75 @@ def test_camera_remaps_parse_and_malformed_entries_are_named():
     assert parse_remaps(" ") == []
     with pytest.raises(ValueError, match="'a' is not of the form FROM=TO"):
         parse_remaps("a")
+
+
+def config_dir() -> Path:
+    """The installed config directory (what the launch file uses) when testing an install, else the sources'."""
+    install = os.environ.get("IGGT_ROS_TEST_INSTALL")
+    installed = Path(install, "share", "iggt_ros", "config") if install else None
+    return installed if installed is not None and installed.is_dir() else REPO / "config"
+
+
+def test_large_images_sets_both_fast_dds_profile_variables(tmp_path):
+    assert fastdds_environment(False, str(config_dir())) == {}, "nothing asked: the user's profile stays"
+    env = fastdds_environment(True, str(config_dir()))
+    assert set(env) == set(PROFILE_VARIABLES) == {"FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE"}
+    assert len(set(env.values())) == 1 and Path(next(iter(env.values()))).is_file()
+    with pytest.raises(FileNotFoundError, match="fastdds_large_images.xml.*missing"):
+        fastdds_environment(True, str(tmp_path))
+
+
+_PUBLISHER = """
+import sys, time, rclpy
+from sensor_msgs.msg import Image
+rclpy.init()
+node = rclpy.create_node("iggt_profile_probe")
+pub = node.create_publisher(Image, sys.argv[1], 10)
+image = Image(height=600, width=1000, encoding="rgb8", step=3000, data=bytes(1800000))
+for _ in range(300):  # at most 15 s; the test ends it (SIGTERM) as soon as it has seen what it needs
+    if not rclpy.ok():
+        break
+    pub.publish(image)
+    time.sleep(0.05)
+"""
+
+
+def _segments() -> dict[str, int]:
+    """Fast DDS shared-memory segments on this machine (not their ports or lock files) -> size."""
+    return {p: os.path.getsize(p) for p in glob.glob("/dev/shm/fastrtps_*")
+            if "port" not in os.path.basename(p) and not p.endswith("_el")}
+
+
+def test_the_large_images_profile_gives_a_32_mib_segment_and_delivers_large_images(rclpy_context):
+    """Fast DDS here (rmw_fastrtps_cpp) loads the shipped profile: a 1.8 MB image goes through 32 MiB."""
+    if os.environ.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp") != "rmw_fastrtps_cpp" or not os.path.isdir("/dev/shm"):
+        pytest.skip("needs Fast DDS (rmw_fastrtps_cpp) and /dev/shm")
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from sensor_msgs.msg import Image
+
+    topic = f"iggt_profile_probe_{os.getpid()}"
+    received = threading.Event()
+    node = rclpy.create_node("iggt_profile_listener", context=rclpy_context)
+    node.create_subscription(Image, topic, lambda m: received.set() if len(m.data) == 1800000 else None, 10)
+    executor = SingleThreadedExecutor(context=rclpy_context)
+    executor.add_node(node)
+    spinner = threading.Thread(target=executor.spin, daemon=True)
+    spinner.start()
+    before = set(_segments())
+    env = {**os.environ, **fastdds_environment(True, str(config_dir()))}
+    child = subprocess.Popen([sys.executable, "-c", _PUBLISHER, topic], env=env, stdout=subprocess.PIPE,
+                             stderr=subprocess.PIPE, text=True)
+    try:
+        assert received.wait(30.0), "the 1.8 MB image did not arrive"
+        sizes = [size for path, size in _segments().items() if path not in before]
+        assert sizes and max(sizes) >= 32 * 1024 * 1024, f"new segments: {sizes}"
+    finally:
+        child.terminate()
+        _, err = child.communicate(timeout=10)
+        executor.shutdown()
+        node.destroy_node()
+    assert "XMLPARSER" not in err, err  # Fast DDS reports profile errors as [XMLPARSER Error]
 
 
 # ------------------------------------------------------------------------------------------ launch actions
@@ -107,6 +188,14 @@ def test_launch_autostart_activates_after_the_first_configure_only():
     # later configures (after a manual cleanup) are the user's: the handler is gone, and would not activate
     context.extend_locals({"event": _transition(node, "configuring", "inactive")})
     assert _activates(handler.entities, context) == 0
+
+
+def test_launch_large_images_argument_is_declared_and_builds_the_node():
+    module = _launch_module()
+    from launch_ros.actions import LifecycleNode
+
+    _, actions = _node_actions(module, large_images="true", autostart="false")
+    assert [a for a in actions if isinstance(a, LifecycleNode)]
 
 
 def test_launch_without_autostart_registers_nothing():

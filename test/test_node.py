@@ -715,3 +715,43 @@ def test_every_received_image_is_counted_on_both_input_paths(harness_factory, in
         return values.get("frames_received") == "5" and values.get("frame_sets") == "1"
 
     wait_for(lambda: [d for d in h.messages("/diagnostics") if reported(d)], 10.0, "diagnostics with every image")
+
+
+def test_tf_lookup_failures_and_tf_lag_are_reported_on_diagnostics(harness_factory, input_path):
+    """Without TF the node falls back to its own frame, and /diagnostics says so, with counts and lag."""
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from iggt_ros.ros.convert import to_rclpy
+
+    h = harness_factory(base_params(**{"input.tf_timeout_s": 0.0}), HeldEngine(oracle()))
+    node = h.node
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    for step in range(2):  # two sets, no transform for any camera: four failed pose lookups
+        h.publish_step(step, with_tf=False)
+
+    def tf_status(d):
+        return next((s for s in d.status if s.name.endswith(": TF")), None)
+
+    def failures_reported(d) -> bool:
+        s = tf_status(d)
+        return s is not None and {kv.key: kv.value for kv in s.values}.get("tf_lookup_failures") == "4"
+
+    diag = wait_for(lambda: [d for d in h.messages("/diagnostics") if failures_reported(d)], 15.0,
+                    "a TF status with four failed lookups")
+    status = next(tf_status(d) for d in diag if tf_status(d).level == tf_status(d).WARN)
+    assert "camera pose lookups failed" in status.message and "'iggt_map'" in status.message
+    values = {kv.key: kv.value for kv in status.values}
+    assert float(values["tf_lookup_failure_rate"]) > 0
+
+    # /tf stamped 2 s before it is sent (a congested transport): the lag is reported
+    now_ns = node.get_clock().now().nanoseconds
+    late = L.tf_message([L.TransformData("odom", "base_link", now_ns - 2 * 10**9, np.eye(4))])
+    h.publish_raw("/tf", to_rclpy(late))
+
+    def lag_reported(d) -> bool:
+        s = tf_status(d)
+        lag = {kv.key: kv.value for kv in s.values}.get("tf_lag_max_ms") if s is not None else None
+        return lag is not None and float(lag) >= 2000.0 and s.level == s.WARN and "/tf arrives" in s.message
+
+    wait_for(lambda: [d for d in h.messages("/diagnostics") if lag_reported(d)], 15.0, "a TF status with the lag")

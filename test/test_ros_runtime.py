@@ -261,3 +261,51 @@ def test_worker_publishes_in_order_and_drops_a_window_finished_after_a_reset():
     assert worker.discarded == 1 and published == [windows[3].index]
     report = stats.report(queue.stats())
     assert report.values["windows_processed"] == "1" and "latency_inference_ms" in report.values
+
+
+# ------------------------------------------------------------------------------------------ TF health
+def test_tf_health_reports_lag_and_lookup_failures_per_period():
+    from iggt_ros.ros.tf_health import TfHealth
+
+    now = [10.0]
+    health = TfHealth(lag_warn_s=0.1, clock=lambda: now[0])
+    for lag_ms in (5, 7):
+        health.record_message(1_000_000_000, 1_000_000_000 + lag_ms * 10**6)
+    for _ in range(4):
+        health.record_lookup(True)
+    now[0] += 2.0
+    report = health.report("iggt_map")
+    assert report.level == OK, report.message
+    assert report.values["tf_lag_ms"] == "6.0" and report.values["tf_lag_max_ms"] == "7.0"
+    assert report.values["tf_lookup_failure_rate"] == "0.000"
+
+    health.record_message(1_000_000_000, 2_500_000_000)  # 1.5 s late
+    health.record_lookup(True)
+    for _ in range(3):
+        health.record_lookup(False, "extrapolation into the future")
+    now[0] += 1.0
+    report = health.report("iggt_map")
+    v = report.values
+    assert report.level == WARN
+    assert v["tf_lookups"] == "8" and v["tf_lookup_failures"] == "3"
+    assert v["tf_lookup_failure_rate"] == "0.750" and v["tf_lookup_failures_per_s"] == "3.000"
+    assert v["tf_lag_max_ms"] == "1500.0"
+    assert "3 of 4 camera pose lookups failed" in report.message and "'iggt_map'" in report.message
+    assert "1.50 s" in report.message and "large_images:=true" in report.message
+    assert "extrapolation" in report.message
+
+    now[0] += 1.0
+    quiet = health.report("iggt_map")
+    assert quiet.level == OK and "tf_lag_ms" not in quiet.values, "a period without /tf shows no stale lag"
+    assert quiet.values["tf_lookup_failures"] == "3", "totals stay"
+
+
+def test_pose_source_reports_every_lookup_to_tf_health():
+    from iggt_ros.ros.tf_health import TfHealth
+
+    buffer = TransformBuffer()
+    buffer.set_transform("odom", "cam", 10, np.eye(4))
+    health = TfHealth(lag_warn_s=0.1)
+    poses = PoseSource(buffer.lookup, "odom", "iggt_map", timeout_s=0.0, info=lambda _: None, health=health)
+    assert poses("cam", 10) is not None and poses("other", 10) is None
+    assert (health.lookups, health.failures) == (2, 1) and "other" in health.last_failure

@@ -28,6 +28,7 @@ from iggt_ros.bag.images import (
 )
 from iggt_ros.bag.message import stamp_ns
 from iggt_ros.perception.frames import CameraFrame
+from iggt_ros.ros.tf_health import TfHealth
 
 Logger = Callable[[str], None]
 
@@ -189,11 +190,12 @@ class PoseSource:
 
     `lookup(target, source, stamp_ns)` returns [4,4] target_from_source or raises; both tf2_ros and
     the package's `TransformBuffer` are wrapped this way. When a pose is unavailable the node keeps
-    working in its own frame; that is said once, and said again when TF comes back.
+    working in its own frame; that is said once, and said again when TF comes back, and every
+    lookup goes to `health` (counted on /diagnostics), so failures are never silent.
     """
 
     def __init__(self, lookup: Callable[[str, str, int], np.ndarray], world_frame: str, fallback_frame: str,
-                 timeout_s: float, info: Logger, waits_itself: bool = False) -> None:
+                 timeout_s: float, info: Logger, waits_itself: bool = False, health: TfHealth | None = None) -> None:
         self._lookup = lookup
         self.world_frame = world_frame
         self.fallback_frame = fallback_frame
@@ -202,6 +204,7 @@ class PoseSource:
         self._waits_itself = waits_itself
         self._available: bool | None = None
         self.failures = 0
+        self.health = health
 
     def __call__(self, frame_id: str, stamp: int) -> np.ndarray | None:
         deadline = time.monotonic() + self.timeout_s
@@ -212,12 +215,16 @@ class PoseSource:
             except Exception as exc:  # tf2 and TransformBuffer raise their own LookupError types
                 if self._waits_itself or time.monotonic() >= deadline:
                     self.failures += 1
+                    if self.health is not None:
+                        self.health.record_lookup(False, f"'{frame_id}' -> '{self.world_frame}': {exc}")
                     if self._available is not False:
                         self._info(f"TF: no transform from '{frame_id}' to '{self.world_frame}' ({exc}); outputs are "
                                    f"in the node's own frame '{self.fallback_frame}' until TF provides it")
                     self._available = False
                     return None
                 time.sleep(min(0.005, max(deadline - time.monotonic(), 0.0)))
+        if self.health is not None:
+            self.health.record_lookup(True)
         if self._available is not True:
             self._info(f"TF: camera poses from '{self.world_frame}' are available; outputs are aligned to it")
         self._available = True

@@ -6,10 +6,15 @@ passes to the node process is decided here.
 
 from __future__ import annotations
 
+import os
 from dataclasses import dataclass
 
 CONFIGURE = "configure"
 ACTIVATE = "activate"
+LARGE_IMAGES_PROFILE = "fastdds_large_images.xml"
+"""Fast DDS profile in the package's config directory (a 32 MiB shared-memory segment)."""
+PROFILE_VARIABLES = ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE")
+"""Fast DDS reads its default profile file from the first (Fast DDS 3) or the second (Fast DDS 2) variable."""
 
 
 def parse_remaps(text: str) -> list[tuple[str, str]]:
@@ -48,3 +53,18 @@ class Autostart:
             return []
         self.spent = True
         return [ACTIVATE] if goal_state == "inactive" else []
+
+
+def fastdds_environment(large_images: bool, config_dir: str) -> dict[str, str]:
+    """Environment of the node process for `large_images:=true`: the large-image Fast DDS profile.
+
+    Empty when not asked for, so a profile the user exported stays in force. A missing profile
+    file is an error naming it (an installation without the package's config directory).
+    """
+    if not large_images:
+        return {}
+    path = os.path.join(config_dir, LARGE_IMAGES_PROFILE)
+    if not os.path.isfile(path):
+        raise FileNotFoundError(f"large_images:=true needs the Fast DDS profile '{path}', which is missing; "
+                                "reinstall iggt_ros (colcon build installs config/)")
+    return {name: path for name in PROFILE_VARIABLES}

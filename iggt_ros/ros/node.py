@@ -50,7 +50,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 
 from iggt_ros.bag import layouts as L
 from iggt_ros.bag.geometry import transform_from
-from iggt_ros.bag.message import Header
+from iggt_ros.bag.message import Header, stamp_ns
 from iggt_ros.bag.outputs import OutputAdapter, OutputTopics
 from iggt_ros.bag.tf_buffer import TransformBuffer
 from iggt_ros.config import NODE_NAME, ConfigError, IggtConfig, load_config
@@ -63,7 +63,8 @@ from iggt_ros.ros.camera_input import CameraInputs, PoseSource, make_image_decod
 from iggt_ros.ros.convert import to_rclpy
 from iggt_ros.ros.param_rules import apply_update, check_update
 from iggt_ros.ros.query_side import QuerySide
-from iggt_ros.ros.runtime_stats import ERROR, WARN, RuntimeStats
+from iggt_ros.ros.runtime_stats import ERROR, WARN, DiagnosticsReport, RuntimeStats
+from iggt_ros.ros.tf_health import TfHealth
 from iggt_ros.ros.work_queue import DropOldestQueue
 from iggt_ros.ros.worker import InferenceWorker
 
@@ -157,6 +158,7 @@ class IggtNode(LifecycleNode):
         self.queue: DropOldestQueue[Window] | None = None
         self.worker: InferenceWorker | None = None
         self.stats: RuntimeStats | None = None
+        self.tf_health: TfHealth | None = None
         self.query_side: QuerySide | None = None
         self.adapter: OutputAdapter | None = None
         self.inputs: CameraInputs | None = None
@@ -209,6 +211,7 @@ class IggtNode(LifecycleNode):
         self.pipeline = Pipeline(cfg, engine)
         self.stats = RuntimeStats(getattr(engine, "name", type(engine).__name__))
         self.queue = DropOldestQueue(cfg.window.max_queue)
+        self.tf_health = TfHealth(cfg.input.tf_lag_warn_s) if cfg.input.use_tf else None
         self.worker = InferenceWorker(self.pipeline, self.queue, self._publish_result, self.stats)
         self.adapter = OutputAdapter(cfg.publish, OutputTopics(OUTPUT_NAMESPACE))
         self.query_side = QuerySide(cfg.query, log.info, log.error)
@@ -353,12 +356,17 @@ class IggtNode(LifecycleNode):
 
         if self.stats is None or self.queue is None or self._diag_pub is None:
             return
-        report = self.stats.report(self.queue.stats())
-        level = {WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}.get(report.level, DiagnosticStatus.OK)
-        status = DiagnosticStatus(level=level, name=f"{self.get_name()}: perception", message=report.message,
-                                  hardware_id=self.stats.engine,
-                                  values=[KeyValue(key=k, value=v) for k, v in report.values.items()])
-        msg = DiagnosticArray(status=[status])
+        def status(name: str, report: DiagnosticsReport) -> DiagnosticStatus:
+            level = {WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}.get(report.level,
+                                                                                     DiagnosticStatus.OK)
+            return DiagnosticStatus(level=level, name=f"{self.get_name()}: {name}", message=report.message,
+                                    hardware_id=self.stats.engine,
+                                    values=[KeyValue(key=k, value=v) for k, v in report.values.items()])
+
+        statuses = [status("perception", self.stats.report(self.queue.stats()))]
+        if self.tf_health is not None and self.config is not None:
+            statuses.append(status("TF", self.tf_health.report(self.config.input.fallback_frame)))
+        msg = DiagnosticArray(status=statuses)
         msg.header.stamp = self.get_clock().now().to_msg()
         self._diag_pub.publish(msg)
 
@@ -420,8 +428,9 @@ class IggtNode(LifecycleNode):
 
             log.info("TF: tf2_ros (standard path)")
             self._set_info("tf", "tf2_ros")
+            self._measure_tf_lag()
             return PoseSource(lookup, cfg.input.world_frame, cfg.input.fallback_frame, cfg.input.tf_timeout_s,
-                              log.info, waits_itself=True)
+                              log.info, waits_itself=True, health=self.tf_health)
         try:
             from tf2_msgs.msg import TFMessage
         except ImportError:
@@ -433,6 +442,8 @@ class IggtNode(LifecycleNode):
         self._tf_buffer = buffer
 
         def on_tf(msg: Any, static: bool) -> None:
+            if not static:
+                self._record_tf_lag(msg)
             if buffer.add_message(msg, static=static) < len(msg.transforms):
                 buffer.clear(dynamic_only=True)  # time went back (a looped bag): start over
                 buffer.add_message(msg, static=static)
@@ -446,7 +457,24 @@ class IggtNode(LifecycleNode):
         log.info("TF: tf2_ros is not installed; using the package's TF buffer on /tf and /tf_static (fallback path)")
         self._set_info("tf", "TransformBuffer (fallback)")
         return PoseSource(buffer.lookup, cfg.input.world_frame, cfg.input.fallback_frame, cfg.input.tf_timeout_s,
-                          log.info)
+                          log.info, health=self.tf_health)
+
+    def _measure_tf_lag(self) -> None:
+        """Standard path: tf2_ros keeps /tf to itself, so a light subscription of our own measures its lag."""
+        try:
+            from tf2_msgs.msg import TFMessage
+        except ImportError:
+            return
+        self._tf_subs.append(self.create_subscription(TFMessage, "/tf", self._record_tf_lag, TF_QOS,
+                                                      callback_group=self._tf_group))
+
+    def _record_tf_lag(self, msg: Any) -> None:
+        """How late a /tf message arrived: now (node clock) minus its newest stamp."""
+        health = self.tf_health
+        if health is None or not msg.transforms:
+            return
+        newest = max(stamp_ns(t.header.stamp) for t in msg.transforms)
+        health.record_message(newest, self.get_clock().now().nanoseconds)
 
     def _set_info(self, key: str, value: str) -> None:
         """A fact shown with every diagnostics report (which path is active)."""
@@ -582,7 +610,7 @@ class IggtNode(LifecycleNode):
             self.query_side.stop()
         if self.engine is not None:
             self.engine.close()
-        self.engine = self.pipeline = self.queue = self.worker = self.stats = None
+        self.engine = self.pipeline = self.queue = self.worker = self.stats = self.tf_health = None
         self.query_side = self.adapter = self.inputs = None
         self.config = None  # the parameters stay declared: fixed keys are set between cleanup and configure
 
