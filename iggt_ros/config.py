@@ -302,6 +302,9 @@ class QueryConfig:
     lmm_timeout_s: float = 10.0
     lmm_max_views: int = 3
     """Views of a candidate shown to the LMM (its largest masks)."""
+    label_vocabulary: list[str] = field(default_factory=list)
+    """Words /iggt/instances labels are chosen from (best match of the region embedding); empty = every
+    colour and shape of the attribute vocabulary ('red cube', ...)."""
 
     def validate(self, prefix: str = "query") -> None:
         _check_choice(f"{prefix}.text_encoder", self.text_encoder, ("embedded", "open_clip", "none"))

@@ -755,3 +755,65 @@ def test_tf_lookup_failures_and_tf_lag_are_reported_on_diagnostics(harness_facto
         return lag is not None and float(lag) >= 2000.0 and s.level == s.WARN and "/tf arrives" in s.message
 
     wait_for(lambda: [d for d in h.messages("/diagnostics") if lag_reported(d)], 15.0, "a TF status with the lag")
+
+
+def test_instances_are_labelled_from_their_region_embeddings(harness_factory):
+    """/iggt/instances label and score come from the region embeddings against the label vocabulary;
+    an instance without a label says why, also when it will not be embedded."""
+    from lifecycle_msgs.msg import Transition
+
+    from iggt_ros.srv import Query
+    from iggt_ros.vlm.labels import attribute_vocabulary
+
+    seq = sequence()
+    params = base_params(**{"query.text_encoder": "embedded", "query.region_encoder": "embedded",
+                            "query.embed_min_area_px": 150})
+    h = harness_factory(params, HeldEngine(oracle()))
+    node = h.node
+
+    def run() -> Any:
+        """Configure, activate, play the sequence; the last InstanceArray, published after embedding."""
+        before = len(h.messages("/iggt/instances"))
+        assert h.change_state(Transition.TRANSITION_CONFIGURE) and h.change_state(Transition.TRANSITION_ACTIVATE)
+        assert node.query_side.wait_ready(120.0)
+        h.publish_static_tf()
+        for step in range(seq.num_steps - 2):
+            h.publish_step(step)
+            time.sleep(0.08)
+        wait_for(lambda: node.worker.processed >= 5, 90.0, "five processed windows")
+        assert node.query_side.wait_idle(60.0)
+        for step in range(seq.num_steps - 2, seq.num_steps):  # one more window, after the embeddings exist
+            h.publish_step(step)
+            time.sleep(0.08)
+        wait_for(lambda: len(h.messages("/iggt/instances")) >= before + 6, 60.0, "the sixth InstanceArray")
+        return h.messages("/iggt/instances")[-1]
+
+    def reason(inst) -> str:
+        return {kv.key: kv.value for kv in inst.attributes}.get("label_reason", "")
+
+    last = run()
+    vocabulary = set(attribute_vocabulary())
+    labelled = [i for i in last.instances if i.label]
+    assert labelled, "instances seen in large masks are labelled"
+    for inst in last.instances:
+        if inst.label:
+            assert inst.label in vocabulary and 0.0 < inst.score <= 1.0 and not reason(inst)
+            c = np.array([inst.centroid.x, inst.centroid.y])
+            gt = min(seq.scene.objects, key=lambda o: np.linalg.norm(c - o.center[:2]))
+            if np.linalg.norm(c - gt.center[:2]) < 0.5 * max(gt.extent) + 0.1:
+                assert inst.label.split()[0] == gt.color_name, (inst.label, gt.color_name, gt.shape)
+        else:
+            assert reason(inst) == "not embedded yet", "first seen in the newest window: will be embedded"
+    snapshot = {i.id: i for i in node.pipeline.snapshot().instances}
+    assert all(snapshot[i.id].label == i.label for i in labelled), "the labels are the object map's"
+
+    # Masks that are all below query.embed_min_area_px are never embedded: the reason says so.
+    assert h.change_state(Transition.TRANSITION_DEACTIVATE) and h.change_state(Transition.TRANSITION_CLEANUP)
+    assert all(r.successful for r in h.set_remote_parameters({"query.embed_min_area_px": 100000}))
+    last = run()
+    assert last.instances and not [i for i in last.instances if i.label]
+    small = [i for i in last.instances if "smaller than query.embed_min_area_px (100000 px" in reason(i)]
+    assert small, [reason(i) for i in last.instances]
+    assert all(reason(i) for i in last.instances)
+    answer = h.call(h.service(Query, "/iggt/query"), Query.Request(text="a green box"), 10.0)
+    assert not answer.success and "query.embed_min_area_px" in answer.message, answer.message

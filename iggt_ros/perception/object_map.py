@@ -21,7 +21,7 @@ Rules:
   the tracker gives the new part its own ID, and the old ID keeps what it matches. Removed tracks
   (forgotten after ``tracking.forget_windows``) are removed from the map with them.
 * Embeddings. `add_embedding` folds a vector in as a weighted running mean; `set_label` stores a
-  label and score. Both are written by the query side and survive merges.
+  label and score. The query side writes labels as instance embeddings change; they survive merges.
 """
 
 from __future__ import annotations
@@ -62,6 +62,9 @@ class ObjectInstance:
     embedding_weight: float = 0.0
     label: str = ""
     score: float = 0.0
+    label_reason: str = ""
+    """Why there is no label (empty when labelled). Not kept by the map: the reader that knows it (the
+    query side) fills it in on the copy it publishes."""
 
 
 @dataclass

@@ -25,6 +25,9 @@ STATE_LOST = 2
 STATE_CODES = {"tentative": STATE_TENTATIVE, "confirmed": STATE_CONFIRMED, "lost": STATE_LOST}
 """Object-map state name -> Instance.state code."""
 
+LABEL_REASON = "label_reason"
+"""Attribute key of an unlabelled instance: why it has no label (e.g. "not embedded yet")."""
+
 
 @dataclass
 class InstanceRecord:
@@ -53,10 +56,15 @@ class InstanceRecord:
 
 
 def instance_record(inst: ObjectInstance, embedding: np.ndarray | None = None) -> InstanceRecord:
-    """The record of one object-map instance; an unknown state name reads as tentative."""
+    """The record of one object-map instance; an unknown state name reads as tentative.
+
+    An instance without a label carries the reason as the `label_reason` attribute when one is known.
+    """
+    reason = "" if inst.label else inst.label_reason
     return InstanceRecord(
         id=int(inst.id), centroid=np.asarray(inst.centroid, np.float64),
         box_center=np.asarray(inst.box_center, np.float64), box_size=np.asarray(inst.box_size, np.float64),
         box_yaw=float(inst.box_yaw), state=STATE_CODES.get(inst.state, STATE_TENTATIVE), label=inst.label,
         score=float(inst.score), point_count=int(inst.num_points), views_seen=int(inst.views_seen),
-        first_seen_ns=int(inst.first_seen_ns), last_seen_ns=int(inst.last_seen_ns), embedding=embedding)
+        first_seen_ns=int(inst.first_seen_ns), last_seen_ns=int(inst.last_seen_ns), embedding=embedding,
+        attributes={LABEL_REASON: reason} if reason else {})

@@ -214,7 +214,7 @@ class IggtNode(LifecycleNode):
         self.tf_health = TfHealth(cfg.input.tf_lag_warn_s) if cfg.input.use_tf else None
         self.worker = InferenceWorker(self.pipeline, self.queue, self._publish_result, self.stats)
         self.adapter = OutputAdapter(cfg.publish, OutputTopics(OUTPUT_NAMESPACE))
-        self.query_side = QuerySide(cfg.query, log.info, log.error)
+        self.query_side = QuerySide(cfg.query, log.info, log.error, on_label=self._set_label)
         self.query_side.start()
         self.inputs = CameraInputs(cfg.input.cameras, make_image_decoder(log.info), log.warning,
                                    self._make_pose_source(cfg))
@@ -343,6 +343,7 @@ class IggtNode(LifecycleNode):
         assert self.adapter is not None and self.query_side is not None
         t0 = time.perf_counter()
         sizes = {f.camera: tuple(np.shape(f.image)[:2]) for f in window.frames()}
+        result.instances = self.query_side.annotate(result.instances)  # unlabelled ones say why
         for message in self.adapter.messages(result, sizes):
             pub = self._publishers_by_topic.get(message.topic)
             if pub is not None:
@@ -350,6 +351,12 @@ class IggtNode(LifecycleNode):
         publish_ms = (time.perf_counter() - t0) * 1e3
         self.query_side.observe(result, window)
         return {"publish": publish_ms}
+
+    def _set_label(self, instance_id: int, label: str, score: float) -> None:
+        """From the query side's embedder thread: a label for the map (published with the next window)."""
+        pipeline = self.pipeline
+        if pipeline is not None:
+            pipeline.object_map.set_label(instance_id, label, score)
 
     def _publish_diagnostics(self) -> None:
         from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue

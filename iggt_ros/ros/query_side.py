@@ -4,10 +4,16 @@
 on the pipeline's latest map snapshot and the embeddings computed so far. Nothing here waits for
 inference: encoders load in a background thread at configure time (a query before they are ready
 is answered with a clear "still loading"), and views are embedded by the embedder's own worker.
+
+Labels come from the same embeddings: whenever an instance's embedding changes, the embedder's
+worker matches it against the label vocabulary (`query.label_vocabulary`) and hands the label and
+score to `on_label` (the node writes them into the object map). `annotate` gives every unlabelled
+instance the reason it has none.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import threading
 from collections.abc import Callable, Sequence
 from typing import Any
@@ -16,25 +22,31 @@ import numpy as np
 
 from iggt_ros.config import QueryConfig
 from iggt_ros.engine.preprocess import resize_image
+from iggt_ros.perception.object_map import ObjectInstance
 from iggt_ros.perception.pipeline import MapSnapshot, WindowResult
 from iggt_ros.perception.records import instance_record
 from iggt_ros.perception.window import Window
+from iggt_ros.vlm.labels import NOT_EMBEDDED_YET, LabelVocabulary, attribute_vocabulary, too_small_reason
 from iggt_ros.vlm.query import QueryResult, answer_query
 from iggt_ros.vlm.types import InstanceSnapshot, ViewObservation
 
 Logger = Callable[[str], None]
+LabelSink = Callable[[int, str, float], None]
+"""(instance ID, label, score): where labels go as embeddings change."""
 
 
 class QuerySide:
     """Encoders, the instance embedder and query answering for one node configuration."""
 
-    def __init__(self, config: QueryConfig, info: Logger, error: Logger) -> None:
+    def __init__(self, config: QueryConfig, info: Logger, error: Logger, on_label: LabelSink | None = None) -> None:
         self.config = config
         self._info = info
         self._error = error
+        self._on_label = on_label
         self._text_encoder: Any = None
         self._embedder: Any = None
         self._grounder: Any = None
+        self._vocabulary: LabelVocabulary | None = None
         self._ready = threading.Event()
         self._failure = ""
         self._stopped = False
@@ -59,6 +71,8 @@ class QuerySide:
         try:
             text = make_text_encoder(self.config)
             region = make_region_encoder(self.config)
+            vocabulary = (LabelVocabulary(self.config.label_vocabulary or attribute_vocabulary(), text)
+                          if text is not None and region is not None else None)
         except Exception as exc:  # a missing optional library or weights file: queries fail with the reason
             self._failure = f"text queries are unavailable: {exc}"
             self._error(self._failure)
@@ -68,11 +82,13 @@ class QuerySide:
             if self._stopped:
                 return
             self._text_encoder = text
+            self._vocabulary = vocabulary
             self._grounder = LmmGrounder.from_config(self.config)
             # LMM grounding shows the model an instance's best views, so the embedder keeps them.
             keep = self.config.lmm_max_views if self._grounder is not None else 0
             if region is not None:
-                self._embedder = InstanceEmbedder(region, self.config, keep_views=keep).start()
+                self._embedder = InstanceEmbedder(region, self.config, keep_views=keep,
+                                                  listener=self._relabel).start()
         grounding = f", LMM grounding via {self.config.lmm_endpoint}" if self._grounder is not None else ""
         self._info(f"queries: text encoder '{self.config.text_encoder}', region encoder "
                    f"'{self.config.region_encoder}' ready{grounding}")
@@ -130,6 +146,40 @@ class QuerySide:
             submitted += 1
         return submitted
 
+    # ------------------------------------------------------------------ labels
+    def _relabel(self, instance_ids: list[int]) -> None:
+        """On the embedder's worker: the instances whose embedding changed get the closest label."""
+        with self._lock:
+            embedder, vocabulary, sink = self._embedder, self._vocabulary, self._on_label
+        if embedder is None or vocabulary is None or sink is None:
+            return
+        for iid in instance_ids:
+            item = embedder.store.get(iid)
+            if item is not None:
+                best = vocabulary.best(item.vector)
+                sink(int(iid), best.label, best.score)
+
+    def label_reason(self, instance_id: int) -> str:
+        """Why an instance has no label (for an unlabelled instance; says nothing about labelled ones)."""
+        if not self._ready.is_set():
+            return f"not labelled yet: the encoders '{self.config.text_encoder}' are loading"
+        if self._failure:
+            return f"labels unavailable: {self._failure}"
+        for key in ("text_encoder", "region_encoder"):
+            if getattr(self.config, key) == "none":
+                return f"labels are off: query.{key} is 'none'"
+        with self._lock:
+            embedder = self._embedder
+        small = embedder.small_masks().get(int(instance_id)) if embedder is not None else None
+        if small is not None:
+            return too_small_reason(small, self.config.embed_min_area_px)
+        return NOT_EMBEDDED_YET
+
+    def annotate(self, instances: Sequence[ObjectInstance]) -> list[ObjectInstance]:
+        """Copies of `instances` in which every unlabelled one carries the reason it has no label."""
+        return [inst if inst.label else dataclasses.replace(inst, label_reason=self.label_reason(inst.id))
+                for inst in instances]
+
     # ------------------------------------------------------------------ queries
     def answer(self, text: str, snapshot: MapSnapshot, max_results: int = 0, min_score: float = 0.0) -> QueryResult:
         if not self._ready.is_set():
@@ -141,7 +191,7 @@ class QuerySide:
             encoder, embedder = self._text_encoder, self._embedder
         vectors = embedder.store.vectors() if embedder is not None else {}
         instances: Sequence[InstanceSnapshot] = [instance_record(i, vectors.get(int(i.id)))
-                                                  for i in snapshot.instances]
+                                                  for i in self.annotate(snapshot.instances)]
         result = answer_query(text, instances, encoder, self.config, max_results=int(max_results),
                               min_score=float(min_score), frame_id=snapshot.frame_id)
         if self._grounder is not None and embedder is not None:

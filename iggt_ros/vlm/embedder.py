@@ -12,7 +12,10 @@ every window:
 
 Each instance keeps its best `embed_max_views` per-view embeddings (by mask area x confidence);
 its embedding is their weighted mean, renormalised. Results go to an `EmbeddingStore` keyed by
-instance ID, which the query side reads at any time.
+instance ID, which the query side reads at any time, and to an optional listener (the query side
+re-labels the instances whose embedding changed). Instances seen only in masks smaller than
+`embed_min_area_px` are remembered with their largest mask, so the reader can say why they have
+no embedding instead of "not embedded yet".
 """
 
 from __future__ import annotations
@@ -20,6 +23,7 @@ from __future__ import annotations
 import collections
 import threading
 import time
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -110,7 +114,8 @@ class InstanceEmbedder:
     """
 
     def __init__(self, encoder: RegionEncoder, config: QueryConfig | None = None,
-                 store: EmbeddingStore | None = None, keep_views: int = 0):
+                 store: EmbeddingStore | None = None, keep_views: int = 0,
+                 listener: Callable[[list[int]], None] | None = None):
         cfg = config or QueryConfig()
         self.encoder = encoder
         self.store = store if store is not None else EmbeddingStore()
@@ -120,8 +125,12 @@ class InstanceEmbedder:
         self.max_views = cfg.embed_max_views
         self.keep_views = keep_views
         """Crops kept per instance (its best views) for LMM grounding; 0 keeps none."""
+        self.listener = listener
+        """Called with the IDs whose embedding changed, after each view (on the thread that processed it)."""
         self.stats = EmbedderStats()
         self._states: dict[int, _InstanceState] = {}
+        self._small: dict[int, int] = {}
+        """Instances never embedded, seen only in masks below min_area_px -> their largest mask (pixels)."""
         self._state_lock = threading.Lock()
         self._queue: collections.deque[ViewObservation] = collections.deque(maxlen=cfg.embed_queue_size)
         self._cond = threading.Condition()
@@ -191,18 +200,30 @@ class InstanceEmbedder:
         with self._state_lock:
             for iid in instance_ids:
                 self._states.pop(int(iid), None)
+                self._small.pop(int(iid), None)
                 self.store.remove(int(iid))
 
     def reset(self) -> None:
         with self._state_lock:
             self._states.clear()
+            self._small.clear()
             self.store.clear()
+
+    def small_masks(self) -> dict[int, int]:
+        """Instances not embedded because every mask so far was below min_area_px -> largest mask (pixels)."""
+        with self._state_lock:
+            return dict(self._small)
 
     def process(self, view: ViewObservation) -> list[int]:
         """Embed the new or changed instances of one view now; returns the IDs re-embedded."""
-        regions = view_regions(view, min_area_px=self.min_area_px)
+        seen = view_regions(view)
+        regions = {iid: r for iid, r in seen.items() if r[0] >= self.min_area_px}
         todo: list[tuple[int, RegionCrop]] = []
         with self._state_lock:
+            for iid, (area, _) in seen.items():
+                state = self._states.get(iid)
+                if area < self.min_area_px and (state is None or state.version == 0):
+                    self._small[iid] = max(self._small.get(iid, 0), area)
             for iid, (area, weight) in regions.items():
                 state = self._states.setdefault(iid, _InstanceState())
                 state.views_since_embed += 1
@@ -226,9 +247,16 @@ class InstanceEmbedder:
                     continue
                 self._add_entry(state, _ViewEntry(vec, crop.weight, crop.area_px,
                                                   crop if self.keep_views > 0 else None))
+                self._small.pop(iid, None)
                 self.store.put(iid, InstanceEmbedding(vector=self._aggregate(state), views=len(state.entries),
                                                       version=state.version, updated_ns=view.stamp_ns))
-        return [iid for iid, _ in todo]
+        changed = [iid for iid, _ in todo]
+        self._notify(changed)
+        return changed
+
+    def _notify(self, changed: list[int]) -> None:
+        if self.listener is not None:
+            self.listener(changed)
 
     def _changed(self, state: _InstanceState, area_px: int) -> bool:
         return (state.version == 0

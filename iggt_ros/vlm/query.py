@@ -10,13 +10,16 @@ embedding, so a minimum score of 0 keeps every ranked instance, as the service p
 from __future__ import annotations
 
 import time
+from collections import Counter
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
 
 from iggt_ros.config import QueryConfig
+from iggt_ros.perception.records import LABEL_REASON
 from iggt_ros.vlm.encoders import TextEncoder, normalize_rows
+from iggt_ros.vlm.labels import NOT_EMBEDDED_YET
 from iggt_ros.vlm.types import InstanceSnapshot
 
 
@@ -53,7 +56,8 @@ def answer_query(text: str, instances: Sequence[InstanceSnapshot], text_encoder:
 
     - `max_results` 0 means `config.max_results`; `min_score` 0 means `config.min_score`.
     - An instance's embedding is `instance.embedding`, else `embeddings[instance.id]`; instances
-      without one (not embedded yet) are left out and counted in the message.
+      without one are left out and counted in the message with the reason they carry (attribute
+      `label_reason`, e.g. masks too small to embed), "not embedded yet" when they carry none.
     - `embedding_space`, when given, names the space the instance embeddings were made in; a text
       encoder of another space is refused instead of returning meaningless scores.
     Failures (success=False, with the reason): empty or over-long text, no text encoder,
@@ -82,16 +86,17 @@ def answer_query(text: str, instances: Sequence[InstanceSnapshot], text_encoder:
     ids: list[int] = []
     rows: list[np.ndarray] = []
     by_id: dict[int, InstanceSnapshot] = {}
+    missing: Counter[str] = Counter()
     for inst in instances:
         vec = inst.embedding if inst.embedding is not None else (embeddings or {}).get(inst.id)
         if vec is None:
+            missing[inst.attributes.get(LABEL_REASON) or NOT_EMBEDDED_YET] += 1
             continue
         ids.append(inst.id)
         rows.append(np.asarray(vec, dtype=np.float32).ravel())
         by_id[inst.id] = inst
-    pending = len(instances) - len(ids)
     if not ids:
-        return fail(f"none of the {len(instances)} instances has an embedding yet; try again shortly")
+        return fail(f"none of the {len(instances)} instances has an embedding ({_summary(missing)})")
     dims = {r.shape[0] for r in rows}
     if dims != {text_encoder.dim}:
         return fail(f"instance embeddings have dimension {sorted(dims)} but the text encoder "
@@ -104,8 +109,16 @@ def answer_query(text: str, instances: Sequence[InstanceSnapshot], text_encoder:
     order = np.argsort(-scores, kind="stable")
     ranked = [RankedInstance(by_id[ids[i]], float(scores[i])) for i in order if scores[i] >= threshold][:k]
     message = f"{len(ranked)} of {len(ids)} embedded instances"
-    if pending:
-        message += f" ({pending} not embedded yet)"
+    if missing:
+        message += f" ({_summary(missing)})"
     if not ranked:
         message = f"no instance scored at least {threshold:.3f}; " + message
     return QueryResult(True, message, ranked, frame_id, (time.perf_counter() - t0) * 1e3)
+
+
+def _summary(missing: Counter[str], most: int = 3) -> str:
+    """'2 not embedded yet; 1 not embedded: ...' for the commonest reasons."""
+    parts = [f"{n} {why}" for why, n in missing.most_common(most)]
+    if len(missing) > most:
+        parts.append(f"{sum(missing.values()) - sum(n for _, n in missing.most_common(most))} for other reasons")
+    return "; ".join(parts)
