@@ -430,7 +430,7 @@ def test_end_to_end_outputs_match_ground_truth(harness_factory):
     assert marker_ids == visible
     assert all(m.header.frame_id == "odom" for m in markers[-1].markers)
 
-    # detections mirror the instances where vision_msgs exists
+    # detections mirror the instances that are not lost, where vision_msgs exists (README)
     try:
         import vision_msgs  # noqa: F401
     except ImportError:
