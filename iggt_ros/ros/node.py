@@ -7,7 +7,8 @@ Interface (names relative to the node's namespace; see DESIGN.md, "ROS interface
   `<camera>/camera_info`; QoS from `input.qos` (SENSOR_DATA by default). TF from /tf and /tf_static.
 - publishes `iggt/points`, `iggt/instances`, `iggt/detections` (when vision_msgs is installed),
   `iggt/markers`, `iggt/instance_image/<camera>` (+ `/colorized`), `iggt/depth/<camera>`, and
-  `/diagnostics` (per-stage latency, window rate, drops, engine).
+  `/diagnostics` ("perception": per-stage latency, window rate, images, drops, engine; "TF": /tf lag
+  and camera pose lookup failures). Instance labels come from the query side's region embeddings.
 - serves `iggt/query` (iggt_ros/Query) and `iggt/reset` (std_srvs/Trigger) in their own callback
   group, so they answer while a window is being processed.
 - parameters: every configuration key under its dotted name (`window.size`, ...) plus
