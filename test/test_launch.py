@@ -57,10 +57,13 @@ def test_camera_remaps_parse_and_malformed_entries_are_named():
 
 
 def config_dir() -> Path:
-    """The installed config directory (what the launch file uses) when testing an install, else the sources'."""
-    install = os.environ.get("IGGT_ROS_TEST_INSTALL")
-    installed = Path(install, "share", "iggt_ros", "config") if install else None
-    return installed if installed is not None and installed.is_dir() else REPO / "config"
+    """The installed config directory (what the launch file uses, so CMake must install the profile)
+    where the package is installed; the sources' otherwise."""
+    if os.environ.get("IGGT_ROS_TEST_INSTALL"):
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory("iggt_ros"), "config")
+    return REPO / "config"
 
 
 def test_large_images_sets_both_fast_dds_profile_variables(tmp_path):
