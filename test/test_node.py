@@ -131,6 +131,7 @@ class Harness:
         self.lock = threading.Lock()
         self.cameras = list(params.get("input.cameras", ["camera"]))
         self._pubs: dict[str, Any] = {}
+        self._clients: dict[str, Any] = {}
         self._subscribe_outputs(reliable)
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
@@ -191,22 +192,16 @@ class Harness:
     def change_state(self, transition_id: int, timeout: float = 60.0) -> bool:
         from lifecycle_msgs.srv import ChangeState
 
-        client = self.io.create_client(ChangeState, f"/{self.node.get_name()}/change_state")
-        assert client.wait_for_service(10.0), "lifecycle change_state service not available"
+        client = self.service(ChangeState, f"/{self.node.get_name()}/change_state")
         req = ChangeState.Request()
         req.transition.id = transition_id
-        result = self.call(client, req, timeout)
-        self.io.destroy_client(client)
-        return bool(result.success)
+        return bool(self.call(client, req, timeout).success)
 
     def state(self) -> str:
         from lifecycle_msgs.srv import GetState
 
-        client = self.io.create_client(GetState, f"/{self.node.get_name()}/get_state")
-        assert client.wait_for_service(10.0)
-        label = self.call(client, GetState.Request(), 10.0).current_state.label
-        self.io.destroy_client(client)
-        return label
+        client = self.service(GetState, f"/{self.node.get_name()}/get_state")
+        return self.call(client, GetState.Request(), 10.0).current_state.label
 
     def call(self, client, request, timeout: float):
         future = client.call_async(request)
@@ -223,13 +218,15 @@ class Harness:
         client = self.service(SetParameters, f"/{self.node.get_name()}/set_parameters")
         request = SetParameters.Request(parameters=[Parameter(k, value=v).to_parameter_msg()
                                                     for k, v in values.items()])
-        results = list(self.call(client, request, timeout).results)
-        self.io.destroy_client(client)
-        return results
+        return list(self.call(client, request, timeout).results)
 
     def service(self, srv_type, name: str):
-        client = self.io.create_client(srv_type, name)
-        assert client.wait_for_service(10.0), f"service {name} not available"
+        """One client per service for the harness's life: discovery happens once, not per call (a busy
+        machine can take seconds to discover a new client's server)."""
+        client = self._clients.get(name)
+        if client is None:
+            client = self._clients[name] = self.io.create_client(srv_type, name)
+        assert client.wait_for_service(30.0), f"service {name} not available"
         return client
 
     # ------------------------------------------------------------------ inputs
@@ -267,6 +264,9 @@ class Harness:
     def close(self) -> None:
         if self.engine is not None and isinstance(self.engine, HeldEngine):
             self.engine.gate.set()
+        for client in self._clients.values():
+            self.io.destroy_client(client)
+        self._clients = {}
         with contextlib.suppress(Exception):
             self.node.trigger_shutdown()
         self.executor.shutdown(timeout_sec=5.0)
