@@ -20,8 +20,9 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from .shading import LAMP_BELOW_CEILING, lambert, object_pattern, room_pattern
+from .shading import LAMP_BELOW_CEILING, brightness, object_pattern, room_pattern, specular
 from .shapes import INTERSECT, contains, surface_normal
+from .style import Texture
 from .types import ObjectSpec, Scene
 
 ROOM_NORMALS = ((0.0, 0.0, 1.0), (0.0, 0.0, -1.0), (1.0, 0.0, 0.0), (-1.0, 0.0, 0.0), (0.0, 1.0, 0.0), (0.0, -1.0, 0.0))
@@ -50,7 +51,7 @@ class _Primitive:
     extent: np.ndarray
     bound_radius: float
     albedo: np.ndarray
-    texture: str
+    texture: Texture
 
     @classmethod
     def from_spec(cls, spec: ObjectSpec) -> _Primitive:
@@ -64,13 +65,22 @@ class _Primitive:
             extent=extent,
             bound_radius=0.5 * float(np.linalg.norm(extent)),
             albedo=np.asarray(spec.color_rgb, dtype=np.float32),
-            texture=spec.texture,
+            texture=spec.surface,
         )
 
     @property
     def symmetric(self) -> bool:
-        """Rotationally symmetric about z: yaw does not change the intersection."""
+        """Rotationally symmetric about z: yaw does not change the intersection (textures still turn with yaw)."""
         return self.shape in ("sphere", "cylinder", "cone")
+
+    def blocks(self, x: np.ndarray, y: np.ndarray, z: np.ndarray, direction: np.ndarray) -> np.ndarray:
+        """Which rays from the world points (x, y, z) along one world `direction` hit this object."""
+        ox, oy, oz = x - self.center[0], y - self.center[1], z - self.center[2]
+        dx, dy = np.full(np.shape(x), direction[0]), np.full(np.shape(x), direction[1])
+        dz = np.full(np.shape(x), direction[2])
+        ox, oy = self.to_local(ox, oy)
+        dx, dy = self.to_local(dx, dy)
+        return np.isfinite(INTERSECT[self.shape]((ox, oy, oz), dx, dy, dz, self.extent))
 
     def to_local(self, x: np.ndarray, y: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
         """Rotate world-axis x, y components into the object's frame (inverse yaw)."""
@@ -119,6 +129,7 @@ class SceneRenderer:
         colors += [colors[-1]] * (6 - len(colors))
         self.room_albedo = np.asarray(colors[:6], dtype=np.float32)
         self.lamp = np.array([0.0, 0.0, size[2] - LAMP_BELOW_CEILING])
+        self.lighting = scene.style.lighting
         self.primitives = [_Primitive.from_spec(spec) for spec in scene.objects]
 
     def render(self, intrinsics: np.ndarray, world_from_camera: np.ndarray, width: int, height: int) -> RenderResult:
@@ -131,6 +142,8 @@ class SceneRenderer:
         ids = np.zeros((height, width), dtype=np.uint16)
         rects = self._objects(origin, rays, intrinsics, world_from_camera, depth, ids)
         rgb = self._shade(origin, rays, depth, face, ids, rects)
+        if self.lighting.shading == "toon":
+            rgb = _outline(rgb, depth, ids)
         return RenderResult(rgb=rgb, depth=depth.astype(np.float32), instance_ids=ids)
 
     @staticmethod
@@ -208,19 +221,23 @@ class SceneRenderer:
         ids: np.ndarray,
         rects: dict[int, tuple[slice, slice]],
     ) -> np.ndarray:
-        """Texture albedo times Lambertian brightness for the surface seen at each pixel."""
+        """Texture albedo times the diffuse brightness, plus highlights, for the surface seen at each pixel."""
         height, width = depth.shape
         color = np.empty((height, width, 3), dtype=np.float32)
         points = [origin[i] + depth * rays[i] for i in range(3)]
+        shadow = self._shadows(points, ids) if self.lighting.shadow_strength else None
+        ray_len = np.sqrt(rays[0] ** 2 + rays[1] ** 2 + rays[2] ** 2)
+        style = self.scene.style
         room = ids == 0
         for f, normal in enumerate(ROOM_NORMALS):
             mask = room & (face == f)
             if not mask.any():
                 continue
             at = (points[0][mask], points[1][mask], points[2][mask])
-            brightness = lambert(normal, at, self.lamp)
-            pattern = room_pattern(f, *at)
-            color[mask] = self.room_albedo[f] * (brightness * pattern).astype(np.float32)[:, None]
+            lit = brightness(self.lighting, normal, at, self.lamp, None if shadow is None else shadow[mask])
+            tone = room_pattern(f, *at, floor=style.floor, walls=style.walls)
+            color[mask] = self.room_albedo[f] * (lit * tone).astype(np.float32)[:, None]
+            self._highlight(color, mask, normal, rays, ray_len)
         by_id = {prim.id: prim for prim in self.primitives}
         for object_id, region in rects.items():
             prim = by_id[object_id]
@@ -230,9 +247,62 @@ class SceneRenderer:
             pz = at[2] - prim.center[2]
             nx, ny, nz = surface_normal(prim.shape, px, py, pz, prim.extent)
             nx, ny = prim.to_world(nx, ny)
-            shade = lambert((nx, ny, nz), at, self.lamp) * object_pattern(prim.texture, px, py, pz, prim.extent)
+            lit = brightness(self.lighting, (nx, ny, nz), at, self.lamp,
+                             None if shadow is None else shadow[region][mask])
+            shade = lit * object_pattern(prim.texture, px, py, pz, prim.extent)
             color[region][mask] = prim.albedo * shade.astype(np.float32)[:, None]
+            full = np.zeros_like(ids, dtype=bool)
+            full[region] = mask
+            self._highlight(color, full, (nx, ny, nz), rays, ray_len)
         return np.clip(color * 255.0 + 0.5, 0.0, 255.0).astype(np.uint8)
+
+    def _highlight(self, color: np.ndarray, mask: np.ndarray, normal, rays: list[np.ndarray],
+                   ray_len: np.ndarray) -> None:
+        """Add the key light's white highlight (phong shading only) to the pixels of `mask`."""
+        if not self.lighting.specular:
+            return
+        n = ray_len[mask]
+        view = (-rays[0][mask] / n, -rays[1][mask] / n, -rays[2][mask] / n)
+        spec = specular(self.lighting, normal, view)
+        color[mask] += spec.astype(np.float32)[:, None]
+
+    def _shadows(self, points: list[np.ndarray], ids: np.ndarray) -> np.ndarray:
+        """[H,W] 1 where an object stands between the surface point and the (directional) key light.
+
+        An object never shadows itself here: its own back faces already get no key light.
+        """
+        direction = np.asarray(self.lighting.key_direction, np.float64)
+        direction = direction / np.linalg.norm(direction)
+        blocked = np.zeros(ids.shape, dtype=bool)
+        for prim in self.primitives:
+            # Only points whose light ray passes near the object: distance from the ray to its centre.
+            rel = [prim.center[i] - points[i] for i in range(3)]
+            along = rel[0] * direction[0] + rel[1] * direction[1] + rel[2] * direction[2]
+            d2 = rel[0] ** 2 + rel[1] ** 2 + rel[2] ** 2 - along**2
+            near = (along > 0) & (d2 < prim.bound_radius**2) & (ids != prim.id) & ~blocked
+            if not near.any():
+                continue
+            hit = prim.blocks(points[0][near], points[1][near], points[2][near], direction)
+            blocked[near] = hit
+        return blocked.astype(np.float64)
+
+
+def _outline(rgb: np.ndarray, depth: np.ndarray, ids: np.ndarray, jump: float = 0.05) -> np.ndarray:
+    """Dark outlines where depth jumps or the surface changes, as cel-shaded renderers draw them."""
+    edge = np.zeros(depth.shape, dtype=bool)
+    for axis in (0, 1):
+        d = np.abs(np.diff(depth, axis=axis)) / np.minimum(
+            np.delete(depth, -1, axis=axis), np.delete(depth, 0, axis=axis))
+        e = (d > jump) | (np.diff(ids.astype(np.int32), axis=axis) != 0)
+        if axis == 0:
+            edge[:-1] |= e
+            edge[1:] |= e
+        else:
+            edge[:, :-1] |= e
+            edge[:, 1:] |= e
+    out = rgb.copy()
+    out[edge] = (out[edge] * 0.2).astype(np.uint8)
+    return out
 
 
 def render_view(

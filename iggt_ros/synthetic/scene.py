@@ -17,11 +17,13 @@ from dataclasses import replace
 import numpy as np
 
 from .attributes import COLORS, FLOOR_COLORS, ROOM_COLORS, SHAPES, SIZES, TEXTURES
+from .style import SceneStyle, random_albedo
 from .types import ObjectSpec, Scene
 
 ROOM_KINDS: dict[str, tuple[tuple[float, float], tuple[float, float], tuple[float, float]]] = {
     "room": ((5.5, 7.5), (4.5, 6.0), (2.6, 3.0)),
     "hall": ((9.0, 12.0), (7.0, 9.0), (3.2, 4.0)),
+    "corridor": ((10.0, 13.0), (3.8, 4.4), (2.5, 2.9)),
 }
 """Room kind -> ranges of its x, y, z extent in metres."""
 
@@ -49,9 +51,9 @@ def walkway_points(room_size: np.ndarray, count: int = 256) -> np.ndarray:
 
 def footprint_radius(shape: str, extent: np.ndarray) -> float:
     """Radius of the circle around the object's floor footprint, whatever its yaw."""
-    if shape in ("cube", "box"):
-        return 0.5 * float(np.hypot(extent[0], extent[1]))
-    return 0.5 * float(extent[0])
+    if shape in ("cylinder", "cone", "sphere", "prism"):
+        return 0.5 * float(extent[0])
+    return 0.5 * float(np.hypot(extent[0], extent[1]))
 
 
 def make_extent(shape: str, size: float, rng: np.random.Generator) -> np.ndarray:
@@ -66,6 +68,13 @@ def make_extent(shape: str, size: float, rng: np.random.Generator) -> np.ndarray
     if shape == "cone":
         d = size * rng.uniform(0.7, 1.1)
         return np.array([d, d, size * rng.uniform(1.0, 1.6)])
+    if shape == "ellipsoid":
+        return size * np.array([rng.uniform(0.7, 1.3), rng.uniform(0.6, 1.0), rng.uniform(0.6, 1.4)])
+    if shape == "prism":
+        d = size * rng.uniform(0.7, 1.1)
+        return np.array([d, d, size * rng.uniform(0.6, 1.5)])
+    if shape == "pyramid":
+        return size * np.array([rng.uniform(0.8, 1.2), rng.uniform(0.8, 1.2), rng.uniform(0.8, 1.4)])
     raise ValueError(f"unknown shape '{shape}'; choose from {', '.join(SHAPES)}")
 
 
@@ -123,29 +132,56 @@ class _Placer:
         return None
 
 
-def _draw_appearances(count: int, rng: np.random.Generator) -> list[tuple[str, str, str]]:
+def _draw_appearances(count: int, rng: np.random.Generator, shapes: tuple[str, ...] = SHAPES
+                      ) -> list[tuple[str, str, str]]:
     """`count` distinct (shape, colour, size) triples in random order."""
-    combos = [(s, c, z) for s in SHAPES for c in COLORS for z in SIZES]
+    combos = [(s, c, z) for s in shapes for c in COLORS for z in SIZES]
     picks = rng.choice(len(combos), size=count, replace=False)
     return [combos[i] for i in picks]
 
 
-def _draw_objects(num_originals: int, rng: np.random.Generator) -> list[ObjectSpec]:
-    """Objects with distinct appearances, not yet placed (centre at the origin, id 0)."""
+def nearest_color_name(rgb: tuple[float, float, float]) -> str:
+    """The colour word whose palette albedo is closest to `rgb` (what a person would call it)."""
+    names = list(COLORS)
+    dist = [float(np.sum((np.asarray(COLORS[n]) - np.asarray(rgb)) ** 2)) for n in names]
+    return names[int(np.argmin(dist))]
+
+
+def _draw_objects(num_originals: int, rng: np.random.Generator, style: SceneStyle | None = None) -> list[ObjectSpec]:
+    """Objects with distinct appearances, not yet placed (centre at the origin, id 0).
+
+    Without a style: palette colours and the three default textures. A style widens every factor: its
+    shapes, any albedo, its texture kinds at random cell scales and contrasts, scaled sizes.
+    """
     out = []
-    for shape, color, size_name in _draw_appearances(num_originals, rng):
-        extent = make_extent(shape, rng.uniform(*SIZES[size_name]), rng)
+    for shape, color, size_name in _draw_appearances(num_originals, rng, SHAPES if style is None else style.shapes):
+        if style is None:
+            extent = make_extent(shape, rng.uniform(*SIZES[size_name]), rng)
+            yaw = float(rng.uniform(-np.pi, np.pi))
+            texture = str(rng.choice(TEXTURES, p=[0.4, 0.3, 0.3]))
+            extra = {}
+            rgb = COLORS[color]
+        else:
+            extent = make_extent(shape, rng.uniform(*SIZES[size_name]) * style.size_scale, rng)
+            yaw = float(rng.uniform(-np.pi, np.pi))
+            texture = str(rng.choice(style.object_textures, p=style.texture_weights))
+            extra = {"texture_scale": float(rng.uniform(*style.texture_scale)),
+                     "texture_tone": float(rng.uniform(*style.texture_tone)),
+                     "texture_phase": float(rng.uniform(0, 100))}
+            rgb = random_albedo(rng) if style.random_colors else COLORS[color]
+            color = nearest_color_name(rgb)
         out.append(
             ObjectSpec(
                 id=0,
                 shape=shape,
                 color_name=color,
-                color_rgb=COLORS[color],
+                color_rgb=rgb,
                 size_name=size_name,
                 center=np.array([0.0, 0.0, extent[2] / 2]),
                 extent=extent,
-                yaw=float(rng.uniform(-np.pi, np.pi)),
-                texture=str(rng.choice(TEXTURES, p=[0.4, 0.3, 0.3])),
+                yaw=yaw,
+                texture=texture,
+                **extra,
             )
         )
     return out
@@ -179,27 +215,33 @@ def _try_layout(
     return placed
 
 
-def make_scene(seed: int, num_objects: int | None = None, room: str = "room") -> Scene:
+def make_scene(seed: int, num_objects: int | None = None, room: str = "room", style: SceneStyle | None = None
+               ) -> Scene:
     """A reproducible room with `num_objects` objects (default: a seeded choice in 5..30).
 
     The room grows by 8 % and the layout is redrawn when the objects do not fit, so any object
-    count gives a valid scene; the result depends only on the arguments.
+    count gives a valid scene; the result depends only on the arguments. `style` (see `style.py`)
+    widens shapes, colours, textures and sizes and sets the room's look; None is the default look.
     """
     if room not in ROOM_KINDS:
         raise ValueError(f"unknown room kind '{room}'; choose from {', '.join(ROOM_KINDS)}")
     rng = np.random.default_rng(seed)
     if num_objects is None:
         num_objects = int(rng.integers(MIN_OBJECTS, MAX_OBJECTS + 1))
-    max_objects = len(SHAPES) * len(COLORS) * len(SIZES)
+    max_objects = len(SHAPES if style is None else style.shapes) * len(COLORS) * len(SIZES)
     if not 0 <= num_objects <= max_objects:
         raise ValueError(f"num_objects must be between 0 and {max_objects}, got {num_objects}")
     room_size = np.array([rng.uniform(*r) for r in ROOM_KINDS[room]])
     num_pairs = 0
     if num_objects >= 2 and rng.random() < DUPLICATE_PROBABILITY:
         num_pairs = int(rng.integers(1, min(3, num_objects // 2) + 1))
+    if style is not None and style.duplicate_pairs is not None:
+        num_pairs = min(style.duplicate_pairs, num_objects // 2)
     wall_colors = [FLOOR_COLORS[rng.integers(len(FLOOR_COLORS))]]
     wall_colors += [ROOM_COLORS[i] for i in rng.choice(len(ROOM_COLORS), size=5, replace=True)]
-    originals = _draw_objects(num_objects - num_pairs, rng)
+    if style is not None and style.room_colors is not None:
+        wall_colors = list(style.room_colors)
+    originals = _draw_objects(num_objects - num_pairs, rng, style)
     while (placed := _try_layout(room_size, originals, num_pairs, rng)) is None:
         room_size = room_size * np.array([1.08, 1.08, 1.0])
     # Random IDs, so duplicates and big objects do not always get the lowest IDs.
@@ -208,4 +250,5 @@ def make_scene(seed: int, num_objects: int | None = None, room: str = "room") ->
     for obj, original in placed:
         obj.duplicate_of = original.id if original is not None else 0
     objects = sorted((obj for obj, _ in placed), key=lambda o: o.id)
-    return Scene(seed=seed, room_size=room_size, objects=objects, wall_colors=wall_colors)
+    return Scene(seed=seed, room_size=room_size, objects=objects, wall_colors=wall_colors,
+                 style=style if style is not None else SceneStyle.default())

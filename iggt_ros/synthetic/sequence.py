@@ -20,9 +20,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from .camera_effects import apply_effects
 from .render import SceneRenderer
 from .rig import make_rig
 from .scene import make_scene
+from .style import SceneStyle
 from .trajectory import make_trajectory
 from .types import CameraRig, RenderedView, Scene, SyntheticSequence
 
@@ -63,12 +65,20 @@ def plan_sequence(
     coverage: float = 1.0,
     room: str = "room",
     fov_deg: float = 60.0,
+    style: SceneStyle | None = None,
 ) -> SequencePlan:
     """Scene, rig, base poses and stamps of a sequence (see `make_sequence` for the arguments)."""
     if rate_hz <= 0:
         raise ValueError(f"rate_hz must be positive, got {rate_hz}")
-    scene = make_scene(seed, num_objects=num_objects, room=room)
-    rig = make_rig(cameras, width, height, fov_deg=fov_deg)
+    scene = make_scene(seed, num_objects=num_objects, room=room, style=style)
+    if style is None:
+        rig = make_rig(cameras, width, height, fov_deg=fov_deg)
+    else:
+        cam = style.camera
+        rig = make_rig(cameras, width, height, fov_deg=cam.fov_deg, mount_height=cam.mount_height,
+                       tilt_deg=cam.tilt_deg)
+        rig.intrinsics[0, 2] += cam.principal_offset[0] * width
+        rig.intrinsics[1, 2] += cam.principal_offset[1] * height
     rng = np.random.default_rng([seed, TRAJECTORY_STREAM])
     poses = make_trajectory(scene, trajectory, num_steps, rng, coverage=coverage)
     stamps = [stamp_ns(t, rate_hz) for t in range(num_steps)]
@@ -79,16 +89,18 @@ def iter_steps(plan: SequencePlan, renderer: SceneRenderer | None = None) -> Ite
     """Render the plan one time step at a time: yields the views of all cameras at each step."""
     renderer = renderer or SceneRenderer(plan.scene)
     rig = plan.rig
+    style = plan.scene.style
     for step, stamp in enumerate(plan.stamps_ns):
         views = []
         for camera, name in enumerate(rig.names):
             pose = plan.world_from_camera(step, camera)
             out = renderer.render(rig.intrinsics, pose, rig.width, rig.height)
+            rng = np.random.default_rng([style.seed, step, camera])
             views.append(
                 RenderedView(
                     camera=name,
                     stamp_ns=stamp,
-                    rgb=out.rgb,
+                    rgb=apply_effects(out.rgb, style.effects, rng),
                     depth=out.depth,
                     instance_ids=out.instance_ids,
                     intrinsics=rig.intrinsics.copy(),
@@ -110,15 +122,18 @@ def make_sequence(
     coverage: float = 1.0,
     room: str = "room",
     fov_deg: float = 60.0,
+    style: SceneStyle | None = None,
 ) -> SyntheticSequence:
     """Render `num_steps` steps of `cameras` cameras moving along `trajectory` through scene `seed`.
 
     trajectory: 'orbit', 'walk' or 'pan' (see `trajectory.py`); coverage: fraction of the full loop
     or sweep the sequence spans (1.0 = all of it, whatever num_steps; lower it for small motion
-    between steps); room: 'room' or 'hall'; fov_deg: horizontal field of view of every camera.
+    between steps); room: 'room', 'hall' or 'corridor'; fov_deg: horizontal field of view of every camera;
+    style: a randomised look (`style.sample_style`) that also sets the lens and mount (fov_deg is then
+    ignored) and the camera's image effects; None is the default look.
     """
     plan = plan_sequence(
-        seed, num_steps, cameras, trajectory, width, height, rate_hz, num_objects, coverage, room, fov_deg
+        seed, num_steps, cameras, trajectory, width, height, rate_hz, num_objects, coverage, room, fov_deg, style
     )
     return SyntheticSequence(
         scene=plan.scene,

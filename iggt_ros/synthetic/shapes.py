@@ -63,22 +63,23 @@ def _cap(o: Vec, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, z: float, radiu
 
 
 def intersect_cylinder(o: Vec, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, extent: np.ndarray) -> np.ndarray:
-    """Upright cylinder of diameter extent[0] and height extent[2], with both caps."""
+    """Upright cylinder of diameter extent[0] and height extent[2], with both caps.
+
+    `o` may hold per-ray arrays (shadow rays share a direction, not an origin), so the tests of where the
+    origin lies are masks rather than branches.
+    """
     r, h = extent[0] / 2, extent[2] / 2
-    t = np.full(dx.shape, np.inf)
     c = o[0] * o[0] + o[1] * o[1] - r * r
-    if c > 0:  # outside the infinite cylinder: the side can be entered
-        a = dx * dx + dy * dy
-        b = o[0] * dx + o[1] * dy
-        disc = b * b - a * c
-        with np.errstate(invalid="ignore", divide="ignore"):
-            ts = c / (np.sqrt(disc) - b)
-        z = o[2] + ts * dz
-        t = np.where((disc >= 0) & (b < 0) & (np.abs(z) <= h), ts, t)
-    if o[2] > h:
-        t = np.minimum(t, _cap(o, dx, dy, dz, h, r))
-    elif o[2] < -h:
-        t = np.minimum(t, _cap(o, dx, dy, dz, -h, r))
+    a = dx * dx + dy * dy
+    b = o[0] * dx + o[1] * dy
+    disc = b * b - a * c
+    with np.errstate(invalid="ignore", divide="ignore"):
+        ts = c / (np.sqrt(disc) - b)
+    z = o[2] + ts * dz
+    # Outside the infinite cylinder (c > 0) the side can be entered.
+    t = np.where((c > 0) & (disc >= 0) & (b < 0) & (np.abs(z) <= h), ts, np.inf)
+    t = np.minimum(t, np.where(np.asarray(o[2]) > h, _cap(o, dx, dy, dz, h, r), np.inf))
+    t = np.minimum(t, np.where(np.asarray(o[2]) < -h, _cap(o, dx, dy, dz, -h, r), np.inf))
     return t
 
 
@@ -98,9 +99,51 @@ def intersect_cone(o: Vec, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, exten
         z = o[2] + root * dz
         valid = ok & (root > 0) & (z >= -h) & (z <= h)
         t = np.where(valid & (root < t), root, t)
-    if o[2] < -h:
-        t = np.minimum(t, _cap(o, dx, dy, dz, -h, r))
-    return t
+    return np.minimum(t, np.where(np.asarray(o[2]) < -h, _cap(o, dx, dy, dz, -h, r), np.inf))
+
+
+def intersect_ellipsoid(o: Vec, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, extent: np.ndarray) -> np.ndarray:
+    """Ellipsoid with axes extent / 2: a unit sphere after scaling each axis (t is unchanged by the scaling)."""
+    s = 2.0 / np.asarray(extent, np.float64)
+    return intersect_sphere((o[0] * s[0], o[1] * s[1], o[2] * s[2]), dx * s[0], dy * s[1], dz * s[2],
+                            np.array([2.0, 2.0, 2.0]))
+
+
+def polyhedron_planes(shape: str, extent: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Outward unit normals [F,3] and offsets [F] of a convex solid {p : n . p <= d}."""
+    h = extent[2] / 2
+    if shape == "prism":  # hexagonal prism, circumradius extent[0] / 2
+        angles = np.arange(6) * np.pi / 3
+        sides = np.stack([np.cos(angles), np.sin(angles), np.zeros(6)], axis=1)
+        normals = np.vstack([sides, [[0, 0, 1], [0, 0, -1]]])
+        offsets = np.concatenate([np.full(6, extent[0] / 2 * np.cos(np.pi / 6)), [h, h]])
+        return normals, offsets
+    if shape == "pyramid":  # rectangular base at z = -h, apex at z = +h
+        a, b = extent[0] / 2, extent[1] / 2
+        raw = np.array([[2 * h, 0, a], [-2 * h, 0, a], [0, 2 * h, b], [0, -2 * h, b]], np.float64)
+        norms = np.linalg.norm(raw, axis=1)
+        offsets = np.array([2 * h * a - a * h, 2 * h * a - a * h, 2 * h * b - b * h, 2 * h * b - b * h]) / norms
+        return np.vstack([raw / norms[:, None], [[0, 0, -1]]]), np.append(offsets, h)
+    raise ValueError(f"'{shape}' is not a polyhedron")
+
+
+def _polyhedron(shape: str):
+    def intersect(o: Vec, dx: np.ndarray, dy: np.ndarray, dz: np.ndarray, extent: np.ndarray) -> np.ndarray:
+        """Entering parameter of a convex polyhedron: the last plane entered before the first one left."""
+        normals, offsets = polyhedron_planes(shape, extent)
+        near = np.full(np.shape(dx), -np.inf)
+        far = np.full(np.shape(dx), np.inf)
+        with np.errstate(divide="ignore", invalid="ignore"):
+            for n, d in zip(normals, offsets, strict=True):
+                denom = n[0] * dx + n[1] * dy + n[2] * dz
+                num = d - (n[0] * o[0] + n[1] * o[1] + n[2] * o[2])
+                t = num / denom
+                near = np.where(denom < 0, np.maximum(near, t), near)
+                far = np.where(denom > 0, np.minimum(far, t), far)
+                far = np.where((denom == 0) & (num < 0), -np.inf, far)
+        return np.where((near <= far) & (near > 0), near, np.inf)
+
+    return intersect
 
 
 def contains(shape: str, o: Vec, extent: np.ndarray) -> bool:
@@ -111,6 +154,11 @@ def contains(shape: str, o: Vec, extent: np.ndarray) -> bool:
         return bool(abs(x) < h[0] and abs(y) < h[1] and abs(z) < h[2])
     if shape == "sphere":
         return x * x + y * y + z * z < h[0] * h[0]
+    if shape == "ellipsoid":
+        return (x / h[0]) ** 2 + (y / h[1]) ** 2 + (z / h[2]) ** 2 < 1.0
+    if shape in ("prism", "pyramid"):
+        normals, offsets = polyhedron_planes(shape, extent)
+        return bool(np.all(normals @ np.array([x, y, z]) < offsets))
     rho = float(np.hypot(x, y))
     if shape == "cylinder":
         return rho < h[0] and abs(z) < h[2]
@@ -125,6 +173,9 @@ INTERSECT = {
     "sphere": intersect_sphere,
     "cylinder": intersect_cylinder,
     "cone": intersect_cone,
+    "ellipsoid": intersect_ellipsoid,
+    "prism": _polyhedron("prism"),
+    "pyramid": _polyhedron("pyramid"),
 }
 
 
@@ -141,6 +192,16 @@ def surface_normal(
     if shape == "sphere":
         r = extent[0] / 2
         return px / r, py / r, pz / r
+    if shape == "ellipsoid":
+        h = extent / 2
+        gx, gy, gz = px / h[0] ** 2, py / h[1] ** 2, pz / h[2] ** 2
+        norm = np.maximum(np.sqrt(gx * gx + gy * gy + gz * gz), 1e-12)
+        return gx / norm, gy / norm, gz / norm
+    if shape in ("prism", "pyramid"):
+        normals, offsets = polyhedron_planes(shape, extent)
+        signed = normals @ np.stack([px, py, pz]).reshape(3, -1) - offsets[:, None]
+        face = np.argmax(signed, axis=0).reshape(np.shape(px))
+        return normals[face, 0], normals[face, 1], normals[face, 2]
     r, h = extent[0] / 2, extent[2] / 2
     rho = np.maximum(np.hypot(px, py), 1e-12)
     zero = np.zeros_like(px)

@@ -14,6 +14,8 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .style import SceneStyle, Texture
+
 
 @dataclass
 class ObjectSpec:
@@ -35,9 +37,17 @@ class ObjectSpec:
     yaw: float = 0.0
     """Rotation about world z, radians (objects stand upright)."""
     texture: str = "plain"
-    """'plain', 'stripes' or 'checker': surface pattern, so views carry image texture."""
+    """Surface pattern kind ('plain', 'stripes', 'checker', ... see `style.Texture`), so views carry image texture."""
     duplicate_of: int = 0
     """ID of the object this one is an identical copy of (0 = not a duplicate)."""
+    texture_scale: float = 0.25
+    """Pattern cell size as a fraction of the object's extent."""
+    texture_tone: float = 0.55
+    texture_phase: float = 0.0
+
+    @property
+    def surface(self) -> Texture:
+        return Texture(self.texture, self.texture_scale, self.texture_tone, self.texture_phase)
 
     @property
     def attributes(self) -> dict[str, str]:
@@ -54,6 +64,8 @@ class Scene:
     objects: list[ObjectSpec]
     wall_colors: list[tuple[float, float, float]] = field(default_factory=list)
     """Albedo of floor, ceiling, and the four walls (in that order; walls at x = -X/2, x = +X/2, y = -Y/2, y = +Y/2)."""
+    style: SceneStyle = field(default_factory=SceneStyle)
+    """Room textures, lights and shading model (the camera and image parts apply to sequences)."""
 
     def object(self, object_id: int) -> ObjectSpec:
         for obj in self.objects:
