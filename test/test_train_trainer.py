@@ -99,3 +99,32 @@ def test_centered_start_spreads_the_initial_features():
     before = spread(model, images)
     start_instance_features_centered(model, images)
     assert spread(model, images) > 2 * before
+
+
+def test_prefetched_batches_train_exactly_like_batches_rendered_in_the_loop(tmp_path):
+    """A worker process renders ahead; every batch is a pure function of its step, so nothing changes."""
+    inline = _trainer(tmp_path / "a", steps=3)
+    inline.run()
+    ahead = _trainer(tmp_path / "b", steps=3)
+    ahead.config.prefetch = 2
+    assert ahead.run() == 3
+    for (name, a), b in zip(inline.model.state_dict().items(), ahead.model.state_dict().values(), strict=True):
+        assert torch.allclose(a, b, atol=1e-6), name
+
+
+def test_resolution_curriculum_trains_small_first_then_at_full_size():
+    source = SyntheticWindowSource(H, W, seed=0, small_size=(28, 56), small_until=0.5)
+    assert source.window(step=1, index=0, frames=2, progress=0.2).rgb.shape == (2, 28, 56, 3)
+    assert source.window(step=1, index=0, frames=2, progress=0.6).rgb.shape == (2, H, W, 3)
+
+
+def test_training_windows_are_drawn_from_the_randomised_training_looks():
+    from iggt_ros.synthetic.style import DOMAINS
+
+    source = SyntheticWindowSource(H, W, seed=0)
+    assert source.domain == "train"
+    plain = SyntheticWindowSource(H, W, seed=0, domain=None)
+    a = source.window(step=2, index=0, frames=2, progress=0.5)
+    b = plain.window(step=2, index=0, frames=2, progress=0.5)
+    assert a.rgb.shape == b.rgb.shape and not (a.rgb == b.rgb).all()
+    assert "pyramid" not in DOMAINS["train"].shapes

@@ -26,7 +26,14 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="dataset folder of scenes (see iggt_ros/train/README.md); default: synthetic scenes")
     parser.add_argument("--size", default=None, metavar="HxW",
                         help="input size, multiples of 28 (default: the model's own, else 336x504)")
+    parser.add_argument("--small-size", default=None, metavar="HxW",
+                        help="train at this smaller size first (synthetic scenes), then at --size")
+    parser.add_argument("--small-until", type=float, default=0.0,
+                        help="fraction of --steps trained at --small-size")
     parser.add_argument("--frames", default="2:8", metavar="MIN:MAX", help="frames per window")
+    parser.add_argument("--domain", default="train", choices=["train", "none"],
+                        help="look of the synthetic scenes: 'train' randomises textures, shapes, lights, lenses and "
+                             "image effects; 'none' renders the plain default look")
     parser.add_argument("--steps", type=int, default=3000)
     parser.add_argument("--batch-size", type=int, default=1)
     parser.add_argument("--lr-backbone", type=float, default=5e-4)
@@ -43,6 +50,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    parser.add_argument("--prefetch", type=int, default=0,
+                        help="batches rendered ahead in a worker process (synthetic scenes; 0 = in the loop)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")
@@ -54,10 +63,14 @@ def _model_config(name: str) -> IggtModelConfig:
     return IggtModelConfig.from_json(Path(name))
 
 
+def _hw(text: str) -> tuple[int, int]:
+    h, w = (int(v) for v in text.lower().split("x"))
+    return h, w
+
+
 def _input_size(args: argparse.Namespace, config: IggtModelConfig) -> tuple[int, int]:
     if args.size:
-        h, w = (int(v) for v in args.size.lower().split("x"))
-        return h, w
+        return _hw(args.size)
     if "input_hw" in config.extra:
         return tuple(config.extra["input_hw"])
     return 336, 504
@@ -85,11 +98,14 @@ def build_trainer(args: argparse.Namespace) -> Trainer:
 
         curriculum = Curriculum(min_frames=min_frames, end_max_frames=max_frames,
                                 start_max_frames=min(max_frames, max(min_frames, 4)))
-        source = SyntheticWindowSource(height, width, seed=args.seed, curriculum=curriculum)
+        source = SyntheticWindowSource(height, width, seed=args.seed, curriculum=curriculum,
+                                       domain=None if args.domain == "none" else args.domain,
+                                       small_size=_hw(args.small_size) if args.small_size else None,
+                                       small_until=args.small_until)
     train_config = TrainConfig(
         steps=args.steps, batch_size=args.batch_size, lr_backbone=args.lr_backbone, lr_heads=args.lr_heads,
         weight_decay=args.weight_decay, warmup_steps=args.warmup, checkpoint_every=args.checkpoint_every,
-        time_limit_s=args.time_limit, threads=args.threads, device=args.device, seed=args.seed,
+        time_limit_s=args.time_limit, threads=args.threads, prefetch=args.prefetch, device=args.device, seed=args.seed,
         loss=LossWeights(samples=args.samples, instance=args.instance_weight, pull=args.pull,
                         pull_ramp=args.pull_ramp),
     )

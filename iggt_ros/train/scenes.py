@@ -16,6 +16,7 @@ import numpy as np
 
 from iggt_ros.engine.preprocess import resize_image
 from iggt_ros.synthetic import make_sequence
+from iggt_ros.synthetic.style import sample_style
 from iggt_ros.train.batch import TrainWindow
 
 TRAIN_SEED_BASE = 10_000_000
@@ -43,7 +44,7 @@ class Curriculum:
     start_coverage: tuple[float, float] = (0.05, 0.2)
     end_coverage: tuple[float, float] = (0.05, 0.5)
     start_objects: tuple[int, int] = (3, 6)
-    end_objects: tuple[int, int] = (3, 12)
+    end_objects: tuple[int, int] = (3, 16)
     two_camera_fraction: float = 0.35
     ramp: float = 0.6
     """Fraction of training over which the difficulty rises to its end values."""
@@ -64,8 +65,21 @@ class SyntheticWindowSource:
     width: int
     seed: int = 0
     curriculum: Curriculum = field(default_factory=Curriculum)
+    domain: str | None = "train"
+    """Factor pool of the randomised look (`synthetic.style.DOMAINS`); None renders the default look with a
+    field of view from `fov_range`."""
     fov_range: tuple[float, float] = (50.0, 75.0)
-    supersampled_fraction: float = 0.4
+    supersampled_fraction: float = 0.25
+    small_size: tuple[int, int] | None = None
+    """(H, W) of the windows before `small_until` of training: a resolution curriculum. Steps at a smaller
+    size cost a fraction of a full-size step and learn the appearance factors just as well; the last part
+    of training at full size sharpens the masks."""
+    small_until: float = 0.0
+
+    def size_at(self, progress: float) -> tuple[int, int]:
+        if self.small_size is not None and progress < self.small_until:
+            return self.small_size
+        return self.height, self.width
     """Share of windows rendered at 3x and shrunk with the engine's bicubic resize: real cameras are
     larger than the model input, so the model must also accept smoothed, antialiased edges."""
 
@@ -83,17 +97,20 @@ class SyntheticWindowSource:
         cameras = 2 if (frames >= 2 and frames % 2 == 0 and rng.random() < self.curriculum.two_camera_fraction) else 1
         steps = frames // cameras
         factor = 3 if rng.random() < self.supersampled_fraction else 1
+        style = sample_style(self.domain, rng) if self.domain else None
+        height, width = self.size_at(progress)
         sequence = make_sequence(
             seed=scene_seed,
             num_steps=max(steps, 2),
             cameras=cameras,
             trajectory=str(rng.choice(TRAJECTORIES)),
-            width=self.width * factor,
-            height=self.height * factor,
+            width=width * factor,
+            height=height * factor,
             num_objects=int(rng.integers(objs[0], objs[1] + 1)),
             coverage=float(rng.uniform(*cov)),
             room=str(rng.choice(ROOMS)),
             fov_deg=float(rng.uniform(*self.fov_range)),
+            style=style,
         )
         views = [v for step_views in sequence.steps[:steps] for v in step_views]
         if cameras == 1 and rng.random() < 0.5:

@@ -9,6 +9,8 @@ from __future__ import annotations
 import csv
 import math
 import time
+from collections import deque
+from concurrent.futures import Future, ProcessPoolExecutor
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Protocol
@@ -49,6 +51,9 @@ class TrainConfig:
     time_limit_s: float | None = None
     """Stop (and checkpoint) once this much wall time has passed; the schedule still runs on `steps`."""
     threads: int | None = None
+    prefetch: int = 0
+    """Batches rendered ahead in a worker process (0: render in the training loop). Synthetic windows cost
+    about as much to render as a CPU step takes, so one worker overlaps the two."""
     device: str = "cpu"
     seed: int = 0
     loss: LossWeights = field(default_factory=LossWeights)
@@ -177,6 +182,32 @@ class Trainer:
         self.optimizer.step()
         return terms.as_dict()
 
+    def _batches(self, stop: int):
+        """Yield (step, windows) from the current step to `stop`, rendered ahead when `prefetch` asks for it.
+
+        Every batch is a pure function of its step and progress, so prefetching changes no result.
+        """
+        cfg = self.config
+        progress = lambda step: step / max(1, cfg.steps)  # noqa: E731
+        if not cfg.prefetch:
+            for step in range(self.step, stop):
+                yield step, self.source.batch(step, cfg.batch_size, progress(step))
+            return
+        import multiprocessing
+
+        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+            pending: deque[tuple[int, Future]] = deque()
+            next_step = self.step
+            while True:
+                while len(pending) < cfg.prefetch and next_step < stop:
+                    pending.append((next_step, pool.submit(self.source.batch, next_step, cfg.batch_size,
+                                                           progress(next_step))))
+                    next_step += 1
+                if not pending:
+                    return
+                step, future = pending.popleft()
+                yield step, future.result()
+
     def run(self, until: int | None = None) -> int:
         """Train until `steps`, the time limit, or step `until` of this call; returns the last step reached.
 
@@ -188,9 +219,8 @@ class Trainer:
             torch.set_num_threads(cfg.threads)
         start = time.monotonic() - self.elapsed_s
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
-        while self.step < stop:
-            progress = self.step / max(1, cfg.steps)
-            windows = self.source.batch(self.step, cfg.batch_size, progress)
+        for step, windows in self._batches(stop):
+            assert step == self.step
             batch = TrainBatch.stack(windows)
             terms = self.train_step(batch)
             self.step += 1
