@@ -176,6 +176,9 @@ class ClusteringConfig:
     """Weight of normalised 3D position appended to the features (0 = features only, as the paper)."""
     background_fraction: float = 0.3
     """A cluster covering more than this fraction of a window's valid pixels is scene structure (label 0)."""
+    min_piece_fraction: float = 0.1
+    """Per view, a connected piece of a mask is kept when it is at least this fraction of the mask's largest piece
+    and at least half the minimum instance area; smaller pieces (speckle) become 0."""
 
     def validate(self, prefix: str = "clustering") -> None:
         _check_choice(f"{prefix}.backend", self.backend, ("fast_hdbscan", "hdbscan"))
@@ -198,6 +201,8 @@ class ClusteringConfig:
                "must be in [0, 1]")
         _check(0 < self.background_fraction <= 1, f"{prefix}.background_fraction", self.background_fraction,
                "must be in (0, 1]")
+        _check(0 <= self.min_piece_fraction <= 1, f"{prefix}.min_piece_fraction", self.min_piece_fraction,
+               "must be in [0, 1] (0 keeps every piece of at least half the minimum area)")
 
 
 @dataclass

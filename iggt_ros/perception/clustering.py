@@ -30,7 +30,9 @@ changes where the work is spent:
    2 cores; this gives the same masks at a fraction of it. Pixels farther than
    ``max_assign_distance`` from every prototype (noise, unseen structures), invalid pixels and
    low-confidence pixels stay 0.
-4. Clean-up: a cluster covering more than ``background_fraction`` of the window's pixels and half of
+4. Clean-up: per view, connected pieces of a mask much smaller than its largest piece (speckle: features
+   of background pixels that happen to lie near a prototype) become 0, so every mask is one or a few
+   regions of meaningful size; a cluster covering more than ``background_fraction`` of the window's pixels and half of
    its 3D extent is scene structure (floor, walls) and is labelled 0; per view, masks smaller than
    ``min_instance_area`` (a fraction of the view) are dropped from that view (a quarter of it for an
    instance that is large elsewhere in the window: a partial view at the image border).
@@ -44,6 +46,7 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy import ndimage
 
 from iggt_ros.config import ClusteringConfig
 from iggt_ros.perception.scaling import ViewScale, patch_grid_size, view_scale
@@ -81,6 +84,24 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
     norm = np.sqrt(np.einsum("...i,...i->...", x, x))[..., None] if axis == -1 else \
         np.linalg.norm(x, axis=axis, keepdims=True)
     return x / np.maximum(norm, _EPS)
+
+
+def drop_small_pieces(labels: np.ndarray, min_px: float, fraction: float) -> None:
+    """Zero, in place, the 4-connected pieces of each label of one [H,W] view smaller than `min_px` or than
+    `fraction` of that label's largest piece. Works inside each label's bounding box, so the cost follows the
+    mask areas rather than labels x image size."""
+    boxes = ndimage.find_objects(labels)
+    for index, box in enumerate(boxes):
+        if box is None:
+            continue
+        sub = labels[box]
+        mask = sub == index + 1
+        pieces, n = ndimage.label(mask)
+        sizes = np.bincount(pieces.ravel(), minlength=n + 1)[1:]
+        keep = (sizes >= min_px) & (sizes >= fraction * sizes.max())
+        if keep.all():
+            continue
+        sub[mask & ~np.concatenate([[False], keep])[pieces]] = 0
 
 
 def run_hdbscan(samples: np.ndarray, backend: str, min_cluster_size: int, min_samples: int,
@@ -435,6 +456,8 @@ class InstanceClusterer:
         cfg = self.config
         v = labels.shape[0]
         k = protos.shape[0]
+        for i in range(v):
+            drop_small_pieces(labels[i], 0.5 * min_area_px, cfg.min_piece_fraction)
         counts = np.stack([np.bincount(labels[i].ravel(), minlength=k + 1)[: k + 1] for i in range(v)])
         total_valid = max(int(valid.sum()), 1)
         share = counts[:, 1:].sum(axis=0) / total_valid
