@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -24,9 +24,13 @@ from iggt_ros.eval.metrics import depth_metrics, drop_small_instances, pose_ate,
 from iggt_ros.perception.frames import CameraFrame, FrameSet
 from iggt_ros.perception.pipeline import Pipeline
 from iggt_ros.synthetic import SyntheticSequence, make_sequence
+from iggt_ros.synthetic.style import sample_style
 from iggt_ros.train.scenes import HELD_OUT_SEED_LIMIT
 
 TINY_INPUT_HW = (84, 140)
+"""Input size of models without their own `input_hw` in the weights' configuration."""
+STYLE_STREAM = 7
+"""Sub-stream of a scenario's seed that draws its randomised look."""
 
 
 @dataclass(frozen=True)
@@ -43,13 +47,20 @@ class Scenario:
     coverage: float = 0.5
     width: int = 504
     height: int = 336
+    domain: str | None = None
+    """Randomised look drawn from this factor pool ('train', 'foreign'); None: the default look."""
+    duplicate_pairs: int | None = None
 
     def make(self) -> SyntheticSequence:
         if self.seed >= HELD_OUT_SEED_LIMIT:
             raise ValueError(f"scenario {self.name}: seed {self.seed} is in the training range")
+        style = None
+        if self.domain is not None:
+            style = replace(sample_style(self.domain, np.random.default_rng([self.seed, STYLE_STREAM])),
+                            duplicate_pairs=self.duplicate_pairs)
         return make_sequence(self.seed, num_steps=self.num_steps, cameras=self.cameras, trajectory=self.trajectory,
                              width=self.width, height=self.height, num_objects=self.num_objects,
-                             coverage=self.coverage, room=self.room)
+                             coverage=self.coverage, room=self.room, style=style)
 
 
 HELD_OUT_SCENARIOS = (
@@ -60,7 +71,27 @@ HELD_OUT_SCENARIOS = (
     Scenario("hall-walk-2cam", 900_105, "hall", "walk", 2, num_objects=10, num_steps=16),
     Scenario("room-pan-2cam", 900_106, "room", "pan", 2, num_steps=16),
 )
-"""Several room kinds, trajectories and rigs; seeds far below the training range."""
+"""Several room kinds, trajectories and rigs in the default look; seeds far below the training range."""
+
+TRAIN_DOMAIN_SCENARIOS = (
+    Scenario("train-room-orbit-1cam", 905_101, "room", "orbit", 1, domain="train"),
+    Scenario("train-hall-walk-2cam", 905_102, "hall", "walk", 2, num_objects=10, num_steps=16, domain="train"),
+    Scenario("train-room-pan-2cam", 905_103, "room", "pan", 2, num_steps=16, domain="train", duplicate_pairs=3),
+)
+"""In-distribution for the randomised training: looks drawn from the training factor pool, held-out seeds."""
+
+FOREIGN_SCENARIOS = (
+    Scenario("foreign-corridor-walk-1cam", 910_101, "corridor", "walk", 1, domain="foreign"),
+    Scenario("foreign-room-orbit-1cam", 910_102, "room", "orbit", 1, domain="foreign"),
+    Scenario("foreign-duplicates-1cam", 910_103, "room", "orbit", 1, domain="foreign", duplicate_pairs=4),
+    Scenario("foreign-room-pan-2cam", 910_104, "room", "pan", 2, num_steps=16, domain="foreign"),
+    Scenario("foreign-hall-orbit-2cam", 910_105, "hall", "orbit", 2, num_objects=10, num_steps=16, domain="foreign"),
+    Scenario("foreign-corridor-orbit-2cam", 910_106, "corridor", "orbit", 2, num_steps=16, domain="foreign",
+             duplicate_pairs=2),
+)
+"""Validation only: every factor value training never draws (`synthetic.style.DOMAINS['foreign']`: held-out
+textures, a held-out shape, the corridor layout, a field-of-view band, cel shading with outlines, vignetting).
+Never use these to choose training settings or post-processing parameters."""
 
 
 class RecordingEngine(Engine):
@@ -108,6 +139,14 @@ class SequenceScore:
     depth_delta_103: float
     pose_ate: float
     """Mean over windows of the camera-position ATE after a per-window Sim(3) fit, in metres."""
+    published_abs_rel: float
+    """Abs.Rel of the published depth images, as published (no rescaling): metric when TF gives poses."""
+    pred_ids: int
+    """Distinct instance IDs published over the sequence."""
+    duplicate_pairs: int
+    """Identical pairs whose both objects are visible in the sequence."""
+    duplicates_kept: float
+    """Fraction of those pairs published as two instances (both matched, each with T-mIoU >= 0.5); NaN if none."""
     windows: int
     objects: int
     inference_ms: float
@@ -142,6 +181,7 @@ def evaluate_sequence(
     engine = RecordingEngine(make_engine(sequence))
     pipe = Pipeline(pipeline_config(sequence, input_hw, min_area_px, overrides), engine)
     published: dict[tuple[str, int], np.ndarray] = {}
+    published_depth: dict[tuple[str, int], np.ndarray] = {}
     windows = 0
     infer_ms: list[float] = []
     for step in sequence.steps:
@@ -155,6 +195,7 @@ def evaluate_sequence(
         for i, view in enumerate(result.views):
             if view.new:
                 published[(view.camera, view.stamp_ns)] = result.instance_images[i]
+                published_depth[(view.camera, view.stamp_ns)] = result.depth[i]
         if max_windows is not None and windows >= max_windows:
             break
     truth = {(v.camera, v.stamp_ns): v for v in sequence.views()}
@@ -171,6 +212,10 @@ def evaluate_sequence(
             gt_poses = np.stack([truth[(k.camera, k.stamp_ns)].world_from_camera for k in views])
             ates.append(_window_ate(pred.extrinsics, gt_poses))
     depth = depth_metrics(pred_depth, gt_depth) if pred_depth else None
+    as_published = depth_metrics([published_depth[k] for k in keys],
+                                 [resize_nearest(truth[k].depth, input_hw) for k in keys], alignment="none"
+                                 ) if keys else None
+    pairs, kept = duplicate_pairs_kept(sequence, inst)
     return SequenceScore(
         scenario=scenario.name,
         engine=engine.name,
@@ -179,11 +224,43 @@ def evaluate_sequence(
         depth_abs_rel=float(depth.abs_rel) if depth else math.nan,
         depth_delta_103=float(depth.inlier_ratio) if depth else math.nan,
         pose_ate=float(np.mean(ates)) if ates else math.nan,
+        published_abs_rel=float(as_published.abs_rel) if as_published else math.nan,
+        pred_ids=int(inst.num_pred_ids),
+        duplicate_pairs=pairs,
+        duplicates_kept=kept,
         windows=windows,
         objects=int(inst.num_objects),
         inference_ms=float(np.median(infer_ms)) if infer_ms else math.nan,
         seconds=time.perf_counter() - start,
     )
+
+
+def duplicate_pairs_kept(sequence: SyntheticSequence, inst, min_iou: float = 0.5) -> tuple[int, float]:
+    """(pairs seen, fraction kept apart) for the identical pairs of the scene.
+
+    A pair is seen when both objects are visible in the scored views, and kept apart when both are matched
+    to published IDs with T-mIoU >= `min_iou`: one ID over both objects gives each at most about half IoU.
+    """
+    scores = {o.gt_id: o for o in inst.objects}
+    pairs = [(o.duplicate_of, o.id) for o in sequence.scene.objects if o.duplicate_of]
+    seen = [(a, b) for a, b in pairs if a in scores and b in scores
+            and scores[a].views_visible and scores[b].views_visible]
+    if not seen:
+        return 0, math.nan
+    kept = sum(1 for a, b in seen if all(scores[i].pred_id is not None and scores[i].t_miou >= min_iou
+                                         for i in (a, b)))
+    return len(seen), kept / len(seen)
+
+
+def model_input_hw(weights: str | Path | None = None) -> tuple[int, int]:
+    """The input size a model was trained at (its configuration's `input_hw`), else TINY_INPUT_HW."""
+    from iggt_ros.engine.weights import EMBEDDED_WEIGHTS
+    from iggt_ros.model.checkpoint import CONFIG_METADATA_KEY, read_metadata
+    from iggt_ros.model.config import IggtModelConfig
+
+    stored = read_metadata(Path(weights) if weights else EMBEDDED_WEIGHTS).get(CONFIG_METADATA_KEY)
+    hw = (IggtModelConfig.from_json(stored).extra or {}).get("input_hw") if stored else None
+    return (int(hw[0]), int(hw[1])) if hw else TINY_INPUT_HW
 
 
 def _window_ate(pred_extrinsics: np.ndarray, gt_world_from_camera: np.ndarray) -> float:
