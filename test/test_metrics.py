@@ -211,6 +211,17 @@ def test_depth_per_view_versus_sequence_alignment() -> None:
     assert seq.inlier_ratio == 0.0
 
 
+def test_depth_ratio_says_how_far_depth_as_given_is_from_the_truth() -> None:
+    """The median of median(pred) / median(gt) over views, whatever the alignment scored."""
+    gt = np.ones((3, 2, 2))
+    pred = np.stack([np.full((2, 2), 0.5), np.full((2, 2), 2.0), np.full((2, 2), 3.0)])
+    for alignment in ("per_view", "sequence", "none"):
+        assert depth_metrics(pred, gt, alignment=alignment).ratio == pytest.approx(2.0)
+    published = depth_metrics(pred, gt, alignment="none")
+    assert published.abs_rel == pytest.approx((0.5 + 1.0 + 2.0) / 3) and published.scale == 1.0
+    assert depth_metrics(gt, gt, alignment="none").ratio == pytest.approx(1.0)
+
+
 def test_depth_hand_case_invalid_pixels_and_threshold() -> None:
     gt = np.array([[1.0, 2.0, 4.0, 0.0, 5.0]])
     pred = np.array([[1.0, 2.1, 4.0, 3.0, np.nan]])  # last two are invalid (gt 0, pred NaN)

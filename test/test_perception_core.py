@@ -288,19 +288,103 @@ def test_chained_windows_recover_the_unknown_similarity():
     assert a1.scale_ratio == pytest.approx(1 / s, rel=1e-3)
 
 
+SCENE_K = np.array([[60.0, 0.0, 41.5], [0.0, 60.0, 27.5], [0.0, 0.0, 1.0]])
+"""Intrinsics of the textured scene's 84x56 views (pixel centres at integer coordinates, as camera_info)."""
+
+
+def scene_colour(points: np.ndarray) -> np.ndarray:
+    """A texture painted on the scene's surfaces: colour is a function of the world point."""
+    x, y, z = points[..., 0], points[..., 1], points[..., 2]
+    chans = [127 + 100 * np.sin(7.0 * x + 3.1 * y + 2.3 * z + phase) * np.cos(4.3 * y - 2.9 * x + 1.7 * z + phase)
+             for phase in (0.0, 2.1, 4.2)]
+    return np.clip(np.stack(chans, -1), 0, 255).astype(np.uint8)
+
+
+def textured_scene(cam_poses: list[np.ndarray], s: float, r: np.ndarray, t: np.ndarray,
+                   centre_noise: float = 0.0, seed: int = 0, h: int = 56, w: int = 84):
+    """A wall (world z = 3) and a floor (world y = 1), textured, seen by pinhole cameras; model = s R world + t.
+
+    Depth, images and the point map are exact up to the similarity; `centre_noise` (world metres, before
+    scaling) moves each predicted camera centre at random, as a model with a poor camera head does.
+    Returns the prediction and the true world points of every pixel.
+    """
+    rng = np.random.default_rng(seed)
+    v = len(cam_poses)
+    u, vv = np.meshgrid(np.arange(w, dtype=float), np.arange(h, dtype=float))
+    rays = np.stack([(u - SCENE_K[0, 2]) / SCENE_K[0, 0], (vv - SCENE_K[1, 2]) / SCENE_K[1, 1], np.ones_like(u)], -1)
+    ext = np.zeros((v, 3, 4), np.float32)
+    pts = np.zeros((v, h, w, 3), np.float32)
+    world = np.zeros((v, h, w, 3))
+    depth = np.zeros((v, h, w), np.float32)
+    images = np.zeros((v, h, w, 3), np.uint8)
+    for i, wc in enumerate(cam_poses):
+        dirs = rays @ wc[:3, :3].T  # world direction per unit of depth
+        c = wc[:3, 3]
+        with np.errstate(divide="ignore", invalid="ignore"):
+            t_wall = (3.0 - c[2]) / dirs[..., 2]
+            t_floor = (1.0 - c[1]) / dirs[..., 1]
+        d = np.where((t_floor > 0) & (t_floor < t_wall), t_floor, t_wall)
+        world[i] = c + d[..., None] * dirs
+        images[i] = scene_colour(world[i])
+        pts[i] = s * world[i] @ r.T + t
+        depth[i] = s * d
+        centre = c + rng.normal(scale=centre_noise, size=3) if centre_noise else c
+        model_from_cam_r = r @ wc[:3, :3]
+        model_from_cam_t = s * r @ centre + t
+        ext[i, :, :3] = model_from_cam_r.T
+        ext[i, :, 3] = -model_from_cam_r.T @ model_from_cam_t
+    ones = np.ones((v, h, w), np.float32)
+    k = np.repeat(SCENE_K[None], v, 0).astype(np.float32)
+    k[:, :2, 2] += 0.5  # the model's own intrinsics put pixel centres at half-integers
+    pred = WindowPrediction(ext, k, depth, ones * 2, pts, ones * 2, np.zeros((v, h, w, 8), np.float32), images)
+    return pred, world
+
+
+def scene_frames(poses: list[np.ndarray], stamps: list[int], with_tf: bool = True) -> list[CameraFrame]:
+    return [CameraFrame("cam", st, np.zeros((56, 84, 3), np.uint8), SCENE_K, "cam_optical", p if with_tf else None)
+            for st, p in zip(stamps, poses, strict=True)]
+
+
 def test_tf_alignment_is_metric_and_in_the_world_frame():
+    """Scale from depth and images with the TF poses: right even when the model's camera centres are noise."""
     rng = np.random.default_rng(4)
     aligner = WorldAligner(MappingConfig(), InputConfig(world_frame="odom"))
     poses = [cam_pose(0.3 * i, 0.1 * i) for i in range(4)]
-    frames = [CameraFrame("cam", i, np.zeros((28, 28, 3), np.uint8), world_from_camera=p)
-              for i, p in enumerate(poses)]
-    pred = synthetic_prediction(poses, 0.37, random_rotation(rng), rng.normal(size=3))
-    a = aligner.align(pred, keys(0, 1, 2, 3), frames, np.ones((4, 28, 28), bool))
-    assert a.mode == "tf" and a.metric and a.frame_id == "odom"
-    assert a.scale == pytest.approx(1 / 0.37, rel=1e-4)
-    truth = np.stack([p[:3, 3] for p in poses])
-    got = a.apply(np.stack([-pred.extrinsics[i, :, :3].T @ pred.extrinsics[i, :, 3] for i in range(4)]))
-    assert np.abs(got - truth).max() < 1e-3
+    pred, world = textured_scene(poses, 0.37, random_rotation(rng), rng.normal(size=3), centre_noise=0.5)
+    a = aligner.align(pred, keys(0, 1, 2, 3), scene_frames(poses, [0, 1, 2, 3]), np.ones((4, 56, 84), bool))
+    assert a.mode == "tf" and a.metric and a.frame_id == "odom" and a.scale_source == "tf"
+    assert a.scale == pytest.approx(1 / 0.37, rel=0.03)
+    assert np.allclose(a.camera_poses(pred.extrinsics), np.stack(poses))  # views placed by TF
+    err = np.linalg.norm(a.view_points(pred) - world, axis=-1) / (pred.depth / 0.37)
+    assert np.median(err) < 0.03  # the geometry is the metric depth where TF puts the cameras
+
+
+def test_tf_scale_of_cameras_that_only_turn_is_unobservable(caplog):
+    """No translation: no metric scale from TF; the window stays in the fallback frame, not metric."""
+    aligner = WorldAligner(MappingConfig(), InputConfig(world_frame="odom"))
+    poses = [cam_pose(0.0, 0.1 * i) for i in range(4)]
+    pred, _ = textured_scene(poses, 0.37, np.eye(3), np.zeros(3))
+    with caplog.at_level(logging.WARNING):
+        a = aligner.align(pred, keys(0, 1, 2, 3), scene_frames(poses, [0, 1, 2, 3]), np.ones((4, 56, 84), bool))
+    assert a.mode == "first" and a.frame_id == "iggt_map" and not a.metric
+    assert any("metric scale is unobservable" in w for w in a.warnings)
+    assert "metric scale is unobservable" in caplog.text
+
+
+def test_tf_scale_is_carried_through_shared_views():
+    """A window that only turns keeps the metric scale through the views it shares with the previous one."""
+    aligner = WorldAligner(MappingConfig(), InputConfig(world_frame="odom"))
+    poses = [cam_pose(-0.6, 0.0), cam_pose(-0.3, 0.0), cam_pose(0.0, 0.0), cam_pose(0.0, 0.05),
+             cam_pose(0.0, 0.1), cam_pose(0.0, 0.15)]
+    valid = np.ones((4, 56, 84), bool)
+    first, _ = textured_scene(poses[:4], 0.37, np.eye(3), np.zeros(3))
+    a0 = aligner.align(first, keys(0, 1, 2, 3), scene_frames(poses[:4], [0, 1, 2, 3]), valid)
+    assert a0.mode == "tf" and a0.scale == pytest.approx(1 / 0.37, rel=0.03)
+    second, world = textured_scene(poses[2:], 2.2, np.eye(3), np.zeros(3))
+    a1 = aligner.align(second, keys(2, 3, 4, 5), scene_frames(poses[2:], [2, 3, 4, 5]), valid)
+    assert a1.mode == "tf" and a1.scale_source == "carried" and a1.metric
+    assert a1.scale * 2.2 == pytest.approx(a0.scale * 0.37, rel=1e-3)  # the same metric depth as before
+    assert np.median(np.abs(second.depth * a1.scale - second.depth / 2.2)) < 0.03
 
 
 def test_rig_baseline_gives_metric_scale_without_tf():

@@ -139,6 +139,10 @@ def test_oracle_metrics_report_and_query_state(mcap_run):
     assert metrics["num_views"] == summary.views and metrics["num_windows"] == summary.windows
     assert metrics["instances"]["t_miou"] > 0.75
     assert metrics["depth"]["abs_rel"] < 0.02
+    # the bag has TF: depth is published in metres, so it scores as well without rescaling
+    assert metrics["num_metric_windows"] == summary.windows
+    assert metrics["depth_published"]["abs_rel"] < 0.02 and abs(metrics["depth_published"]["ratio"] - 1) < 0.01
+    assert any("depth as published" in line for line in summary.headline())
     assert metrics["pose"]["num_poses"] == summary.views and metrics["pose"]["ate_rmse"] < 0.05
     for png in report.plots.values():
         assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"

@@ -119,12 +119,31 @@ def test_report_with_ground_truth(tmp_path: Path) -> None:
     assert strip.shape[1] > strip_no_gt.shape[1] * 1.3
 
 
+def test_report_scores_depth_as_published_and_rescaled(tmp_path: Path) -> None:
+    """Depth twice: each view rescaled (the shape is right) and as published (twice the truth, not metres)."""
+    record, _ = make_record()
+    for metric in (True, True, False):
+        record.add_window_timings({"engine": 40.0}, metric=metric)
+    files = write_report(record, tmp_path)
+    doc = json.loads(files.metrics_json.read_text())
+    assert doc["depth"]["alignment"] == "per_view" and doc["depth"]["abs_rel"] == pytest.approx(0.0, abs=1e-12)
+    published = doc["depth_published"]
+    assert published["alignment"] == "none" and published["abs_rel"] == pytest.approx(1.0)
+    assert published["inlier_ratio"] == 0.0 and published["ratio"] == pytest.approx(2.0)
+    assert doc["num_windows"] == 13 and doc["num_metric_windows"] == 2
+    summary = files.summary_md.read_text()
+    assert "| depth Abs.Rel (each view rescaled to the truth's median) | 0.0000 |" in summary
+    assert "| depth Abs.Rel as published (no rescaling; metric in 2 of 13 windows) | 1.0000 |" in summary
+    assert "| published / true depth (median over views) | 2.000 |" in summary
+
+
 def test_report_without_ground_truth(tmp_path: Path) -> None:
     record, _ = make_record(with_gt=False)
     files = write_report(record, tmp_path)
     assert {p.name for p in tmp_path.iterdir()} == {"metrics.json", "summary.md", "latency.png", "instances_strip.png"}
     doc = json.loads(files.metrics_json.read_text())
     assert doc["instances"] is None and doc["depth"] is None and doc["pose"] is None
+    assert doc["depth_published"] is None
     assert doc["num_views"] == 6 and doc["num_views_with_instance_gt"] == 0
     assert doc["latency_ms"]["engine"]["count"] == 10
     assert "no instance ground truth" in files.summary_md.read_text()

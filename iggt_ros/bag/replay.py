@@ -16,9 +16,9 @@ When the bag carries ground truth (`iggt_ros.bag.sample` convention) it also wri
 report (`iggt_ros.eval.report`): each output view is counted once, with the prediction it was
 published with (the first window that holds the view: the prediction a robot would have acted on);
 predicted ID and depth images are compared with `/gt/<camera>/instances` and `/gt/<camera>/depth`
-after a nearest-neighbour resize to the ground truth's size, and camera positions with the TF
-truth. Finally the last map snapshot is saved as `<output bag>/query_state.{json,npz}` for
-`iggt-ros query`.
+after a nearest-neighbour resize to the ground truth's size (depth twice: each view rescaled to the
+truth, and as published), and camera positions with the TF truth. Finally the last map snapshot is
+saved as `<output bag>/query_state.{json,npz}` for `iggt-ros query`.
 
 Engines: torch, onnxruntime and tensorrt come from `iggt_ros.engine.factory.create_engine`; the
 `oracle` engine is built from the bag's own ground truth (true depth, instance masks and TF poses
@@ -116,7 +116,13 @@ class ReplaySummary:
                          f"({inst.get('num_objects')} true objects, {inst.get('num_pred_ids')} predicted IDs)")
         depth = m.get("depth")
         if depth:
-            lines.append(f"depth Abs.Rel {_num(depth.get('abs_rel'))}, inliers {_pct(depth.get('inlier_ratio'))}")
+            lines.append(f"depth Abs.Rel {_num(depth.get('abs_rel'))}, inliers {_pct(depth.get('inlier_ratio'))} "
+                         "(each view rescaled)")
+        published = m.get("depth_published")
+        if published:
+            lines.append(f"depth as published: Abs.Rel {_num(published.get('abs_rel'))}, inliers "
+                         f"{_pct(published.get('inlier_ratio'))}, published / true {_num(published.get('ratio'))} "
+                         f"(metric in {m.get('num_metric_windows', 0)} of {m.get('num_windows', 0)} windows)")
         pose = m.get("pose")
         if pose:
             lines.append(f"camera ATE RMSE {_num(pose.get('ate_rmse'))} m over {pose.get('num_poses')} poses")
@@ -420,7 +426,7 @@ class _RunState:
         self.summary.windows += 1
         for msg in self.adapter.messages(result, self.source_sizes):
             self._write(msg.topic, record_ns, msg.data)
-        self.record.add_window_timings(result.timings_ms)
+        self.record.add_window_timings(result.timings_ms, metric=result.metric)
         images: dict[int, np.ndarray] = {}
         for i, view in enumerate(result.views):
             if not view.new:

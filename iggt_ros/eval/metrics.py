@@ -292,6 +292,9 @@ class DepthMetrics(_DictMixin):
     num_pixels: int
     num_views: int
     """Views with at least one valid pixel."""
+    ratio: float = math.nan
+    """Median over views of median(pred) / median(gt) before any scaling: how far the depth as given is from
+    the true unit (1 for metric depth in metres)."""
 
 
 def _valid_depth_pairs(pred: np.ndarray, gt: np.ndarray, valid: np.ndarray | None) -> tuple[np.ndarray, np.ndarray]:
@@ -328,14 +331,17 @@ class DepthAccumulator:
         self._inliers = 0
         self._pixels = 0
         self._scales: list[float] = []
+        self._ratios: list[float] = []
 
     def add_view(self, pred_depth: np.ndarray, gt_depth: np.ndarray, valid: np.ndarray | None = None) -> None:
         p, g = _valid_depth_pairs(pred_depth, gt_depth, valid)
         if p.size == 0:
             return
-        s = _median_scale(p, g) if self.alignment == "per_view" else 1.0
+        raw = _median_scale(p, g)
+        s = raw if self.alignment == "per_view" else 1.0
         self._add(p * s, g)
         self._scales.append(s)
+        self._ratios.append(1.0 / raw)
 
     def _add(self, p: np.ndarray, g: np.ndarray) -> None:
         self._abs_rel_sum += float(np.sum(np.abs(p - g) / g))
@@ -354,6 +360,7 @@ class DepthAccumulator:
             scale=scale,
             num_pixels=n,
             num_views=len(self._scales),
+            ratio=float(np.median(self._ratios)) if self._ratios else math.nan,
         )
 
 
@@ -404,7 +411,9 @@ def depth_metrics(
     acc = DepthAccumulator("none", threshold)
     acc._add(all_p * s, all_g)
     res = acc.result()
-    return DepthMetrics(res.abs_rel, res.inlier_ratio, res.threshold, alignment, s, res.num_pixels, len(pairs))
+    ratio = float(np.median([1.0 / _median_scale(p, g) for p, g in pairs]))
+    return DepthMetrics(res.abs_rel, res.inlier_ratio, res.threshold, alignment, s, res.num_pixels, len(pairs),
+                        ratio)
 
 
 # --------------------------------------------------------------------------------------------

@@ -4,8 +4,10 @@ A `RunRecord` is fed view by view and window by window while a replay runs, and
 `write_report` turns it into an output folder:
 
 * `metrics.json`: engine, view and window counts, instance metrics (T-mIoU, T-SR, per object,
-  matching), depth metrics, trajectory error, per-stage latency statistics. Sections without
-  ground truth are null.
+  matching), depth metrics twice (`depth`: each view rescaled to the truth's median, which scores
+  the shape of the depth; `depth_published`: as published, no rescaling, which scores whether it
+  is in metres), trajectory error, per-stage latency statistics. Sections without ground truth
+  are null.
 * `summary.md`: the same as tables, with a note when the engine is the ground-truth oracle.
 * `latency.png`: a histogram per pipeline stage.
 * `tmiou_per_object.png`: T-mIoU per true object (only with instance ground truth).
@@ -17,8 +19,10 @@ Memory stays bounded over an hour-long replay (about 50k views): the record keep
 of the run. Instance and depth metrics are accumulated as they come (the instance accumulator
 holds one number pair per (predicted ID, true object) pair, and the Hungarian matching of
 the whole sequence is done at the end from those sums, exactly as on stored images). Depth
-is therefore aligned per view (scale drift between windows is expected of an up-to-scale
-model). The strip keeps at most 2 x `strip_views` + 1 views, downsampled to
+is therefore scored per view: once after rescaling each view (scale drift between windows is
+expected of an up-to-scale model) and once as published (what a robot uses when TF makes the
+output metric; without TF the published depth is in the model's unit and the report says in
+how many windows it was metric). The strip keeps at most 2 x `strip_views` + 1 views, downsampled to
 `strip_max_side` pixels, and thins them so that the kept views stay evenly spread over
 the run. Timings and camera positions are kept as compact float arrays (8 bytes a value:
 well under 10 MB per hour).
@@ -154,8 +158,13 @@ class RunRecord:
 
     num_views: int = field(init=False, default=0)
     num_windows: int = field(init=False, default=0)
+    num_metric_windows: int = field(init=False, default=0)
+    """Windows published in metres (TF or a rig baseline gave the scale), when the caller says."""
     instances: TemporalInstanceAccumulator = field(init=False)
     depth: DepthAccumulator = field(init=False)
+    """Depth after the record's `depth_alignment` (per view by default)."""
+    published_depth: DepthAccumulator = field(init=False)
+    """Depth as published: no rescaling."""
     strip: StripSampler = field(init=False)
     _timings: dict[str, array] = field(init=False, default_factory=dict)
     _pred_positions: array = field(init=False, default_factory=lambda: array("d"))
@@ -164,6 +173,7 @@ class RunRecord:
     def __post_init__(self) -> None:
         self.instances = TemporalInstanceAccumulator(self.ignore_gt_ids)
         self.depth = DepthAccumulator(self.depth_alignment, self.depth_threshold)
+        self.published_depth = DepthAccumulator("none", self.depth_threshold)
         self.strip = StripSampler(self.strip_views, self.strip_max_side)
 
     @property
@@ -201,13 +211,17 @@ class RunRecord:
             self.instances.add_view(pred_ids, gt_ids)
         if pred_depth is not None and gt_depth is not None:
             gt_depth = np.asarray(gt_depth)
-            self.depth.add_view(resize_nearest(np.asarray(pred_depth), gt_depth.shape[:2]), gt_depth, depth_valid)
+            pred_depth = resize_nearest(np.asarray(pred_depth), gt_depth.shape[:2])
+            self.depth.add_view(pred_depth, gt_depth, depth_valid)
+            self.published_depth.add_view(pred_depth, gt_depth, depth_valid)
         self.strip.offer(pred_ids, gt_ids, image, label)
         self.num_views += 1
 
-    def add_window_timings(self, timings_ms: Mapping[str, float]) -> None:
-        """Add the per-stage latency of one window, in milliseconds."""
+    def add_window_timings(self, timings_ms: Mapping[str, float], metric: bool | None = None) -> None:
+        """Add the per-stage latency of one window, in milliseconds, and whether its output was in metres."""
         self.num_windows += 1
+        if metric:
+            self.num_metric_windows += 1
         for stage, ms in timings_ms.items():
             self._timings.setdefault(stage, array("d")).append(float(ms))
 
@@ -241,8 +255,11 @@ class RunMetrics:
 
     instances: TemporalInstanceMetrics | None
     depth: DepthMetrics | None
+    """Each view rescaled (the record's depth_alignment)."""
     pose: PoseMetrics | None
     latency_ms: dict[str, dict[str, float]]
+    depth_published: DepthMetrics | None = None
+    """As published, no rescaling."""
 
 
 def latency_stats(values: np.ndarray) -> dict[str, float]:
@@ -261,10 +278,12 @@ def latency_stats(values: np.ndarray) -> dict[str, float]:
 def compute_run_metrics(record: RunRecord) -> RunMetrics:
     instances = record.instances.result() if record.has_instance_gt else None
     depth = record.depth.result()
+    published = record.published_depth.result()
     pred_pos, gt_pos = record.positions
     pose = pose_ate(pred_pos, gt_pos) if len(gt_pos) else None
     latency = {stage: latency_stats(v) for stage, v in record.stage_timings_ms.items()}
-    return RunMetrics(instances, depth if depth.num_pixels else None, pose, latency)
+    return RunMetrics(instances, depth if depth.num_pixels else None, pose, latency,
+                      published if published.num_pixels else None)
 
 
 def metrics_document(record: RunRecord, metrics: RunMetrics) -> dict[str, Any]:
@@ -277,8 +296,10 @@ def metrics_document(record: RunRecord, metrics: RunMetrics) -> dict[str, Any]:
             "num_views": record.num_views,
             "num_views_with_instance_gt": record.instances.num_views,
             "num_windows": record.num_windows,
+            "num_metric_windows": record.num_metric_windows,
             "instances": metrics.instances.to_dict() if metrics.instances else None,
             "depth": metrics.depth.to_dict() if metrics.depth else None,
+            "depth_published": metrics.depth_published.to_dict() if metrics.depth_published else None,
             "pose": metrics.pose.to_dict() if metrics.pose else None,
             "latency_ms": metrics.latency_ms,
         }
@@ -480,12 +501,21 @@ def summary_markdown(record: RunRecord, metrics: RunMetrics, plots: Mapping[str,
         lines.append("| instances | no instance ground truth |")
     if metrics.depth is not None:
         d = metrics.depth
+        rescaled = "each view rescaled to the truth's median" if d.alignment == "per_view" else f"{d.alignment} scale"
         lines += [
-            f"| depth Abs.Rel ({d.alignment} median scale) | {_fmt(d.abs_rel, digits=4)} |",
-            f"| depth inliers δ < {d.threshold:g} | {_fmt(d.inlier_ratio, percent=True)} |",
+            f"| depth Abs.Rel ({rescaled}) | {_fmt(d.abs_rel, digits=4)} |",
+            f"| depth inliers δ < {d.threshold:g} ({rescaled}) | {_fmt(d.inlier_ratio, percent=True)} |",
         ]
     else:
         lines.append("| depth | no depth ground truth |")
+    if metrics.depth_published is not None:
+        p = metrics.depth_published
+        metric = f"metric in {record.num_metric_windows} of {record.num_windows} windows"
+        lines += [
+            f"| depth Abs.Rel as published (no rescaling; {metric}) | {_fmt(p.abs_rel, digits=4)} |",
+            f"| depth inliers δ < {p.threshold:g} as published | {_fmt(p.inlier_ratio, percent=True)} |",
+            f"| published / true depth (median over views) | {_fmt(p.ratio)} |",
+        ]
     if metrics.pose is not None:
         p = metrics.pose
         lines.append(f"| ATE RMSE (Sim(3) aligned, scale {_fmt(p.scale)}) | {_fmt(p.ate_rmse, digits=4)} |")

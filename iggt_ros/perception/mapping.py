@@ -3,12 +3,17 @@
 A window's prediction is in its own model frame (the first view's camera frame at a normalised scale),
 known only up to a similarity transform. `WorldAligner` finds world_from_model = (s, R, t) per window:
 
-* TF mode (every view has `CameraFrame.world_from_camera`): the robot knows where the cameras are.
-  R is the rotation average of world_from_camera_i * camera_i_from_model over the views, s the
-  least-squares ratio of camera-centre spreads in world and model frames, t matches the centres'
-  means. The output is metric and gravity-aligned, in ``input.world_frame``. When the centres do not
-  spread (a static robot), scale comes from the shared-frame fit to the previous window, else from
-  the rig baseline.
+* TF mode (every view has `CameraFrame.world_from_camera`): the robot knows where the cameras are, in
+  metres, better than the model does. Each view is placed by its TF pose and its geometry is its depth
+  times the window's metric scale s, back-projected with the camera's own intrinsics (camera_info
+  scaled to the model input; the model's prediction when there is none). s comes from the depth and
+  the images with the TF poses (`metric_scale.fit_metric_scale`), fused with the scale carried over
+  from the previous metric window through the views both windows contain (same pixels, so the ratio of
+  the previous window's metric depth to this window's model depth is the scale). When the cameras do
+  not translate enough to observe s, the carried scale alone is used; with neither, the previous
+  window's scale (and a warning). R and t are the rigid fit of the model's point map, scaled by s, onto
+  that geometry (they place the model's own points, e.g. for a window that must be reused). The output
+  is metric and gravity-aligned, in ``input.world_frame``.
 * Chain mode (no TF): the first window defines ``input.fallback_frame``: origin at the first camera,
   x forward, y left, z up (gravity, if the camera is held level), unit = the model's unit or metres
   from a rig baseline. Every later window is fitted to the previous one by a robust, confidence-
@@ -17,14 +22,15 @@ known only up to a similarity transform. `WorldAligner` finds world_from_model =
 * Rig baseline (``mapping.rig_baseline_m`` > 0, two or more cameras): the model's distance between
   the first two cameras of a time step against the known baseline gives metric scale without TF.
 
-Scale drift: whenever a reference scale exists (TF or rig) next to a chained fit, the relative
-difference s_chain / s_ref - 1 is reported per window; the chained scale of one window relative to the
-previous is reported always.
+Scale drift: whenever a reference scale exists (TF or rig) next to a chained one, the relative
+difference s_chain / s_ref - 1 is reported per window (in TF mode the carried scale against the one
+the TF poses give); the scale of one window relative to the previous is reported always.
 """
 
 from __future__ import annotations
 
 import logging
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -32,8 +38,10 @@ import numpy as np
 
 from iggt_ros.config import InputConfig, MappingConfig
 from iggt_ros.engine.base import ViewKey, WindowPrediction
+from iggt_ros.engine.preprocess import scale_intrinsics
 from iggt_ros.eval.metrics import umeyama_sim3
 from iggt_ros.perception.frames import CameraFrame
+from iggt_ros.perception.metric_scale import ScaleFit, fit_metric_scale
 
 log = logging.getLogger(__name__)
 
@@ -43,6 +51,11 @@ FALLBACK_FROM_CAMERA = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 
 GRID_STEP = 4
 """Pixel stride of the point grid kept per view for chaining."""
 MAX_CORRESPONDENCES = 4000
+PLACEMENT_POINTS = 1000
+"""Points of the rigid fit that places the model's point map on the TF-placed depth (TF mode)."""
+SCALE_MEMORY = 5
+"""In TF mode the metric scale is a running mean (in log) of the per-window estimates carried from window
+to window; the newest estimate weighs at least 1 / (SCALE_MEMORY + 1)."""
 
 
 @dataclass
@@ -64,6 +77,18 @@ class Alignment:
     scale_drift: float | None = None
     """s_chain / s_reference - 1 when both a chained fit and a TF or rig scale exist."""
     warnings: list[str] = field(default_factory=list)
+    view_poses: np.ndarray | None = None
+    """[V,4,4] world_from_camera of each view from TF (TF mode): the views are placed by these, not by the
+    similarity, and their geometry is their depth times `scale`. None in the other modes."""
+    view_intrinsics: np.ndarray | None = None
+    """[V,3,3] intrinsics at the model resolution (pixel centres at integer coordinates) that back-project the
+    depth in TF mode."""
+    scale_source: str = ""
+    """Where the scale came from: 'tf' (depth and images with the TF poses), 'tf+carried' (that, fused with the
+    scale carried from the previous window), 'carried', 'previous' (unobservable: the last one kept), 'rig',
+    'chain' or 'model'."""
+    scale_fit: ScaleFit | None = None
+    """The TF scale search of this window (TF mode), for diagnostics."""
 
     def apply(self, points: np.ndarray) -> np.ndarray:
         """Model-frame points [...,3] -> world frame (float32)."""
@@ -72,6 +97,33 @@ class Alignment:
         # einsum: BLAS handles [N,3] x [3,3] products poorly (tens of ms for 100k points)
         return np.einsum("ij,...j->...i", m, np.asarray(points, np.float32)) + t
 
+    def view_points(self, pred: WindowPrediction, step: int = 1) -> np.ndarray:
+        """[V,h,w,3] output-frame points of every `step`-th pixel (rows and columns) of each view (float32).
+
+        TF mode: each view's depth, scaled and back-projected, placed by its TF pose. Otherwise the
+        model's point map through the similarity.
+        """
+        if self.view_poses is None or self.view_intrinsics is None:
+            return self.apply(pred.world_points[:, ::step, ::step])
+        return back_project(pred.depth[:, ::step, ::step] * np.float32(self.scale), self.view_intrinsics,
+                            self.view_poses, step)
+
+    def camera_poses(self, extrinsics: np.ndarray) -> np.ndarray:
+        """[V,4,4] world_from_camera of the views in the output frame (rigid; depth carries the scale).
+
+        TF mode: the TF poses. Otherwise from the model's [V,3,4] camera_from_model extrinsics: the rotation
+        of a camera is R_a @ R_i^T and its centre the aligned model-frame centre.
+        """
+        if self.view_poses is not None:
+            return np.array(self.view_poses, np.float64)
+        r = np.asarray(extrinsics, np.float64)[:, :, :3]
+        t = np.asarray(extrinsics, np.float64)[:, :, 3]
+        poses = np.tile(np.eye(4), (len(r), 1, 1))
+        poses[:, :3, :3] = np.einsum("ij,vkj->vik", self.rotation, r)
+        centres = -np.einsum("vji,vj->vi", r, t)
+        poses[:, :3, 3] = self.scale * np.einsum("ij,vj->vi", self.rotation, centres) + self.translation
+        return poses
+
     def matrix(self) -> np.ndarray:
         out = np.eye(4)
         out[:3, :3] = self.scale * self.rotation
@@ -79,10 +131,40 @@ class Alignment:
         return out
 
 
-def _project_so3(m: np.ndarray) -> np.ndarray:
-    u, _, vt = np.linalg.svd(m)
-    d = np.sign(np.linalg.det(u @ vt)) or 1.0
-    return u @ np.diag([1.0, 1.0, d]) @ vt
+def back_project(depth: np.ndarray, intrinsics: np.ndarray, poses: np.ndarray, step: int = 1) -> np.ndarray:
+    """[V,h,w,3] world points (float32) of [V,h,w] depth sampled at every `step`-th pixel of the full image.
+
+    intrinsics are those of the full image (pixel centres at integer coordinates); poses world_from_camera.
+    """
+    _, h, w = depth.shape
+    poses = np.asarray(poses, np.float64)
+    # world direction, per unit of depth, of pixel (u, v): R_i @ K_i^-1 @ (u, v, 1)
+    m = np.einsum("vij,vjk->vik", poses[:, :3, :3], np.linalg.inv(np.asarray(intrinsics, np.float64)))
+    m = m.astype(np.float32)
+    u = (np.arange(w, dtype=np.float32) * step)[None, None, :, None]
+    vv = (np.arange(h, dtype=np.float32) * step)[None, :, None, None]
+    rays = m[:, None, None, :, 0] * u + m[:, None, None, :, 1] * vv + m[:, None, None, :, 2]
+    return rays * np.asarray(depth, np.float32)[..., None] + poses[:, None, None, :3, 3].astype(np.float32)
+
+
+def model_intrinsics(pred: WindowPrediction, frames: Sequence[CameraFrame]) -> np.ndarray:
+    """[V,3,3] intrinsics at the model resolution with pixel centres at integer coordinates.
+
+    The camera's own (camera_info, scaled to the model input) where the frame has them; otherwise the
+    model's prediction, whose pixel centres sit at half-integers (shifted by half a pixel here).
+    """
+    h, w = pred.image_size
+    out = np.zeros((len(frames), 3, 3))
+    for i, frame in enumerate(frames):
+        if frame.intrinsics is not None:
+            out[i] = scale_intrinsics(np.asarray(frame.intrinsics, np.float64), np.asarray(frame.image).shape[:2],
+                                      (h, w))
+        else:
+            k = np.asarray(pred.intrinsics[i], np.float64).copy()
+            k[0, 2] -= 0.5
+            k[1, 2] -= 0.5
+            out[i] = k
+    return out
 
 
 def camera_centres(extrinsics: np.ndarray) -> np.ndarray:
@@ -113,19 +195,33 @@ def robust_sim3(src: np.ndarray, dst: np.ndarray, weights: np.ndarray, iteration
     return s, r, t, rms, int(keep.sum())
 
 
+@dataclass
+class _GridView:
+    """What a window leaves of one view for the next window: output-frame points and depth on a coarse grid."""
+
+    points: np.ndarray
+    """[N,3] float64, NaN where the pixel was not valid."""
+    weights: np.ndarray
+    """[N] confidence, 0 where not valid."""
+    depth: np.ndarray
+    """[N] depth in output units (metres when the window was metric), NaN where not valid."""
+
+
 class WorldAligner:
     """Aligns successive windows into one world frame."""
 
     def __init__(self, mapping: MappingConfig, input_config: InputConfig) -> None:
         self.mapping = mapping
         self.input = input_config
-        self._grid: dict[ViewKey, tuple[np.ndarray, np.ndarray]] = {}
+        self._grid: dict[ViewKey, _GridView] = {}
         self._last: Alignment | None = None
+        self._scale_weight = 0
         self.max_abs_scale_drift = 0.0
 
     def reset(self) -> None:
         self._grid.clear()
         self._last = None
+        self._scale_weight = 0
         self.max_abs_scale_drift = 0.0
 
     @property
@@ -136,30 +232,10 @@ class WorldAligner:
               valid: np.ndarray) -> Alignment:
         """Find world_from_model of this window and remember its points for the next one."""
         warnings: list[str] = []
-        chain = self._chain_fit(pred, views, valid)
-        rig_scale = self._rig_scale(pred, frames)
         tf_ok = self.input.use_tf and len(frames) > 0 and all(f.world_from_camera is not None for f in frames)
-        if tf_ok:
-            result = self._tf_fit(pred, frames, chain, rig_scale, warnings)
-        elif chain is not None:
-            s, r, t, rms, n = chain
-            last = self._last
-            assert last is not None  # a chained fit needs a previous window
-            result = Alignment(s, r, t, "chain", last.metric, last.frame_id, rms, n,
-                               scale_ratio=s / last.scale, warnings=warnings)
-            if rig_scale is not None:
-                result = self._apply_rig_to_chain(result, pred, views, valid, rig_scale)
-        elif self._last is None:
-            result = self._first(pred, rig_scale)
-        else:
-            msg = ("window shares no frames with the previous one (window.stride equals window.size, or a view was "
-                   "missing): the world frame cannot be chained, the previous alignment is reused and this window "
-                   "may be offset")
-            log.warning(msg)
-            warnings.append(msg)
-            last = self._last
-            result = Alignment(last.scale, last.rotation, last.translation, "reuse", last.metric, last.frame_id,
-                               warnings=warnings)
+        result = self._tf_fit(pred, views, frames, valid, warnings) if tf_ok else None
+        if result is None:
+            result = self._model_fit(pred, views, frames, valid, warnings)
         if result.scale_drift is not None:
             self.max_abs_scale_drift = max(self.max_abs_scale_drift, abs(result.scale_drift))
         self._remember(pred, views, valid, result)
@@ -167,47 +243,111 @@ class WorldAligner:
         return result
 
     # ------------------------------------------------------------------ modes
-    def _first(self, pred: WindowPrediction, rig_scale: float | None) -> Alignment:
+    def _model_fit(self, pred: WindowPrediction, views: Sequence[ViewKey], frames: Sequence[CameraFrame],
+                   valid: np.ndarray, warnings: list[str]) -> Alignment:
+        """Without TF: chain onto the previous window, or define the frame, or reuse the last alignment."""
+        chain = self._chain_fit(pred, views, valid)
+        rig_scale = self._rig_scale(pred, frames)
+        last = self._last
+        if chain is not None:
+            assert last is not None  # a chained fit needs a previous window
+            s, r, t, rms, n = chain
+            result = Alignment(s, r, t, "chain", last.metric, last.frame_id, rms, n, scale_ratio=s / last.scale,
+                               warnings=warnings, scale_source="chain")
+            if rig_scale is not None:
+                result = self._apply_rig_to_chain(result, pred, views, valid, rig_scale)
+            return result
+        if last is None:
+            return self._first(pred, rig_scale, warnings)
+        msg = ("window shares no frames with the previous one (window.stride equals window.size, or a view was "
+               "missing): the world frame cannot be chained, the previous alignment is reused and this window "
+               "may be offset")
+        log.warning(msg)
+        warnings.append(msg)
+        return Alignment(last.scale, last.rotation, last.translation, "reuse", last.metric, last.frame_id,
+                         warnings=warnings, scale_source=last.scale_source)
+
+    def _first(self, pred: WindowPrediction, rig_scale: float | None, warnings: list[str]) -> Alignment:
         r_cm = pred.extrinsics[0, :, :3].astype(np.float64)
         t_cm = pred.extrinsics[0, :, 3].astype(np.float64)
         s = rig_scale if rig_scale is not None else 1.0
         rot = FALLBACK_FROM_CAMERA @ r_cm
         trans = s * (FALLBACK_FROM_CAMERA @ t_cm)
-        return Alignment(s, rot, trans, "first", rig_scale is not None, self.input.fallback_frame)
+        return Alignment(s, rot, trans, "first", rig_scale is not None, self.input.fallback_frame,
+                         warnings=warnings, scale_source="rig" if rig_scale is not None else "model")
 
-    def _tf_fit(self, pred: WindowPrediction, frames: Sequence[CameraFrame],
-                chain: tuple[float, np.ndarray, np.ndarray, float, int] | None, rig_scale: float | None,
-                warnings: list[str]) -> Alignment:
+    def _tf_fit(self, pred: WindowPrediction, views: Sequence[ViewKey], frames: Sequence[CameraFrame],
+                valid: np.ndarray, warnings: list[str]) -> Alignment | None:
+        """TF mode (see the module docstring); None when no metric scale can be had for this window."""
         poses = np.stack([np.asarray(f.world_from_camera, np.float64) for f in frames])
-        r_cm = pred.extrinsics[:, :, :3].astype(np.float64)
-        rot = _project_so3(np.einsum("vij,vjk->ik", poses[:, :3, :3], r_cm))
-        c_model = camera_centres(pred.extrinsics)
-        c_world = poses[:, :3, 3]
-        dm = c_model - c_model.mean(0)
-        dw = c_world - c_world.mean(0)
-        spread_world = float(np.sqrt((dw ** 2).sum(1).mean()))
-        denom = float((dm ** 2).sum())
-        tf_scale = float(np.sum((dm @ rot.T) * dw) / denom) if denom > 0 and spread_world >= 0.02 else None
+        intrinsics = model_intrinsics(pred, frames)
+        last = self._last
+        carried = self._carried_scale(pred, views, valid) if last is not None and last.metric else None
+        prior = carried if carried is not None else (last.scale if last is not None and last.metric else None)
+        fit = fit_metric_scale(pred.depth, valid, pred.images, intrinsics, poses, prior)
         drift = None
-        if tf_scale is not None and tf_scale > 0:
-            s = tf_scale
-            if chain is not None and self._last is not None and self._last.metric:
-                drift = chain[0] / s - 1.0
-        elif chain is not None and self._last is not None and self._last.metric:
-            s = chain[0]
-        elif rig_scale is not None:
-            s = rig_scale
-        else:
-            s = self._last.scale if self._last is not None else 1.0
-            msg = ("cameras did not move within the window and no rig baseline is configured: metric scale is "
-                   "unobservable, the previous window's scale is used")
+        if fit.scale is not None and carried is not None:
+            weight = self._scale_weight
+            s = math.exp((weight * math.log(carried) + math.log(fit.scale)) / (weight + 1))
+            self._scale_weight = min(weight + 1, SCALE_MEMORY)
+            source, drift = "tf+carried", carried / fit.scale - 1.0
+        elif fit.scale is not None:
+            s, source = fit.scale, "tf"
+            self._scale_weight = 1
+        elif carried is not None:
+            s, source = carried, "carried"
+        elif last is not None and last.metric:
+            s, source = last.scale, "previous"
+            msg = (f"metric scale is unobservable in this window ({fit.reason}) and no view is shared with the "
+                   "previous window: the previous window's scale is used")
             log.warning(msg)
             warnings.append(msg)
-        trans = c_world.mean(0) - s * rot @ c_model.mean(0)
-        res = np.linalg.norm(c_world - (s * c_model @ rot.T + trans), axis=1)
-        return Alignment(s, rot, trans, "tf", True, self.input.world_frame, float(np.sqrt(np.mean(res ** 2))),
-                         len(frames), scale_ratio=s / self._last.scale if self._last else float("nan"),
-                         scale_drift=drift, warnings=warnings)
+        else:
+            msg = (f"TF gives the camera poses but the metric scale is unobservable so far ({fit.reason}): this "
+                   f"window is published in {self.input.fallback_frame}; move the cameras (or set "
+                   "mapping.rig_baseline_m for a rig)")
+            log.warning(msg)
+            warnings.append(msg)
+            return None
+        r, t, rms, n = self._place_model_points(pred, valid, s, intrinsics, poses)
+        return Alignment(s, r, t, "tf", True, self.input.world_frame, rms, n,
+                         scale_ratio=s / last.scale if last is not None else float("nan"), scale_drift=drift,
+                         warnings=warnings, view_poses=poses, view_intrinsics=intrinsics, scale_source=source,
+                         scale_fit=fit)
+
+    @staticmethod
+    def _place_model_points(pred: WindowPrediction, valid: np.ndarray, scale: float, intrinsics: np.ndarray,
+                            poses: np.ndarray) -> tuple[np.ndarray, np.ndarray, float, int]:
+        """Rigid fit of the model's point map, times `scale`, onto the TF-placed depth: (R, t, rms, inliers)."""
+        view, row, col = np.nonzero(valid[:, ::GRID_STEP, ::GRID_STEP])
+        if len(view) > PLACEMENT_POINTS:  # a rigid fit of two point sets that agree needs few points
+            pick = np.sort(np.random.default_rng(len(view)).choice(len(view), PLACEMENT_POINTS, replace=False))
+            view, row, col = view[pick], row[pick], col[pick]
+        row, col = row * GRID_STEP, col * GRID_STEP
+        inv_k = np.linalg.inv(np.asarray(intrinsics, np.float64))[view]
+        pix = np.stack([col, row, np.ones_like(col)], axis=-1).astype(np.float64)
+        cam = np.einsum("nij,nj->ni", inv_k, pix) * (pred.depth[view, row, col].astype(np.float64) * scale)[:, None]
+        dst = np.einsum("nij,nj->ni", poses[view, :3, :3], cam) + poses[view, :3, 3]
+        src = pred.world_points[view, row, col].astype(np.float64) * scale
+        wts = np.nan_to_num(pred.world_points_conf[view, row, col].astype(np.float64))
+        _, r, t, rms, n = robust_sim3(src, dst, wts, iterations=2, with_scale=False)
+        return r, t, rms, n
+
+    def _carried_scale(self, pred: WindowPrediction, views: Sequence[ViewKey], valid: np.ndarray) -> float | None:
+        """Previous window's output depth over this window's model depth on the views both contain."""
+        ratios = []
+        for i, key in enumerate(views):
+            stored = self._grid.get(key)
+            if stored is None:
+                continue
+            depth = pred.depth[i, ::GRID_STEP, ::GRID_STEP].reshape(-1).astype(np.float64)
+            ok = valid[i, ::GRID_STEP, ::GRID_STEP].reshape(-1)
+            if depth.shape != stored.depth.shape:
+                continue
+            ok = ok & np.isfinite(stored.depth) & (stored.depth > 0) & (depth > 0)
+            ratios.append(stored.depth[ok] / depth[ok])
+        ratio = np.concatenate(ratios) if ratios else np.zeros(0)
+        return float(np.median(ratio)) if len(ratio) >= 10 else None
 
     def _apply_rig_to_chain(self, chained: Alignment, pred: WindowPrediction, views: Sequence[ViewKey],
                             valid: np.ndarray, rig_scale: float) -> Alignment:
@@ -246,7 +386,7 @@ class WorldAligner:
             stored = self._grid.get(key)
             if stored is None:
                 continue
-            pts_prev, w_prev = stored
+            pts_prev, w_prev = stored.points, stored.weights
             pts = pred.world_points[i, ::GRID_STEP, ::GRID_STEP].reshape(-1, 3).astype(np.float64)
             conf = pred.world_points_conf[i, ::GRID_STEP, ::GRID_STEP].reshape(-1).astype(np.float64)
             ok = valid[i, ::GRID_STEP, ::GRID_STEP].reshape(-1)
@@ -272,13 +412,16 @@ class WorldAligner:
 
     def _remember(self, pred: WindowPrediction, views: Sequence[ViewKey], valid: np.ndarray,
                   alignment: Alignment) -> None:
-        """Keep this window's world points on a coarse grid, for the next window's fit (last window only)."""
-        grid: dict[ViewKey, tuple[np.ndarray, np.ndarray]] = {}
+        """Keep this window's output-frame points and depth on a coarse grid, for the next window (last only)."""
+        points = alignment.view_points(pred, GRID_STEP).astype(np.float64)
+        depth = pred.depth[:, ::GRID_STEP, ::GRID_STEP].astype(np.float64) * alignment.scale
+        grid: dict[ViewKey, _GridView] = {}
         for i, key in enumerate(views):
-            pts = pred.world_points[i, ::GRID_STEP, ::GRID_STEP].reshape(-1, 3)
             w = np.nan_to_num(pred.world_points_conf[i, ::GRID_STEP, ::GRID_STEP].reshape(-1).astype(np.float64))
             ok = valid[i, ::GRID_STEP, ::GRID_STEP].reshape(-1)
-            world = alignment.apply(pts).astype(np.float64)
+            world = points[i].reshape(-1, 3)
             world[~ok] = np.nan
-            grid[key] = (world, np.where(ok, w, 0.0))
+            d = depth[i].reshape(-1)
+            d[~ok] = np.nan
+            grid[key] = _GridView(world, np.where(ok, w, 0.0), d)
         self._grid = grid

@@ -56,12 +56,14 @@ class ViewInfo:
     new: bool
     """True when the previous window did not contain this view (publish it once)."""
     intrinsics: np.ndarray | None = None
-    """[3,3] at the model resolution, as the engine predicted them."""
+    """[3,3] at the model resolution in the model's convention (pixel centres at half-integers): the camera's
+    own (camera_info, scaled) when TF places the view, else as the engine predicted them."""
     world_from_camera: np.ndarray | None = None
-    """[4,4] predicted pose of the camera (OpenCV optical axes) in the result's output frame, after the window's
-    alignment: a rigid transform whose translation is the camera centre in output units (metres when the
-    result is metric). Depth of this view back-projected with `intrinsics` and mapped by it gives the published
-    points. None when the window produced no geometry."""
+    """[4,4] pose of the camera (OpenCV optical axes) in the result's output frame: the TF pose when TF placed
+    the window, else the model's prediction after the window's alignment. A rigid transform whose translation
+    is the camera centre in output units (metres when the result is metric). Depth of this view back-projected
+    with `intrinsics` and mapped by it gives the published points (exactly with TF; up to the model's own
+    consistency of depth and point map without). None when the window produced no geometry."""
 
 
 @dataclass
@@ -119,20 +121,14 @@ def pack_cloud(points: np.ndarray, colors: np.ndarray, ids: np.ndarray) -> np.nd
     return out
 
 
-def output_camera_poses(extrinsics: np.ndarray, alignment: Alignment) -> np.ndarray:
-    """[V,4,4] world_from_camera in the output frame from [V,3,4] camera_from_model extrinsics.
-
-    The model frame maps to the output frame by the similarity (s, R_a, t_a); the rotation of a camera is
-    R_a @ R_i^T and its centre the aligned model-frame centre. The scale goes into the depth (published
-    depth is multiplied by s), so the pose stays rigid.
-    """
-    r = np.asarray(extrinsics, np.float64)[:, :, :3]
-    t = np.asarray(extrinsics, np.float64)[:, :, 3]
-    poses = np.tile(np.eye(4), (len(r), 1, 1))
-    poses[:, :3, :3] = np.einsum("ij,vkj->vik", alignment.rotation, r)
-    centres = -np.einsum("vji,vj->vi", r, t)
-    poses[:, :3, 3] = alignment.scale * np.einsum("ij,vj->vi", alignment.rotation, centres) + alignment.translation
-    return poses
+def view_intrinsics(pred: WindowPrediction, alignment: Alignment, index: int) -> np.ndarray:
+    """Intrinsics of view `index` for `ViewInfo` (the ones its published points were made with)."""
+    if alignment.view_intrinsics is None:
+        return pred.intrinsics[index].copy()
+    k = np.array(alignment.view_intrinsics[index], np.float32)
+    k[0, 2] += 0.5  # integer pixel centres -> the model's half-integer convention
+    k[1, 2] += 0.5
+    return k
 
 
 class Pipeline:
@@ -291,9 +287,9 @@ class Pipeline:
         depth = np.where(valid, pred.depth * np.float32(alignment.scale), np.nan).astype(np.float32)
         timings["cloud"] = (time.perf_counter() - t) * 1e3
 
-        poses = output_camera_poses(pred.extrinsics, alignment)
+        poses = alignment.camera_poses(pred.extrinsics)
         for i, vi in enumerate(views):
-            vi.intrinsics = pred.intrinsics[i].copy()
+            vi.intrinsics = view_intrinsics(pred, alignment, i)
             vi.world_from_camera = poses[i]
         instances = omap.instances()
         timings["total"] = (time.perf_counter() - t_start) * 1e3
@@ -332,9 +328,8 @@ class Pipeline:
     def _grid(pred: WindowPrediction, valid: np.ndarray, cluster: ClusterResult, alignment: Alignment,
               step: int) -> dict[str, np.ndarray]:
         ok = valid[:, ::step, ::step]
-        pts = pred.world_points[:, ::step, ::step][ok]
         return {
-            "points": alignment.apply(pts),
+            "points": alignment.view_points(pred, step)[ok],
             "colors": pred.images[:, ::step, ::step][ok],
             "labels": cluster.labels[:, ::step, ::step][ok],
             "view": np.nonzero(ok)[0],
