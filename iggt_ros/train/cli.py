@@ -51,7 +51,7 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--prefetch", type=int, default=0,
-                        help="batches rendered ahead in a worker process (synthetic scenes; 0 = in the loop)")
+                        help="worker processes rendering batches ahead (0 = render in the training loop)")
     parser.add_argument("--device", default="cpu", help="cpu or cuda")
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--resume", action="store_true", help="continue from OUT/last.pt")

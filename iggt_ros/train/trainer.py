@@ -52,8 +52,9 @@ class TrainConfig:
     """Stop (and checkpoint) once this much wall time has passed; the schedule still runs on `steps`."""
     threads: int | None = None
     prefetch: int = 0
-    """Batches rendered ahead in a worker process (0: render in the training loop). Synthetic windows cost
-    about as much to render as a CPU step takes, so one worker overlaps the two."""
+    """Worker processes rendering batches ahead, two batches in flight each (0: render in the training loop).
+    Synthetic windows cost about as much to render as a CPU step takes, so one worker overlaps the two; a GPU
+    step is far cheaper, so a GPU run needs a worker per spare core."""
     device: str = "cpu"
     seed: int = 0
     loss: LossWeights = field(default_factory=LossWeights)
@@ -195,11 +196,11 @@ class Trainer:
             return
         import multiprocessing
 
-        with ProcessPoolExecutor(1, mp_context=multiprocessing.get_context("spawn")) as pool:
+        with ProcessPoolExecutor(cfg.prefetch, mp_context=multiprocessing.get_context("spawn")) as pool:
             pending: deque[tuple[int, Future]] = deque()
             next_step = self.step
             while True:
-                while len(pending) < cfg.prefetch and next_step < stop:
+                while len(pending) < 2 * cfg.prefetch and next_step < stop:
                     pending.append((next_step, pool.submit(self.source.batch, next_step, cfg.batch_size,
                                                            progress(next_step))))
                     next_step += 1

@@ -1,0 +1,42 @@
+"""tools/train_cuda.sh: the prepared GPU training run resumes the committed checkpoint and writes one folder.
+
+Here it runs on the CPU (IGGT_TRAIN_DEVICE=cpu) for one step: the same script, arguments and files as on a
+CUDA machine, only the device differs.
+"""
+
+from __future__ import annotations
+
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import torch
+
+REPO = Path(__file__).resolve().parents[1]
+
+
+def test_script_resumes_the_committed_run_and_writes_its_outputs(tmp_path):
+    committed = torch.load(REPO / "training" / "tiny_iggt" / "last.pt", map_location="cpu", weights_only=False)
+    env = {**os.environ, "PYTHON": sys.executable, "IGGT_TRAIN_DEVICE": "cpu", "IGGT_TRAIN_BATCH": "1",
+           "IGGT_TRAIN_MORE_STEPS": "1"}
+    done = subprocess.run(["bash", str(REPO / "tools" / "train_cuda.sh"), str(tmp_path), "600"], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-2000:]
+    run = tmp_path / "run"
+    state = torch.load(run / "last.pt", map_location="cpu", weights_only=False)
+    assert state["step"] == committed["step"] + 1
+    for name in ("model.safetensors", "train_log.csv", "losses.png"):
+        assert (run / name).exists(), name
+    assert f"resuming at step {committed['step']}" in done.stdout
+
+
+def test_script_refuses_without_cuda(tmp_path):
+    if torch.cuda.is_available():
+        return
+    env = {**os.environ, "PYTHON": sys.executable}
+    env.pop("IGGT_TRAIN_DEVICE", None)
+    done = subprocess.run(["bash", str(REPO / "tools" / "train_cuda.sh"), str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and "IGGT_TRAIN_DEVICE=cpu" in done.stderr
+    assert not (tmp_path / "run").exists()
