@@ -247,6 +247,10 @@ class MappingConfig:
     max_depth_m: float = 20.0
     rig_baseline_m: float = 0.0
     """Known baseline between the first two cameras of a rig (0 = unknown); gives metric scale without TF."""
+    tf_settle_windows: int = 3
+    """Windows in a row with a TF pose for every view (one at least with an observable metric scale) before a map
+    started without TF is re-expressed in input.world_frame and published there; 1 switches at the first such
+    window."""
 
     def validate(self, prefix: str = "mapping") -> None:
         _check(self.voxel_size_m > 0, f"{prefix}.voxel_size_m", self.voxel_size_m, "must be > 0 metres")
@@ -256,6 +260,8 @@ class MappingConfig:
         _check(0 <= self.min_depth_m < self.max_depth_m, f"{prefix}.min_depth_m", self.min_depth_m,
                "must be >= 0 and below mapping.max_depth_m")
         _check(self.rig_baseline_m >= 0, f"{prefix}.rig_baseline_m", self.rig_baseline_m, "must be >= 0")
+        _check(isinstance(self.tf_settle_windows, int) and self.tf_settle_windows >= 1,
+               f"{prefix}.tf_settle_windows", self.tf_settle_windows, "must be an integer >= 1")
 
 
 @dataclass

@@ -226,3 +226,18 @@ def test_overwrite_replaces_a_bag(tmp_path):
     assert main([*args, "--overwrite", "--frames", "2"]) == 0
     _, msgs = read_all(path)
     assert len(msgs["/front/image_raw"]) == 2
+
+
+def test_tf_can_start_late_and_drop_out(tmp_path, capsys):
+    """--tf-start and --tf-gap leave /tf out as a robot's late or interrupted TF would; images stay."""
+    path = tmp_path / "late"
+    args = ["make-sample-bag", str(path), "--frames", "20", "--width", "56", "--height", "56", "--rate", "10",
+            "--tf-start", "0.5", "--tf-gap", "1.0", "0.3"]
+    assert main(args) == 0
+    _, msgs = read_all(path)
+    first = stamp_ns(msgs["/front/image_raw"][0][1].header.stamp)
+    tf_times = [round((stamp_ns(m.transforms[0].header.stamp) - first) / 1e8) for _, m in msgs["/tf"]]
+    assert tf_times == [5, 6, 7, 8, 9, 13, 14, 15, 16, 17, 18, 19]  # tenths of a second
+    assert len(msgs["/front/image_raw"]) == 20 and len(msgs["/tf_static"]) == 1
+    assert main(["make-sample-bag", str(tmp_path / "bad"), "--frames", "2", "--tf-gap", "1", "0"]) == 2
+    assert "positive durations" in capsys.readouterr().err

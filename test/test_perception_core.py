@@ -11,8 +11,9 @@ from iggt_ros.config import ClusteringConfig, InputConfig, MappingConfig, Tracki
 from iggt_ros.engine.base import ViewKey, WindowPrediction
 from iggt_ros.perception.clustering import InstanceClusterer, run_hdbscan
 from iggt_ros.perception.frames import CameraFrame
-from iggt_ros.perception.mapping import WorldAligner
+from iggt_ros.perception.mapping import Similarity, WorldAligner
 from iggt_ros.perception.object_map import ObjectMap, gravity_aligned_box
+from iggt_ros.perception.reframe import ReexpressibleObjectMap
 from iggt_ros.perception.scaling import view_scale
 from iggt_ros.perception.tracking import CONFIRMED, LOST, TENTATIVE, Detection, InstanceTracker
 
@@ -231,6 +232,28 @@ def test_tracker_states_and_reidentification():
     assert tid not in tr.tracks  # forgotten: bounded memory
 
 
+def quarter_turn(scale: float = 2.0) -> Similarity:
+    """new = scale * Rz(90 deg) @ old + (1, 2, 3)."""
+    return Similarity(scale, np.array([[0.0, -1.0, 0.0], [1.0, 0.0, 0.0], [0.0, 0.0, 1.0]]), np.array([1.0, 2.0, 3.0]))
+
+
+def test_tracker_reexpress_moves_tracks_into_the_new_frame():
+    """After re-expression the tracks are where the new frame sees the objects, and keep their IDs there."""
+    tr = InstanceTracker(TrackingConfig(confirm_windows=1))
+    proto = np.eye(8)[1]
+    lab = two_object_labels()
+    first = tr.update([det(1, [1, 0, 0], proto, extent=(0.4, 0.2, 0.1)), det(2, [3, 0, 0], proto)], lab, keys(1), 1)
+    sim = quarter_turn()
+    tr.reexpress(sim)
+    tid = int(first.label_to_id[1])
+    assert np.allclose(tr.tracks[tid].centroid, [1.0, 4.0, 3.0])
+    assert np.allclose(tr.tracks[tid].extent, [0.4, 0.8, 0.2])  # x and y swap, everything doubles
+    # the same objects seen in the new frame (labels swapped, no shared view) keep their IDs
+    again = tr.update([det(1, sim.apply([3, 0, 0]), proto), det(2, sim.apply([1, 0, 0]), proto)],
+                      two_object_labels(swap=True), keys(2), 2, metric=True)
+    assert int(again.label_to_id[2]) == tid and not again.created
+
+
 # ---------------------------------------------------------------------- mapping
 def random_rotation(rng) -> np.ndarray:
     q, r = np.linalg.qr(rng.normal(size=(3, 3)))
@@ -387,6 +410,47 @@ def test_tf_scale_is_carried_through_shared_views():
     assert np.median(np.abs(second.depth * a1.scale - second.depth / 2.2)) < 0.03
 
 
+def test_late_tf_moves_the_whole_output_to_the_world_frame_once_and_a_dropout_keeps_it(caplog):
+    """No TF, then TF for tf_settle_windows windows: the output moves to odom with the similarity that maps
+    what was published in iggt_map onto the world; then TF drops out for a window: it stays in odom."""
+    rng = np.random.default_rng(7)
+    aligner = WorldAligner(MappingConfig(tf_settle_windows=2), InputConfig(world_frame="odom"))
+    poses = [cam_pose(0.3 * i, 0.05 * i) for i in range(12)]
+    valid = np.ones((4, 56, 84), bool)
+    results = []
+    for n, with_tf in enumerate((False, True, True, False, True)):
+        stamps = list(range(2 * n, 2 * n + 4))
+        pred, world = textured_scene([poses[i] for i in stamps], float(np.exp(rng.uniform(-1, 1))),
+                                     random_rotation(rng), rng.normal(size=3))
+        with caplog.at_level(logging.WARNING):
+            a = aligner.align(pred, keys(*stamps), scene_frames([poses[i] for i in stamps], stamps, with_tf), valid)
+        results.append((a, pred, world))
+    frames = [a.frame_id for a, _, _ in results]
+    assert frames == ["iggt_map", "iggt_map", "odom", "odom", "odom"]
+    assert [a.mode for a, _, _ in results] == ["first", "chain", "tf", "chain", "tf"]
+    assert [a.reexpress is not None for a, _, _ in results] == [False, False, True, False, False]
+    # the similarity takes what window 1 published in iggt_map to where it is in the world
+    sim = results[2][0].reexpress
+    assert (sim.source, sim.target) == ("iggt_map", "odom")
+    a1, pred1, world1 = results[1]
+    moved = sim.apply(a1.view_points(pred1))
+    assert np.median(np.linalg.norm(moved - world1, axis=-1)) < 0.03
+    # the dropout: chained in odom at the metric scale, flagged, counted, warned about
+    a3, pred3, world3 = results[3]
+    assert a3.tf_dropout and a3.metric and a3.scale_source == "carried"
+    assert np.median(np.linalg.norm(a3.view_points(pred3) - world3, axis=-1)) < 0.03
+    assert aligner.tf_dropout_windows == 1 and "TF late or dropped out" in caplog.text
+    assert not any(a.tf_dropout for i, (a, _, _) in enumerate(results) if i != 3)
+
+
+def test_tf_from_the_first_window_needs_no_settling():
+    aligner = WorldAligner(MappingConfig(tf_settle_windows=3), InputConfig(world_frame="odom"))
+    poses = [cam_pose(0.3 * i, 0.1 * i) for i in range(4)]
+    pred, _ = textured_scene(poses, 0.5, np.eye(3), np.zeros(3))
+    a = aligner.align(pred, keys(0, 1, 2, 3), scene_frames(poses, [0, 1, 2, 3]), np.ones((4, 56, 84), bool))
+    assert a.frame_id == "odom" and a.mode == "tf" and a.reexpress is None
+
+
 def test_rig_baseline_gives_metric_scale_without_tf():
     aligner = WorldAligner(MappingConfig(rig_baseline_m=0.12), InputConfig(use_tf=False))
     left, right = cam_pose(0.0, 0.0), cam_pose(0.12, 0.0)
@@ -432,6 +496,28 @@ def test_object_map_merge_keeps_history():
     inst = omap.instance(1)
     assert (inst.first_seen_ns, inst.last_seen_ns, inst.views_seen) == (10, 50, 4)
     assert inst.embedding is not None and inst.embedding_weight == 2.0
+
+
+def test_object_map_reexpress_moves_every_instance():
+    cfg = MappingConfig(voxel_size_m=0.02, max_points_per_object=5000)
+    omap = ReexpressibleObjectMap(cfg)
+    rng = np.random.default_rng(2)
+    a = rng.uniform([0, 0, 0], [0.4, 0.2, 0.1], size=(2000, 3))
+    omap.update(1, a, np.full((2000, 3), 7, np.uint8), 2, 10, 0)
+    omap.update(2, a + 2.0, np.zeros((2000, 3), np.uint8), 1, 20, 1)
+    before = {i.id: i for i in omap.instances()}
+    sim = quarter_turn(scale=3.0)  # e.g. the model's unit to metres
+    omap.reexpress(sim)
+    after = {i.id: i for i in omap.instances()}
+    for iid in (1, 2):
+        assert np.allclose(after[iid].centroid, sim.apply(before[iid].centroid), atol=0.02)
+        assert after[iid].views_seen == before[iid].views_seen
+    assert np.allclose(np.sort(after[1].box_size[:2]), [0.6, 1.2], atol=0.08)  # 3x the 0.2 x 0.4 footprint
+    assert after[1].num_points == before[1].num_points  # spread out: nothing lost
+    points, colours = omap.points(1)
+    assert (colours == 7).all() and points.min(0)[1] >= 2.0 - 1e-4
+    omap.reexpress(Similarity(0.1, np.eye(3), np.zeros(3)))  # shrunk: voxelised again at 2 cm, points merge
+    assert omap.instance(1).num_points < before[1].num_points / 10
 
 
 def test_box_of_no_points_is_empty():

@@ -21,6 +21,7 @@ from iggt_ros.bag.sample import SampleBagSpec, write_sample_bag
 from iggt_ros.bag.typestore import typestore
 from iggt_ros.config import IggtConfig
 from iggt_ros.engine.base import ViewKey
+from iggt_ros.eval.metrics import umeyama_sim3
 from iggt_ros.vlm.state import load_query_state
 
 W, H = 252, 168
@@ -188,3 +189,71 @@ def test_truth_store_keeps_only_the_views_a_window_can_still_use():
     for stamp in range(11, 11 + 2 * store.max_views):  # never synchronised: the cap bounds them
         store.add_image(CameraImage("cam", "/cam/image_raw", stamp, stamp, "cam_optical_frame", rgb, np.eye(3)))
     assert len(store) == store.max_views
+
+
+# ---------------------------------------------------------------------- TF late and dropping out, embedded model
+LATE_TF = SampleBagSpec(seed=0, frames=60, width=W, height=H, tf_start_s=2.0, tf_gaps=((4.0, 1.0),))
+"""/tf from 2 s on (the first 20 images have no pose), missing again from 4 s to 5 s."""
+
+
+@pytest.fixture(scope="module")
+def late_tf_run(tmp_path_factory) -> tuple[ReplaySummary, dict, list]:
+    root = tmp_path_factory.mktemp("late_tf")
+    write_sample_bag(root / "in", LATE_TF)
+    summary = replay_bag(root / "in", root / "out", IggtConfig().replace(**{"engine.backend": "torch"}))
+    truth = read_bag(root / "in")["/gt/objects"][-1][1]
+    return summary, read_bag(root / "out"), L.read_instances(truth)
+
+
+def output_frames(bag: dict) -> dict[int, set[str]]:
+    """Record time -> every frame the map outputs published then (points, instances, detections, markers)."""
+    frames: dict[int, set[str]] = defaultdict(set)
+    for topic in ("/iggt/points", "/iggt/instances", "/iggt/detections"):
+        for t, msg in bag[topic]:
+            frames[t].add(msg.header.frame_id)
+    for t, msg in bag["/iggt/markers"]:
+        frames[t] |= {m.header.frame_id for m in msg.markers if m.action != 3}  # DELETEALL carries no pose
+    return frames
+
+
+@pytest.mark.slow
+def test_late_tf_replay_never_mixes_frames(late_tf_run):
+    """The embedded model on a bag whose TF comes 2 s late and drops out for 1 s: every window's messages
+    share one frame, iggt_map until TF has settled, then odom for good (the dropout stays in odom); the
+    replay reports the move and the windows without TF."""
+    summary, bag, _ = late_tf_run
+    assert summary.engine.startswith("torch") and not summary.stopped and summary.windows >= 10
+    frames = output_frames(bag)
+    assert all(len(f) == 1 for f in frames.values()), frames
+    sequence = [next(iter(frames[t])) for t in sorted(frames)]
+    switch = sequence.index("odom")
+    assert sequence == ["iggt_map"] * switch + ["odom"] * (len(sequence) - switch) and switch >= 4, sequence
+    assert summary.reexpressions == 1 and summary.tf_dropout_windows >= 1
+    assert any("TF: map moved into the TF world frame 1 time(s)" in line for line in summary.headline())
+    # nothing kept its iggt_map coordinates in odom: the instances the moving window did not see moved by one
+    # common similarity (model units to metres), not left where they were
+    before = {i.id: i for i in L.read_instances(bag["/iggt/instances"][switch - 1][1])}
+    after = {i.id: i for i in L.read_instances(bag["/iggt/instances"][switch][1])}
+    kept = [i for i in before if i in after and before[i].last_seen_ns == after[i].last_seen_ns]
+    assert len(kept) >= 3
+    src, dst = np.array([before[i].centroid for i in kept]), np.array([after[i].centroid for i in kept])
+    s, r, t = umeyama_sim3(src, dst)
+    assert np.linalg.norm(s * src @ r.T + t - dst, axis=1).max() < 0.05
+    assert abs(s - 1.0) > 0.05 or np.linalg.norm(t) > 0.1
+    final = bag["/iggt/instances"][-1][1]
+    assert final.header.frame_id == "odom" and len(final.instances) > 0
+
+
+@pytest.mark.slow
+@pytest.mark.xfail(strict=True, reason="embedded tiny model: its instance masks are speckle (issue 11), so most "
+                   "final instances are fragments, not objects; measured 7 of 44 within 0.25 m on this bag (11 of 61 "
+                   "with TF from the start). The oracle holds the criterion: "
+                   "test_perception_pipeline.py::test_late_tf_and_a_dropout_never_mix_frames")
+def test_late_tf_replay_final_instances_lie_on_true_objects(late_tf_run):
+    _, bag, truth = late_tf_run
+    centres = np.array([i.centroid for i in truth])
+    final = L.read_instances(bag["/iggt/instances"][-1][1])
+    errors = sorted(float(np.linalg.norm(centres - i.centroid, axis=1).min()) for i in final)
+    print(f"{sum(e < 0.25 for e in errors)} of {len(errors)} final instances within 0.25 m of a true object; "
+          f"median distance {np.median(errors):.3f} m")
+    assert errors[-1] < 0.25

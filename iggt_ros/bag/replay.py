@@ -90,6 +90,10 @@ class ReplaySummary:
     warnings: list[str] = field(default_factory=list)
     truncated: bool = False
     time_jumps: int = 0
+    reexpressions: int = 0
+    """Times the map moved from input.fallback_frame to input.world_frame (TF arrived after the first windows)."""
+    tf_dropout_windows: int = 0
+    """Windows without TF for every camera after the output was in the world frame (they stayed in it)."""
     stopped: str = ""
     """Why the replay stopped before the end of the bag ('' when it read the whole bag)."""
     report: ReportFiles | None = None
@@ -104,6 +108,9 @@ class ReplaySummary:
         """The few numbers worth printing: windows, latency and, with ground truth, the metrics."""
         lines = [f"{self.images_read} images, {self.framesets} synchronised sets, {self.windows} windows, "
                  f"{self.views} output views in {self.wall_s:.1f} s (engine: {self.engine})"]
+        if self.reexpressions or self.tf_dropout_windows:
+            lines.append(f"TF: map moved into the TF world frame {self.reexpressions} time(s) (TF came after the "
+                         f"first windows); {self.tf_dropout_windows} window(s) without TF stayed in it")
         m = self.metrics
         if not m:
             return lines
@@ -457,6 +464,8 @@ class _RunState:
                 s.warnings.append(text)
         s.warnings.extend(self.query.warnings)
         s.output_counts = {t: n for t, n in self.writer.counts.items() if n}
+        s.reexpressions = self.pipeline.reexpressions
+        s.tf_dropout_windows = self.pipeline.tf_dropout_windows
         if s.images_read == 0:
             self.warn(("no-images",), f"no camera image of {self.replay.input_bag} could be used "
                       f"(skipped: {s.skipped or 'none'}); the output bag holds no messages")

@@ -12,7 +12,7 @@ three or more):
 |---|---|---|
 | `/<cam>/image_raw` | sensor_msgs/Image | rgb8 image; header frame_id `<cam>_optical_frame` |
 | `/<cam>/camera_info` | sensor_msgs/CameraInfo | pinhole K (plumb_bob, zero distortion); image's header |
-| `/tf` | tf2_msgs/TFMessage | `odom` -> `base_link` at every image stamp |
+| `/tf` | tf2_msgs/TFMessage | `odom` -> `base_link` at every image stamp (but see `tf_start_s`, `tf_gaps`) |
 | `/tf_static` | tf2_msgs/TFMessage | `base_link` -> `<cam>_optical_frame` of every camera; once, transient-local |
 | `/gt/<cam>/instances` | sensor_msgs/Image | 16UC1 true instance ID per pixel, 0 = background; image's header |
 | `/gt/<cam>/depth` | sensor_msgs/Image | 32FC1 true z-depth along the optical axis, metres; image's header |
@@ -34,6 +34,11 @@ which the object is visible, and `first_seen`/`last_seen` are the stamps of the 
 them (zero before it has been seen); `state` is CONFIRMED when the object is visible in some camera
 at this step, LOST when it was seen before but is not visible now, and TENTATIVE when it has not
 been seen yet. The last `/gt/objects` message therefore summarises the whole bag.
+
+TF as a robot gives it: `SampleBagSpec.tf_start_s` (`--tf-start`) leaves `/tf` out for the first
+seconds of the bag (the first images arrive before TF), and `tf_gaps` (`--tf-gap START DURATION`)
+leaves it out in the given intervals (dropouts); `/tf_static` is always written. Images in those
+spans have no camera pose, exactly as on a robot whose TF lookups fail.
 """
 
 from __future__ import annotations
@@ -74,6 +79,16 @@ class SampleBagSpec:
     """'room' or 'hall'."""
     coverage: float = 1.0
     """Fraction of the trajectory's full loop or sweep the bag spans."""
+    tf_start_s: float = 0.0
+    """/tf is left out for this long after the first image (TF arriving late)."""
+    tf_gaps: tuple[tuple[float, float], ...] = ()
+    """(start, duration) in seconds after the first image during which /tf is left out (dropouts)."""
+
+    def has_tf(self, seconds: float) -> bool:
+        """Whether /tf is written at this time after the first image."""
+        if seconds < self.tf_start_s:
+            return False
+        return not any(start <= seconds < start + duration for start, duration in self.tf_gaps)
 
 
 @dataclass
@@ -141,6 +156,9 @@ def write_sample_bag(out: str | Path, spec: SampleBagSpec) -> SampleBagSummary:
         raise ValueError(f"unknown trajectory '{spec.trajectory}'; choose from {', '.join(TRAJECTORIES)}")
     if spec.frames < 1 or spec.cameras < 1:
         raise ValueError(f"need at least one frame and one camera (got {spec.frames} frames, {spec.cameras} cameras)")
+    if spec.tf_start_s < 0 or any(start < 0 or duration <= 0 for start, duration in spec.tf_gaps):
+        raise ValueError(f"TF start and gaps must be >= 0 s with positive durations (got start {spec.tf_start_s} s, "
+                         f"gaps {list(spec.tf_gaps)})")
     plan = plan_sequence(spec.seed, num_steps=spec.frames, cameras=spec.cameras, trajectory=spec.trajectory,
                          width=spec.width, height=spec.height, rate_hz=spec.rate_hz, num_objects=spec.num_objects,
                          room=spec.room, coverage=spec.coverage)
@@ -162,8 +180,9 @@ def write_sample_bag(out: str | Path, spec: SampleBagSpec) -> SampleBagSummary:
             for cam, base_from_cam in zip(rig.names, rig.base_from_camera, strict=True)))
         for step, views in enumerate(iter_steps(plan)):
             stamp = plan.stamps_ns[step]
-            bag.write(C.TF_TOPIC, stamp, L.tf_message(
-                [L.TransformData(C.WORLD_FRAME, C.BASE_FRAME, stamp, plan.world_from_base[step])]))
+            if spec.has_tf((stamp - first) / 1e9):
+                bag.write(C.TF_TOPIC, stamp, L.tf_message(
+                    [L.TransformData(C.WORLD_FRAME, C.BASE_FRAME, stamp, plan.world_from_base[step])]))
             for view in views:
                 header = Header(stamp, C.optical_frame(view.camera))
                 bag.write(C.camera_info_topic(view.camera), stamp,
@@ -188,6 +207,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--height", type=int, default=336, help="image height (default 336)")
     parser.add_argument("--rate", type=float, default=10.0, metavar="HZ", help="frame rate (default 10)")
     parser.add_argument("--objects", type=int, default=None, metavar="N", help="objects in the scene (default: seed)")
+    parser.add_argument("--tf-start", type=float, default=0.0, metavar="S",
+                        help="leave /tf out for the first S seconds (TF arriving after the first images)")
+    parser.add_argument("--tf-gap", type=float, nargs=2, action="append", default=[], metavar=("START", "DURATION"),
+                        help="leave /tf out from START for DURATION seconds after the first image (repeatable)")
     parser.add_argument("--overwrite", action="store_true", help="replace OUT if it is an existing bag")
 
 
@@ -203,7 +226,8 @@ def run(args: argparse.Namespace) -> int:
         shutil.rmtree(out)
     spec = SampleBagSpec(seed=args.scene, cameras=args.cameras, frames=args.frames, storage=args.storage,
                          trajectory=args.trajectory, width=args.width, height=args.height, rate_hz=args.rate,
-                         num_objects=args.objects)
+                         num_objects=args.objects, tf_start_s=args.tf_start,
+                         tf_gaps=tuple((start, duration) for start, duration in args.tf_gap))
     started = time.monotonic()
     try:
         summary = write_sample_bag(out, spec)

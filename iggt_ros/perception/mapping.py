@@ -22,6 +22,22 @@ known only up to a similarity transform. `WorldAligner` finds world_from_model =
 * Rig baseline (``mapping.rig_baseline_m`` > 0, two or more cameras): the model's distance between
   the first two cameras of a time step against the known baseline gives metric scale without TF.
 
+Which frame (one per message, never a mix):
+
+* TF for every view of the very first window, with an observable scale: ``input.world_frame`` from the
+  start.
+* Otherwise the output starts in ``input.fallback_frame`` (on a robot the first images usually arrive
+  before TF) and stays there until TF has given a pose for every view in ``mapping.tf_settle_windows``
+  windows in a row, at least one of them with an observable scale. Each of those windows pairs its
+  geometry as published in the fallback frame with the same pixels placed by TF (when its scale is
+  observable); the similarity fitted to those pairs
+  (`Alignment.reexpress`, world_from_fallback) re-expresses the whole map, instances, boxes,
+  centroids and tracks, and from that window on everything is published in the world frame.
+* Once in the world frame it stays there: a window without TF for every view (late TF, a lookup past
+  ``input.tf_timeout_s``, a dropout) is chained onto the previous windows, whose points are in the world
+  frame, with the metric scale carried through the shared views; it is flagged (`Alignment.tf_dropout`),
+  warned about at the start of each gap and counted in `WorldAligner.tf_dropout_windows`.
+
 Scale drift: whenever a reference scale exists (TF or rig) next to a chained one, the relative
 difference s_chain / s_ref - 1 is reported per window (in TF mode the carried scale against the one
 the TF poses give); the scale of one window relative to the previous is reported always.
@@ -59,6 +75,29 @@ to window; the newest estimate weighs at least 1 / (SCALE_MEMORY + 1)."""
 
 
 @dataclass
+class Similarity:
+    """new = scale * rotation @ old + translation: re-expresses points of frame `source` in frame `target`."""
+
+    scale: float
+    rotation: np.ndarray
+    translation: np.ndarray
+    source: str = ""
+    target: str = ""
+    residual: float = float("nan")
+    """Trimmed RMS distance of the fitted correspondences, in target units."""
+    num_correspondences: int = 0
+
+    def apply(self, points: np.ndarray) -> np.ndarray:
+        """Points [...,3] of the source frame in the target frame (float64)."""
+        return self.scale * np.einsum("ij,...j->...i", self.rotation, np.asarray(points, np.float64)) \
+            + self.translation
+
+    def apply_extent(self, extent: np.ndarray) -> np.ndarray:
+        """Axis-aligned size [3] of a box in the source frame -> that of the rotated, scaled box in the target."""
+        return self.scale * np.abs(self.rotation) @ np.asarray(extent, np.float64)
+
+
+@dataclass
 class Alignment:
     """world = scale * rotation @ model + translation, for one window."""
 
@@ -89,6 +128,12 @@ class Alignment:
     'chain' or 'model'."""
     scale_fit: ScaleFit | None = None
     """The TF scale search of this window (TF mode), for diagnostics."""
+    tf_dropout: bool = False
+    """The output was in the world frame but this window had no TF pose for every view: it stayed there,
+    chained onto the previous windows."""
+    reexpress: Similarity | None = None
+    """Set on the window that moves the output from the fallback frame to the world frame: how everything kept
+    so far (object map, tracks) is re-expressed before this window's instances join it."""
 
     def apply(self, points: np.ndarray) -> np.ndarray:
         """Model-frame points [...,3] -> world frame (float32)."""
@@ -207,8 +252,20 @@ class _GridView:
     """[N] depth in output units (metres when the window was metric), NaN where not valid."""
 
 
+@dataclass
+class _TfScale:
+    """The metric scale a TF window would use, before anything is committed."""
+
+    scale: float
+    source: str
+    drift: float | None
+    weight: int
+    """SCALE_MEMORY bookkeeping once the scale is used."""
+    fit: ScaleFit
+
+
 class WorldAligner:
-    """Aligns successive windows into one world frame."""
+    """Aligns successive windows into one world frame, and decides which frame that is (module docstring)."""
 
     def __init__(self, mapping: MappingConfig, input_config: InputConfig) -> None:
         self.mapping = mapping
@@ -216,12 +273,24 @@ class WorldAligner:
         self._grid: dict[ViewKey, _GridView] = {}
         self._last: Alignment | None = None
         self._scale_weight = 0
+        self._in_world = False
+        self._settle: list[tuple[np.ndarray, np.ndarray, np.ndarray] | None] = []
+        """Per window in a row with TF while in the fallback frame: (fallback points, TF points, weights), or
+        None when its scale was unobservable."""
+        self._dropout_run = 0
+        self._warned_unobservable = False
         self.max_abs_scale_drift = 0.0
+        self.tf_dropout_windows = 0
+        """Windows aligned without TF after the output moved to input.world_frame."""
 
     def reset(self) -> None:
         self._grid.clear()
         self._last = None
         self._scale_weight = 0
+        self._in_world = False
+        self._settle.clear()
+        self._dropout_run = 0
+        self._warned_unobservable = False
         self.max_abs_scale_drift = 0.0
 
     @property
@@ -233,9 +302,23 @@ class WorldAligner:
         """Find world_from_model of this window and remember its points for the next one."""
         warnings: list[str] = []
         tf_ok = self.input.use_tf and len(frames) > 0 and all(f.world_from_camera is not None for f in frames)
-        result = self._tf_fit(pred, views, frames, valid, warnings) if tf_ok else None
-        if result is None:
-            result = self._model_fit(pred, views, frames, valid, warnings)
+        if self._in_world and not tf_ok:
+            result = self._dropout(pred, views, valid, warnings)
+        else:
+            tf = self._tf_inputs(pred, views, frames, valid, warnings) if tf_ok else None
+            if tf is not None and self._dropout_run:
+                log.info("TF camera poses are back after %d window(s) without them", self._dropout_run)
+                self._dropout_run = 0
+            if self._in_world or (self._last is None and tf is not None and tf[2] is not None):
+                assert tf is not None
+                result = self._tf_alignment(pred, valid, *tf, warnings)
+                self._in_world = True
+            else:
+                result = self._model_fit(pred, views, frames, valid, warnings)
+                if tf is None:
+                    self._settle.clear()  # "in a row": a window without TF starts the count again
+                else:
+                    result = self._settle_step(pred, valid, result, *tf, warnings)
         if result.scale_drift is not None:
             self.max_abs_scale_drift = max(self.max_abs_scale_drift, abs(result.scale_drift))
         self._remember(pred, views, valid, result)
@@ -259,13 +342,18 @@ class WorldAligner:
             return result
         if last is None:
             return self._first(pred, rig_scale, warnings)
+        return self._reuse(warnings)
+
+    def _reuse(self, warnings: list[str], tf_dropout: bool = False) -> Alignment:
         msg = ("window shares no frames with the previous one (window.stride equals window.size, or a view was "
                "missing): the world frame cannot be chained, the previous alignment is reused and this window "
                "may be offset")
         log.warning(msg)
         warnings.append(msg)
+        last = self._last
+        assert last is not None
         return Alignment(last.scale, last.rotation, last.translation, "reuse", last.metric, last.frame_id,
-                         warnings=warnings, scale_source=last.scale_source)
+                         warnings=warnings, scale_source=last.scale_source, tf_dropout=tf_dropout)
 
     def _first(self, pred: WindowPrediction, rig_scale: float | None, warnings: list[str]) -> Alignment:
         r_cm = pred.extrinsics[0, :, :3].astype(np.float64)
@@ -276,44 +364,116 @@ class WorldAligner:
         return Alignment(s, rot, trans, "first", rig_scale is not None, self.input.fallback_frame,
                          warnings=warnings, scale_source="rig" if rig_scale is not None else "model")
 
-    def _tf_fit(self, pred: WindowPrediction, views: Sequence[ViewKey], frames: Sequence[CameraFrame],
-                valid: np.ndarray, warnings: list[str]) -> Alignment | None:
-        """TF mode (see the module docstring); None when no metric scale can be had for this window."""
+    def _tf_inputs(self, pred: WindowPrediction, views: Sequence[ViewKey], frames: Sequence[CameraFrame],
+                   valid: np.ndarray, warnings: list[str]) -> tuple[np.ndarray, np.ndarray, _TfScale | None]:
+        """(TF poses, intrinsics, metric scale or None) of a window whose views all have a TF pose."""
         poses = np.stack([np.asarray(f.world_from_camera, np.float64) for f in frames])
         intrinsics = model_intrinsics(pred, frames)
         last = self._last
         carried = self._carried_scale(pred, views, valid) if last is not None and last.metric else None
         prior = carried if carried is not None else (last.scale if last is not None and last.metric else None)
         fit = fit_metric_scale(pred.depth, valid, pred.images, intrinsics, poses, prior)
-        drift = None
+        weight = self._scale_weight
         if fit.scale is not None and carried is not None:
-            weight = self._scale_weight
             s = math.exp((weight * math.log(carried) + math.log(fit.scale)) / (weight + 1))
-            self._scale_weight = min(weight + 1, SCALE_MEMORY)
-            source, drift = "tf+carried", carried / fit.scale - 1.0
-        elif fit.scale is not None:
-            s, source = fit.scale, "tf"
-            self._scale_weight = 1
-        elif carried is not None:
-            s, source = carried, "carried"
-        elif last is not None and last.metric:
-            s, source = last.scale, "previous"
+            return poses, intrinsics, _TfScale(s, "tf+carried", carried / fit.scale - 1.0,
+                                               min(weight + 1, SCALE_MEMORY), fit)
+        if fit.scale is not None:
+            return poses, intrinsics, _TfScale(fit.scale, "tf", None, 1, fit)
+        if carried is not None:
+            return poses, intrinsics, _TfScale(carried, "carried", None, weight, fit)
+        if self._in_world and last is not None:
             msg = (f"metric scale is unobservable in this window ({fit.reason}) and no view is shared with the "
                    "previous window: the previous window's scale is used")
             log.warning(msg)
             warnings.append(msg)
-        else:
-            msg = (f"TF gives the camera poses but the metric scale is unobservable so far ({fit.reason}): this "
-                   f"window is published in {self.input.fallback_frame}; move the cameras (or set "
-                   "mapping.rig_baseline_m for a rig)")
+            return poses, intrinsics, _TfScale(last.scale, "previous", None, weight, fit)
+        msg = (f"TF gives the camera poses but the metric scale is unobservable so far ({fit.reason}): the output "
+               f"stays in {self.input.fallback_frame}; move the cameras (or set mapping.rig_baseline_m for a rig)")
+        if not self._warned_unobservable:
             log.warning(msg)
-            warnings.append(msg)
-            return None
+            self._warned_unobservable = True
+        warnings.append(msg)
+        return poses, intrinsics, None
+
+    def _tf_alignment(self, pred: WindowPrediction, valid: np.ndarray, poses: np.ndarray, intrinsics: np.ndarray,
+                      tf: _TfScale | None, warnings: list[str]) -> Alignment:
+        """TF mode (see the module docstring): views placed by TF, depth times the metric scale."""
+        assert tf is not None
+        self._scale_weight = tf.weight
+        last = self._last
+        s = tf.scale
         r, t, rms, n = self._place_model_points(pred, valid, s, intrinsics, poses)
+        same_frame = last is not None and last.frame_id == self.input.world_frame
         return Alignment(s, r, t, "tf", True, self.input.world_frame, rms, n,
-                         scale_ratio=s / last.scale if last is not None else float("nan"), scale_drift=drift,
-                         warnings=warnings, view_poses=poses, view_intrinsics=intrinsics, scale_source=source,
-                         scale_fit=fit)
+                         scale_ratio=s / last.scale if same_frame else float("nan"), scale_drift=tf.drift,
+                         warnings=warnings, view_poses=poses, view_intrinsics=intrinsics, scale_source=tf.source,
+                         scale_fit=tf.fit)
+
+    def _dropout(self, pred: WindowPrediction, views: Sequence[ViewKey], valid: np.ndarray,
+                 warnings: list[str]) -> Alignment:
+        """In the world frame without TF for every view: stay there, chained onto the previous windows."""
+        last = self._last
+        assert last is not None
+        self.tf_dropout_windows += 1
+        self._dropout_run += 1
+        carried = self._carried_scale(pred, views, valid) if last.metric else None
+        msg = (f"no TF pose for every view of this window (TF late or dropped out): the output stays in "
+               f"{last.frame_id}, this window is chained onto the previous ones"
+               + (" with the metric scale carried over" if carried is not None else ""))
+        if self._dropout_run == 1:
+            log.warning(msg)
+        warnings.append(msg)
+        chain = self._chain_fit(pred, views, valid, fixed_scale=carried)
+        if chain is None:
+            return self._reuse(warnings, tf_dropout=True)
+        s, r, t, rms, n = chain
+        return Alignment(s, r, t, "chain", last.metric, last.frame_id, rms, n, scale_ratio=s / last.scale,
+                         warnings=warnings, scale_source="carried" if carried is not None else "chain",
+                         tf_dropout=True)
+
+    def _settle_step(self, pred: WindowPrediction, valid: np.ndarray, fallback: Alignment, poses: np.ndarray,
+                     intrinsics: np.ndarray, tf: _TfScale | None, warnings: list[str]) -> Alignment:
+        """A window in the fallback frame with TF: count it; after enough in a row, move the map to TF's frame.
+
+        Each such window whose scale is observable gives correspondences between its geometry as published
+        in the fallback frame and the same pixels placed by TF; the similarity fitted to those of the last
+        ``mapping.tf_settle_windows`` windows re-expresses the map (`Alignment.reexpress`), and this window
+        is published in the world frame (at its own TF scale, or, when that is unobservable, at the scale
+        the similarity gives its fallback-frame depth).
+        """
+        if tf is not None:
+            self._warned_unobservable = False
+            step = GRID_STEP
+            ok = valid[:, ::step, ::step]
+            src = fallback.view_points(pred, step)[ok].astype(np.float64)
+            dst = back_project(pred.depth[:, ::step, ::step] * np.float32(tf.scale), intrinsics, poses, step)[ok]
+            wts = np.nan_to_num(pred.world_points_conf[:, ::step, ::step][ok].astype(np.float64))
+            if len(src) > MAX_CORRESPONDENCES:
+                pick = np.random.default_rng(len(src)).choice(len(src), MAX_CORRESPONDENCES, replace=False)
+                src, dst, wts = src[pick], dst[pick], wts[pick]
+            self._settle.append((src, dst.astype(np.float64), wts))
+        else:
+            self._settle.append(None)
+        needed = self.mapping.tf_settle_windows
+        del self._settle[:-needed]
+        pairs = [p for p in self._settle if p is not None]
+        if len(self._settle) < needed or not pairs:
+            log.info("TF gives camera poses (%d of %d windows in a row): the output stays in %s until then",
+                     len(self._settle), needed, fallback.frame_id)
+            return fallback
+        s, r, t, rms, n = robust_sim3(*(np.concatenate(a) for a in zip(*pairs, strict=True)))
+        self._settle.clear()
+        if tf is None:
+            tf = _TfScale(s * fallback.scale, "carried", None, self._scale_weight,
+                          ScaleFit(None, math.nan, 1.0, 0, 0.0, "carried from the fallback frame"))
+        result = self._tf_alignment(pred, valid, poses, intrinsics, tf, warnings)
+        self._in_world = True
+        result.reexpress = Similarity(s, r, t, fallback.frame_id, result.frame_id, rms, n)
+        log.warning("TF has given camera poses for %d windows in a row: the map is re-expressed from %s into %s "
+                    "(scale %.4g, fit residual %.3f m over %d points) and published in %s from now on",
+                    needed, fallback.frame_id, result.frame_id, s, rms, n, result.frame_id)
+        return result
 
     @staticmethod
     def _place_model_points(pred: WindowPrediction, valid: np.ndarray, scale: float, intrinsics: np.ndarray,

@@ -12,6 +12,10 @@ Threading: the node processes windows on a worker thread while its service callb
 once (a window already in flight finishes on the old ones and its result is discarded), and
 `snapshot()` returns the immutable state published by the last completed window.
 
+Frames: every result is in one frame (`WindowResult.frame_id`): input.fallback_frame until TF has settled,
+then input.world_frame for good (`mapping` has the rules). On the window that moves the output, the tracks and
+the object map are re-expressed in the new frame before that window's detections join them.
+
 Bad input never raises out of `push`/`process_window`: an empty window, a camera missing from a
 window, NaN depth, features that are pure noise, an engine error, time going backwards: each gives a
 defined result (possibly without instances) and a warning in the log and in `WindowResult.warnings`.
@@ -34,6 +38,7 @@ from iggt_ros.perception.clustering import ClusterResult, InstanceClusterer
 from iggt_ros.perception.frames import CameraFrame, FrameSet
 from iggt_ros.perception.mapping import Alignment, WorldAligner
 from iggt_ros.perception.object_map import ObjectInstance, ObjectMap, voxel_keys
+from iggt_ros.perception.reframe import ReexpressibleObjectMap
 from iggt_ros.perception.tracking import LOST, Detection, InstanceTracker
 from iggt_ros.perception.window import ApproximateTimeSynchronizer, Window, WindowBuffer
 
@@ -148,6 +153,10 @@ class Pipeline:
         self.windows_processed = 0
         self.resets = 0
         self.time_jumps = 0
+        self.tf_dropout_windows = 0
+        """Windows aligned without TF after the output moved to the world frame (they stay in it; for diagnostics)."""
+        self.reexpressions = 0
+        """Times the map was moved from the fallback frame into the world frame (TF arrived after it started)."""
 
     def _initial_frame(self) -> str:
         return self.config.input.fallback_frame
@@ -158,7 +167,7 @@ class Pipeline:
         self.clusterer = InstanceClusterer(cfg.clustering, seed=self.seed)
         self.tracker = InstanceTracker(cfg.tracking)
         self.aligner = WorldAligner(cfg.mapping, cfg.input)
-        self.object_map = ObjectMap(cfg.mapping, seed=self.seed)
+        self.object_map = ReexpressibleObjectMap(cfg.mapping, seed=self.seed)
 
     # ------------------------------------------------------------------ thread-safe control
     def reset(self, reason: str = "reset requested") -> None:
@@ -262,6 +271,9 @@ class Pipeline:
         t = time.perf_counter()
         alignment = aligner.align(pred, keys, frames, valid)
         warnings.extend(alignment.warnings)
+        if alignment.reexpress is not None:  # the output frame changes: what is kept moves with it, first
+            tracker.reexpress(alignment.reexpress)
+            omap.reexpress(alignment.reexpress)
         timings["mapping"] = (time.perf_counter() - t) * 1e3
 
         cluster = clusterer.cluster(pred.instance_features, valid, pred.depth_conf, pred.world_points)
@@ -303,6 +315,8 @@ class Pipeline:
                 return result
             self._snapshot = MapSnapshot(window.index, window.stamp_ns, alignment.frame_id, tuple(instances))
             self.windows_processed += 1
+            self.tf_dropout_windows += int(alignment.tf_dropout)
+            self.reexpressions += int(alignment.reexpress is not None)
         return result
 
     # ------------------------------------------------------------------ helpers

@@ -24,12 +24,16 @@ import copy
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from typing import TYPE_CHECKING
 
 import numpy as np
 from scipy.optimize import linear_sum_assignment
 
 from iggt_ros.config import TrackingConfig
 from iggt_ros.engine.base import ViewKey
+
+if TYPE_CHECKING:
+    from iggt_ros.perception.mapping import Similarity
 
 log = logging.getLogger(__name__)
 
@@ -112,6 +116,12 @@ class InstanceTracker:
         self._next_id = 1
         self._window = 0
         self._last_ids.clear()
+
+    def reexpress(self, similarity: Similarity) -> None:
+        """Move every track's centroid and extent into another frame (the world frame changed under them)."""
+        for track in self.tracks.values():
+            track.centroid = similarity.apply(track.centroid)
+            track.extent = similarity.apply_extent(track.extent)
 
     def snapshot(self) -> list[Track]:
         """Deep copies of the tracks (safe to hand to another thread)."""
