@@ -91,13 +91,13 @@ def test_bag_without_camera_topics_is_refused_before_writing(tmp_path, capsys):
 def test_unknown_encoding_is_skipped_with_a_warning_naming_it(base_bag, tmp_path):
     def edit(topic, _type, t, msg):
         if topic == "/front/image_raw" and (msg["header"]["stamp"]["nanosec"] // 100_000_000) % 2:
-            msg["encoding"] = "yuv422"
+            msg["encoding"] = "bayer_rggb16"
         return [(topic, t, msg)]
 
     rewrite(base_bag, tmp_path / "in", edit)
     s = replay_bag(tmp_path / "in", tmp_path / "out", config())
     assert s.skipped == {"unsupported encoding": FRAMES // 2}
-    assert any("yuv422" in w and "/front/image_raw" in w for w in s.warnings)
+    assert any("bayer_rggb16" in w and "/front/image_raw" in w for w in s.warnings)
     assert s.images_read == FRAMES // 2 and s.windows >= 2 and not s.stopped
     assert len(read_back(tmp_path / "out")["/front/image_raw"]) == FRAMES // 2
     assert s.report is not None and s.report.metrics["num_views"] == s.views

@@ -457,7 +457,7 @@ class InstanceClusterer:
         v = labels.shape[0]
         k = protos.shape[0]
         for i in range(v):
-            drop_small_pieces(labels[i], min_area_px, cfg.min_piece_fraction)
+            drop_small_pieces(labels[i], 0.5 * min_area_px, cfg.min_piece_fraction)
         counts = np.stack([np.bincount(labels[i].ravel(), minlength=k + 1)[: k + 1] for i in range(v)])
         total_valid = max(int(valid.sum()), 1)
         share = counts[:, 1:].sum(axis=0) / total_valid
