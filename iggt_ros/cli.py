@@ -19,6 +19,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("iggt_ros.eval.demo", "make a sample bag, replay it on the embedded model, write the report"),
     "make-sample-bag": ("iggt_ros.bag.sample", "write a synthetic rosbag2 with ground truth"),
     "replay": ("iggt_ros.bag.replay", "run the pipeline over a rosbag2, write an output bag and a report"),
+    "evaluate": ("iggt_ros.fleet.cli", "replay many bags (one after another, or as Ray tasks), write a fleet report"),
     "query": ("iggt_ros.vlm.query_cli", "answer a text query against the last state of a replay"),
     "train": ("iggt_ros.train.cli", "train or fine-tune IGGT with the paper's losses"),
     "export": ("iggt_ros.engine.export_cli", "export a model to ONNX and a TensorRT plan"),
@@ -60,7 +61,32 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog=f"iggt-ros {name}", description=help_text)
     module.add_arguments(parser)
     args = parser.parse_args(rest)
+    if name == "train":
+        return run_training(module, args)
     return int(module.run(args) or 0)
+
+
+def run_training(module, args: argparse.Namespace) -> int:
+    """`train` in one process, or in each of the processes `torchrun` started.
+
+    Under torchrun (`torchrun --nproc_per_node N -m iggt_ros.cli train ...`, or the `iggt-ros`
+    script in its place) every process joins the process group before the trainer is built and
+    leaves it after the last checkpoint; the trainer then trains data-parallel.
+    """
+    from iggt_ros.train import distributed
+
+    try:
+        distributed.init_from_env(getattr(args, "device", "cpu"))
+    except distributed.DistributedError as exc:
+        print(f"iggt-ros train: {exc}", file=sys.stderr)
+        return 2
+    finished = False
+    try:
+        code = int(module.run(args) or 0)
+        finished = True
+        return code
+    finally:
+        distributed.shutdown(wait=finished)
 
 
 if __name__ == "__main__":

@@ -35,7 +35,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="look of the synthetic scenes: 'train' randomises textures, shapes, lights, lenses and "
                              "image effects; 'none' renders the plain default look")
     parser.add_argument("--steps", type=int, default=3000)
-    parser.add_argument("--batch-size", type=int, default=1)
+    parser.add_argument("--batch-size", type=int, default=1,
+                        help="windows per step over all processes (under torchrun each trains on its share)")
+    parser.add_argument("--micro-batch", type=int, default=0,
+                        help="windows per forward/backward pass, gradients accumulated (0: a process's whole share); "
+                             "1 gives the same weights with any number of processes")
     parser.add_argument("--lr-backbone", type=float, default=5e-4)
     parser.add_argument("--lr-heads", type=float, default=1e-3)
     parser.add_argument("--weight-decay", type=float, default=0.01)
@@ -103,7 +107,8 @@ def build_trainer(args: argparse.Namespace) -> Trainer:
                                        small_size=_hw(args.small_size) if args.small_size else None,
                                        small_until=args.small_until)
     train_config = TrainConfig(
-        steps=args.steps, batch_size=args.batch_size, lr_backbone=args.lr_backbone, lr_heads=args.lr_heads,
+        steps=args.steps, batch_size=args.batch_size, micro_batch=args.micro_batch, lr_backbone=args.lr_backbone,
+        lr_heads=args.lr_heads,
         weight_decay=args.weight_decay, warmup_steps=args.warmup, checkpoint_every=args.checkpoint_every,
         time_limit_s=args.time_limit, threads=args.threads, prefetch=args.prefetch, device=args.device, seed=args.seed,
         loss=LossWeights(samples=args.samples, instance=args.instance_weight, pull=args.pull,
@@ -120,7 +125,9 @@ def run(args: argparse.Namespace) -> int:
     trainer = build_trainer(args)
     if args.resume and trainer.resume():
         print(f"resuming from {trainer.checkpoint_path} at step {trainer.step}")
-    (Path(args.out) / "args.json").write_text(json.dumps(vars(args), indent=2) + "\n")
+    if trainer.context.is_main:
+        (Path(args.out) / "args.json").write_text(json.dumps(vars(args), indent=2) + "\n")
     step = trainer.run()
-    print(f"stopped at step {step}; weights in {Path(args.out) / 'model.safetensors'}")
+    if trainer.context.is_main:
+        print(f"stopped at step {step}; weights in {Path(args.out) / 'model.safetensors'}")
     return 0

@@ -1,11 +1,18 @@
 """The training loop: windows in, AdamW steps, checkpoints, CSV log and loss curves out.
 
 One loop serves both uses: training the tiny model from scratch on synthetic scenes drawn on
-the fly, and fine-tuning any model (the official one on a GPU) on a dataset folder.
+the fly, and fine-tuning any model (the official one on a GPU) on a dataset folder, in one
+process or data-parallel over several under `torchrun` (`iggt_ros.train.distributed`).
+
+The loss of a step is the mean over its windows of each window's loss, and each window's random
+draws (contrastive pixel samples; drop-path too when windows are passed one at a time, see
+`TrainConfig.micro_batch`) are seeded by its step and its index in the global batch. So the
+gradient of a step does not depend on how the batch is split into processes or passes.
 """
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import math
 import time
@@ -20,7 +27,9 @@ from tqdm import tqdm
 
 from iggt_ros.model import Iggt
 from iggt_ros.model.checkpoint import save_model
+from iggt_ros.train import distributed
 from iggt_ros.train.batch import TrainBatch, TrainWindow
+from iggt_ros.train.distributed import DistributedContext, ShardedSource
 from iggt_ros.train.losses import LossWeights, iggt_loss, normalize_truth
 from iggt_ros.train.plots import plot_losses
 
@@ -40,6 +49,11 @@ class TrainConfig:
 
     steps: int = 3000
     batch_size: int = 1
+    """Windows per step over all processes (the global batch); each of N processes trains on batch_size / N."""
+    micro_batch: int = 0
+    """Windows per forward/backward pass (gradients accumulate over the passes of a step); 0: a process's
+    whole share at once. Smaller passes need less memory; with 1 every random draw of a window depends only
+    on its step and global index, so a run gives the same weights with any number of processes."""
     lr_backbone: float = 5e-4
     lr_heads: float = 1e-3
     weight_decay: float = 0.01
@@ -107,13 +121,28 @@ class Trainer:
     (fp16 weights with the config, the shippable artefact), `train_log.csv`, `losses.png`.
     """
 
-    def __init__(self, model: Iggt, source: WindowSource, config: TrainConfig, out_dir: str | Path) -> None:
-        self.model = model.to(config.device)
-        self.source = source
+    def __init__(self, model: Iggt, source: WindowSource, config: TrainConfig, out_dir: str | Path,
+                 context: DistributedContext | None = None) -> None:
+        self.context = context if context is not None else distributed.current()
+        self.device = self.context.device(config.device)
+        self.local_batch = self.context.local_batch(config.batch_size)
+        if config.micro_batch < 0:
+            raise ValueError(f"micro_batch must be >= 0 (0: whole batch per pass), got {config.micro_batch}")
+        self.model = model.to(self.device)
+        self.source = source if not self.context.distributed else ShardedSource(source, self.context.rank,
+                                                                                 self.context.world_size)
         self.config = config
         self.out_dir = Path(out_dir)
-        self.out_dir.mkdir(parents=True, exist_ok=True)
+        if self.context.is_main:
+            self.out_dir.mkdir(parents=True, exist_ok=True)
         self.optimizer = torch.optim.AdamW(parameter_groups(self.model, config), weight_decay=config.weight_decay)
+        self.parallel: torch.nn.Module = self.model
+        if self.context.distributed:
+            from torch.nn.parallel import DistributedDataParallel
+
+            # Starts from rank 0's weights (broadcast here) and averages the gradients of every backward pass.
+            self.parallel = DistributedDataParallel(
+                self.model, device_ids=[self.device] if self.device.startswith("cuda") else None)
         self.step = 0
         self.elapsed_s = 0.0
         self.generator = torch.Generator().manual_seed(config.seed)
@@ -128,10 +157,16 @@ class Trainer:
         return self.out_dir / "train_log.csv"
 
     def save_checkpoint(self) -> None:
-        """Write the resumable checkpoint (atomically) and the fp16 weights, then redraw the curves."""
+        """Write the resumable checkpoint (atomically) and the fp16 weights, then redraw the curves.
+
+        Only rank 0 writes: every rank holds the same weights and optimiser state, so the checkpoint
+        is the same whatever the number of processes, and resumes with any number.
+        """
+        if not self.context.is_main:
+            return
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
                  "elapsed_s": self.elapsed_s, "config": asdict(self.config),
-                 "model_config": self.model.config.to_dict()}
+                 "model_config": self.model.config.to_dict(), "world_size": self.context.world_size}
         tmp = self.checkpoint_path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(self.checkpoint_path)
@@ -144,7 +179,7 @@ class Trainer:
         """Continue from `last.pt` when it exists; False when starting fresh."""
         if not self.checkpoint_path.exists():
             return False
-        state = torch.load(self.checkpoint_path, map_location=self.config.device, weights_only=False)
+        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
         self.model.load_state_dict(state["model"])
         self.optimizer.load_state_dict(state["optimizer"])
         self.step = int(state["step"])
@@ -152,6 +187,8 @@ class Trainer:
         return True
 
     def _append_log(self, row: dict) -> None:
+        if not self.context.is_main:
+            return
         new = not self.log_path.exists()
         with open(self.log_path, "a", newline="") as fh:
             writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
@@ -160,28 +197,55 @@ class Trainer:
             writer.writerow({k: row[k] for k in LOG_COLUMNS})
 
     # ------------------------------------------------------------------ loop
-    def train_step(self, batch: TrainBatch) -> dict[str, float]:
-        """One optimisation step on one batch; returns the loss terms."""
-        factor = learning_rate_factor(self.step, self.config)
-        # Pixel sampling and drop-path are seeded per step, so a resumed run repeats the uninterrupted one.
+    def window_seed(self, index: int) -> int:
+        """Seed of the random draws of window `index` (in the global batch) at the current step.
+
+        Window 0 uses the step's seed, so a one-window batch draws what it always did; a resumed
+        run repeats the uninterrupted one.
+        """
         step_seed = self.config.seed * 1_000_003 + self.step
-        self.generator.manual_seed(step_seed)
-        torch.manual_seed(step_seed)
+        return step_seed if index == 0 else step_seed * 100_003 + index
+
+    def train_step(self, batch: TrainBatch) -> dict[str, float]:
+        """One optimisation step on this process's share of the batch; returns the loss terms (mean over ranks).
+
+        The windows go through the model `micro_batch` at a time; each pass's gradient is weighted by its
+        share of the windows, so the accumulated gradient is the mean over this process's windows, and
+        DistributedDataParallel averages that over the processes (it synchronises on the last pass only).
+        """
+        factor = learning_rate_factor(self.step, self.config)
         for group in self.optimizer.param_groups:
             group["lr"] = group["base_lr"] * factor
         self.model.train()
-        batch = batch.to(self.config.device)
-        truth = normalize_truth(batch.world_from_camera, batch.intrinsics, batch.depth)
-        truth = type(truth)(**{k: v.to(self.config.device) for k, v in vars(truth).items()})
-        out = self.model(batch.images)
+        batch = batch.to(self.device)
+        n = batch.images.shape[0]
+        first = self.context.rank * n
+        chunk = self.config.micro_batch or n
         progress = self.step / max(1, self.config.steps)
-        terms = iggt_loss(out, truth, batch.instance_ids, self.config.loss, self.generator, progress)
         self.optimizer.zero_grad(set_to_none=True)
-        terms.total.backward()
+        sums: dict[str, float] = {}
+        for start in range(0, n, chunk):
+            part = _slice_batch(batch, start, min(n, start + chunk))
+            last = start + chunk >= n
+            torch.manual_seed(self.window_seed(first + start))  # drop-path of this pass
+            sync = contextlib.nullcontext() if last or not self.context.distributed else self.parallel.no_sync()
+            with sync:
+                truth = normalize_truth(part.world_from_camera, part.intrinsics, part.depth)
+                truth = type(truth)(**{k: v.to(self.device) for k, v in vars(truth).items()})
+                out = self.parallel(part.images)
+                loss = None
+                for i in range(part.images.shape[0]):
+                    self.generator.manual_seed(self.window_seed(first + start + i))
+                    terms = iggt_loss(_slice_outputs(out, i), _slice_truth(truth, i), part.instance_ids[i:i + 1],
+                                      self.config.loss, self.generator, progress)
+                    loss = terms.total if loss is None else loss + terms.total
+                    for k, v in terms.as_dict().items():
+                        sums[k] = sums.get(k, 0.0) + v
+                (loss / n).backward()
         if self.config.grad_clip:
             torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.config.grad_clip)
         self.optimizer.step()
-        return terms.as_dict()
+        return self.context.mean({k: v / n for k, v in sums.items()})
 
     def _batches(self, stop: int):
         """Yield (step, windows) from the current step to `stop`, rendered ahead when `prefetch` asks for it.
@@ -192,7 +256,7 @@ class Trainer:
         progress = lambda step: step / max(1, cfg.steps)  # noqa: E731
         if not cfg.prefetch:
             for step in range(self.step, stop):
-                yield step, self.source.batch(step, cfg.batch_size, progress(step))
+                yield step, self.source.batch(step, self.local_batch, progress(step))
             return
         import multiprocessing
 
@@ -201,7 +265,7 @@ class Trainer:
             next_step = self.step
             while True:
                 while len(pending) < 2 * cfg.prefetch and next_step < stop:
-                    pending.append((next_step, pool.submit(self.source.batch, next_step, cfg.batch_size,
+                    pending.append((next_step, pool.submit(self.source.batch, next_step, self.local_batch,
                                                            progress(next_step))))
                     next_step += 1
                 if not pending:
@@ -219,7 +283,8 @@ class Trainer:
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         start = time.monotonic() - self.elapsed_s
-        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True)
+        bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
+                   disable=not self.context.is_main)
         for step, windows in self._batches(stop):
             assert step == self.step
             batch = TrainBatch.stack(windows)
@@ -231,10 +296,25 @@ class Trainer:
                               "lr_backbone": lrs[0], "lr_heads": lrs[1], **terms})
             bar.update(1)
             bar.set_postfix(loss=f"{terms['loss']:.3f}", inst=f"{terms['instance']:.3f}", S=batch.images.shape[1])
-            out_of_time = cfg.time_limit_s is not None and self.elapsed_s >= cfg.time_limit_s
+            out_of_time = self.context.any(cfg.time_limit_s is not None and self.elapsed_s >= cfg.time_limit_s)
             if self.step % cfg.checkpoint_every == 0 or self.step == stop or out_of_time:
                 self.save_checkpoint()
             if out_of_time:
                 break
         bar.close()
+        self.context.barrier()  # the others wait until rank 0 has written the last checkpoint
         return self.step
+
+
+def _slice_batch(batch: TrainBatch, start: int, stop: int) -> TrainBatch:
+    return TrainBatch(*(t[start:stop] for t in (batch.images, batch.depth, batch.instance_ids, batch.intrinsics,
+                                                  batch.world_from_camera)))
+
+
+def _slice_outputs(out: dict, i: int) -> dict:
+    """Window `i` of the model's outputs, batch dimension kept (the camera head gives a list per iteration)."""
+    return {k: [t[i:i + 1] for t in v] if isinstance(v, list) else v[i:i + 1] for k, v in out.items()}
+
+
+def _slice_truth(truth, i: int):
+    return type(truth)(**{k: v[i:i + 1] for k, v in vars(truth).items()})
