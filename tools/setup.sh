@@ -26,8 +26,9 @@ pipq "torch==2.13.0"
 # is incomplete, so they are named one by one.
 pipq -r tools/requirements-ros.txt
 
-# iggt_ros with the optional parts used by the tests and the demo.
-pipq -e ".[onnx,text,dev]"
+# iggt_ros with the optional parts used by the tests and the demo; 'ray' is Ray core only (no dashboard
+# or cluster launcher), enough for the fleet evaluation tests on a local Ray instance.
+pipq -e ".[onnx,text,dev,ray]"
 
 # Build the ROS package (interfaces + Python package) into build/ and install/.
 bash tools/colcon_build.sh
