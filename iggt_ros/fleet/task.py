@@ -92,8 +92,9 @@ def _replay(job: BagJob, bag_dir: Path, settings: ReplaySettings) -> BagOutcome:
         return BagOutcome(**base, status=FAILED, reason=str(exc), retryable=False,
                           wall_s=time.monotonic() - started)
     except Exception as exc:  # an error of the stack on this bag: report it, let the driver decide on a retry
-        detail = traceback.format_exc(limit=3).strip().splitlines()[-1]
-        return BagOutcome(**base, status=FAILED, reason=f"{type(exc).__name__}: {exc} ({detail})", retryable=True,
+        frames = traceback.extract_tb(exc.__traceback__)
+        where = f" (at {Path(frames[-1].filename).name}:{frames[-1].lineno})" if frames else ""
+        return BagOutcome(**base, status=FAILED, reason=f"{type(exc).__name__}: {exc}{where}", retryable=True,
                           wall_s=time.monotonic() - started)
     report = summary.report
     return BagOutcome(
