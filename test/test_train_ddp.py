@@ -3,6 +3,7 @@ global batch, rank 0 alone writes the checkpoint, and one process resumes it."""
 
 from __future__ import annotations
 
+import json
 import os
 import socket
 import subprocess
@@ -14,7 +15,8 @@ import pytest
 import torch
 
 from iggt_ros import cli
-from iggt_ros.train.distributed import DistributedContext, DistributedError, ShardedSource
+from iggt_ros.train.distributed import DistributedContext, DistributedError, ShardedSource, init_from_env, shutdown
+from iggt_ros.train.losses import LossWeights
 from iggt_ros.train.scenes import Curriculum, SyntheticWindowSource
 
 # The tiny model at a small size; --micro-batch 1 seeds each window's random draws (drop-path, pixel samples)
@@ -92,6 +94,50 @@ def test_two_gloo_processes_train_like_one_and_one_process_resumes(tmp_path):
     _train(single, steps=3, resume=True)
     assert torch.load(ddp / "last.pt", weights_only=False)["step"] == 3
     _assert_same_weights(_weights(ddp), _weights(single))
+
+
+def _tiny_trainer(out: Path, context=None):
+    from iggt_ros.model import Iggt, IggtModelConfig
+    from iggt_ros.train.trainer import TrainConfig, Trainer
+
+    torch.manual_seed(0)
+    source = SyntheticWindowSource(56, 84, seed=1, domain=None,
+                                   curriculum=Curriculum(min_frames=2, start_max_frames=2, end_max_frames=2))
+    config = TrainConfig(steps=1, batch_size=2, warmup_steps=1, loss=LossWeights(samples=64))
+    return Trainer(Iggt(IggtModelConfig.tiny()), source, config, out, context=context)
+
+
+def _rank_main(rank: int, port: int, root: str) -> None:
+    """One of two gloo processes (started by torch.multiprocessing.spawn): collectives and a resume that
+    finds a checkpoint on rank 0 only."""
+    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port), RANK=str(rank), WORLD_SIZE="2",
+                      LOCAL_RANK=str(rank))
+    torch.set_num_threads(1)
+    context = init_from_env("cpu")
+    result = {"rank": context.rank, "backend": context.backend, "mean": context.mean({"loss": float(rank)}),
+              "any": context.any(rank == 1), "agree_same": context.agree(5), "agree_different": context.agree(rank)}
+    trainer = _tiny_trainer(Path(root) / ("with_checkpoint" if rank == 0 else "empty"), context)
+    try:
+        trainer.resume()
+        result["resume"] = "resumed"
+    except DistributedError as exc:
+        result["resume"] = str(exc)
+    (Path(root) / f"rank{rank}.json").write_text(json.dumps(result))
+    shutdown()
+
+
+def test_collectives_and_a_checkpoint_only_some_processes_see(tmp_path):
+    single = _tiny_trainer(tmp_path / "with_checkpoint")  # a checkpoint where rank 0 looks, none where rank 1 does
+    torch.save({"model": single.model.state_dict(), "optimizer": single.optimizer.state_dict(), "step": 1},
+               single.checkpoint_path)
+    torch.multiprocessing.spawn(_rank_main, args=(_free_port(), str(tmp_path)), nprocs=2, join=True)
+    results = [json.loads((tmp_path / f"rank{r}.json").read_text()) for r in range(2)]
+    for r, result in enumerate(results):
+        assert result["rank"] == r and result["backend"] == "gloo"
+        assert result["mean"] == {"loss": 0.5} and result["any"] is True
+        assert result["agree_same"] is True and result["agree_different"] is False
+        # both stop with the reason instead of rank 1 silently training a fresh model
+        assert "found different checkpoints" in result["resume"] and "file system every node sees" in result["resume"]
 
 
 def test_ranks_share_each_global_batch_without_overlap():

@@ -79,6 +79,13 @@ class DistributedContext:
         t = _all_reduce(torch.tensor([1.0 if flag else 0.0], dtype=torch.float64), dist.ReduceOp.MAX)
         return bool(t.item() > 0)
 
+    def agree(self, value: int) -> bool:
+        """Whether every rank holds the same `value` (True in a single process)."""
+        if not self.distributed:
+            return True
+        t = _all_reduce(torch.tensor([float(value), -float(value)], dtype=torch.float64), dist.ReduceOp.MAX)
+        return bool(t[0].item() == -t[1].item())
+
     def barrier(self) -> None:
         if self.distributed:
             dist.barrier()

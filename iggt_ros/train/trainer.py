@@ -29,7 +29,7 @@ from iggt_ros.model import Iggt
 from iggt_ros.model.checkpoint import save_model
 from iggt_ros.train import distributed
 from iggt_ros.train.batch import TrainBatch, TrainWindow
-from iggt_ros.train.distributed import DistributedContext, ShardedSource
+from iggt_ros.train.distributed import DistributedContext, DistributedError, ShardedSource
 from iggt_ros.train.losses import LossWeights, iggt_loss, normalize_truth
 from iggt_ros.train.plots import plot_losses
 
@@ -176,15 +176,24 @@ class Trainer:
         plot_losses(self.log_path, self.out_dir / "losses.png")
 
     def resume(self) -> bool:
-        """Continue from `last.pt` when it exists; False when starting fresh."""
-        if not self.checkpoint_path.exists():
-            return False
-        state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
-        self.model.load_state_dict(state["model"])
-        self.optimizer.load_state_dict(state["optimizer"])
-        self.step = int(state["step"])
-        self.elapsed_s = float(state.get("elapsed_s", 0.0))
-        return True
+        """Continue from `last.pt` when it exists; False when starting fresh.
+
+        Under torchrun every process reads the checkpoint; they must all find the same one (a
+        process on a node that cannot see rank 0's `--out` would start from scratch and train a
+        different model), so a disagreement stops every process with the reason.
+        """
+        found = self.checkpoint_path.exists()
+        if found:
+            state = torch.load(self.checkpoint_path, map_location=self.device, weights_only=False)
+            self.model.load_state_dict(state["model"])
+            self.optimizer.load_state_dict(state["optimizer"])
+            self.step = int(state["step"])
+            self.elapsed_s = float(state.get("elapsed_s", 0.0))
+        if not self.context.agree(self.step if found else -1):
+            raise DistributedError(f"the training processes found different checkpoints in {self.out_dir} (process "
+                                   f"{self.context.rank}: {'step ' + str(self.step) if found else 'none'}); put "
+                                   "--out on a file system every node sees, at the same path")
+        return found
 
     def _append_log(self, row: dict) -> None:
         if not self.context.is_main:
