@@ -179,6 +179,15 @@ class ClusteringConfig:
     min_piece_fraction: float = 0.1
     """Per view, a connected piece of a mask is kept when it is at least this fraction of the mask's largest piece
     and at least half the minimum instance area; smaller pieces (speckle) become 0."""
+    merge_cosine: float = 0.9999
+    """Clusters whose prototypes have at least this cosine are one instance (HDBSCAN splits groups of identical
+    features, which real instance heads give; twins would split an object pixel by pixel). 1 = never merge."""
+    assignment: str = "coarse_to_fine"
+    """'coarse_to_fine': 4x4-px blocks that agree with their neighbours are assigned whole, the rest pixel by pixel;
+    'exact': every pixel on its own (the reference the shortcut is measured against)."""
+    pixel_device: str = "auto"
+    """Where the per-pixel passes run: 'numpy', or a torch device ('cpu', 'cuda', 'cuda:N'); 'auto' = 'cuda' when
+    PyTorch sees a CUDA GPU, else 'numpy' (faster than torch on a CPU)."""
 
     def validate(self, prefix: str = "clustering") -> None:
         _check_choice(f"{prefix}.backend", self.backend, ("fast_hdbscan", "hdbscan"))
@@ -203,6 +212,11 @@ class ClusteringConfig:
                "must be in (0, 1]")
         _check(0 <= self.min_piece_fraction <= 1, f"{prefix}.min_piece_fraction", self.min_piece_fraction,
                "must be in [0, 1] (0 keeps every piece of at least half the minimum area)")
+        _check(0 < self.merge_cosine <= 1, f"{prefix}.merge_cosine", self.merge_cosine,
+               "must be in (0, 1] (1 never merges clusters)")
+        _check_choice(f"{prefix}.assignment", self.assignment, ("coarse_to_fine", "exact"))
+        _check(self.pixel_device in ("auto", "numpy", "cpu", "cuda") or self.pixel_device.startswith("cuda:"),
+               f"{prefix}.pixel_device", self.pixel_device, "must be 'auto', 'numpy', 'cpu', 'cuda' or 'cuda:N'")
 
 
 @dataclass

@@ -21,13 +21,17 @@ changes where the work is spent:
    A window that shows one structure (floor or wall) and only small objects is a single dense cluster
    plus a few small groups; HDBSCAN without ``allow_single_cluster`` then calls everything noise, so a
    first pass that finds nothing is repeated with a single cluster allowed, and the small objects are
-   found among the samples that cluster does not explain (later passes, below).
+   found among the samples that cluster does not explain (later passes, below). Prototypes closer than
+   ``merge_cosine`` are one instance: real instance heads give groups of identical features, which HDBSCAN
+   splits into twin clusters that would divide an object between them pixel by pixel.
 3. Assignment of every pixel to the nearest cluster prototype (cosine similarity; the argmax does not
    need normalised features), coarse to fine: 4x4-px blocks are assigned first; a block that is
    coherent and agrees with its four neighbours gives its label to all its pixels, and only the other
    blocks (boundaries, noise, invalid pixels: typically a fifth of the image) are assigned pixel by
    pixel. An argmax over 1.4 M pixels x K prototypes costs more than everything else together on
-   2 cores; this gives the same masks at a fraction of it. Pixels farther than
+   2 cores; this gives the same masks at a fraction of it (``assignment: exact`` assigns every pixel, the
+   reference). The per-pixel passes live in pixel_ops.py and run on numpy or a torch device (a CUDA GPU
+   next to the engine: ``pixel_device``). Pixels farther than
    ``max_assign_distance`` from every prototype (noise, unseen structures), invalid pixels and
    low-confidence pixels stay 0.
 4. Clean-up: per view, connected pieces of a mask much smaller than its largest piece (speckle: features
@@ -49,6 +53,7 @@ import numpy as np
 from scipy import ndimage
 
 from iggt_ros.config import ClusteringConfig
+from iggt_ros.perception.pixel_ops import BlockStats, make_pixel_ops, min_cosine
 from iggt_ros.perception.scaling import ViewScale, patch_grid_size, view_scale
 
 log = logging.getLogger(__name__)
@@ -86,13 +91,16 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
     return x / np.maximum(norm, _EPS)
 
 
-def drop_small_pieces(labels: np.ndarray, min_px: float, fraction: float) -> None:
+def drop_small_pieces(labels: np.ndarray, min_px: float, fraction: float,
+                      skip: np.ndarray | None = None) -> np.ndarray:
     """Zero, in place, the 4-connected pieces of each label of one [H,W] view smaller than `min_px` or than
-    `fraction` of that label's largest piece. Works inside each label's bounding box, so the cost follows the
-    mask areas rather than labels x image size."""
+    `fraction` of that label's largest piece; labels where `skip` [K+1] is True are left alone. Works inside
+    each label's bounding box, so the cost follows the mask areas rather than labels x image size.
+    Returns the pixels zeroed per label ([K+1] int64, K = the largest label present)."""
     boxes = ndimage.find_objects(labels)
+    removed = np.zeros(len(boxes) + 1, np.int64)
     for index, box in enumerate(boxes):
-        if box is None:
+        if box is None or (skip is not None and index + 1 < len(skip) and skip[index + 1]):
             continue
         sub = labels[box]
         mask = sub == index + 1
@@ -102,26 +110,54 @@ def drop_small_pieces(labels: np.ndarray, min_px: float, fraction: float) -> Non
         if keep.all():
             continue
         sub[mask & ~np.concatenate([[False], keep])[pieces]] = 0
+        removed[index + 1] = int(sizes[~keep].sum())
+    return removed
+
+
+def import_backend(backend: str):
+    """The clustering library's module (importing it pulls in scikit-learn: a few hundred ms the first time)."""
+    if backend == "hdbscan":
+        import hdbscan
+
+        return hdbscan
+    if backend == "fast_hdbscan":
+        import fast_hdbscan
+
+        return fast_hdbscan
+    raise ValueError(f"unknown clustering backend '{backend}': use 'hdbscan' or 'fast_hdbscan'")
+
+
+def merge_duplicates(protos: np.ndarray, counts: np.ndarray, c: int, max_cos: float) -> np.ndarray:
+    """Rows of `protos` kept after folding near-identical feature directions (cosine >= max_cos) into one.
+
+    HDBSCAN splits a group of (near-)identical samples into several clusters when their mutual reachability
+    distances tie, which real instance heads produce (features saturate to a few directions). Twin
+    prototypes split one object between them pixel by pixel, by rounding noise, and the speckle that
+    results costs quality and clean-up time. The larger cluster (more members) is kept.
+    """
+    if len(protos) < 2 or max_cos >= 1.0:
+        return np.arange(len(protos))
+    order = np.argsort(-counts, kind="stable")
+    kept: list[int] = []
+    for i in order:
+        if not kept or float(np.max(protos[kept, :c] @ protos[i, :c])) < max_cos:
+            kept.append(int(i))
+    return np.sort(np.asarray(kept, np.int64))
 
 
 def run_hdbscan(samples: np.ndarray, backend: str, min_cluster_size: int, min_samples: int,
                 cluster_selection_epsilon: float = 0.0, allow_single_cluster: bool = False) -> np.ndarray:
     """HDBSCAN labels (-1 = noise) with either library; the parameters mean the same in both."""
     min_samples = max(1, min(min_samples, len(samples) - 1))
+    library = import_backend(backend)
     if backend == "hdbscan":
-        import hdbscan
-
-        model = hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples,
+        model = library.HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples,
                                 cluster_selection_epsilon=cluster_selection_epsilon, core_dist_n_jobs=1,
                                 allow_single_cluster=allow_single_cluster)
-    elif backend == "fast_hdbscan":
-        import fast_hdbscan
-
-        model = fast_hdbscan.HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples,
-                                     cluster_selection_epsilon=cluster_selection_epsilon,
-                                     allow_single_cluster=allow_single_cluster)
     else:
-        raise ValueError(f"unknown clustering backend '{backend}': use 'hdbscan' or 'fast_hdbscan'")
+        model = library.HDBSCAN(min_cluster_size=min_cluster_size, min_samples=min_samples,
+                                cluster_selection_epsilon=cluster_selection_epsilon,
+                                allow_single_cluster=allow_single_cluster)
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")  # both libraries warn about deprecated sklearn arguments
         return np.asarray(model.fit_predict(np.ascontiguousarray(samples, dtype=np.float64)), dtype=np.int64)
@@ -138,6 +174,9 @@ class InstanceClusterer:
         self._rng = np.random.default_rng(seed)
         self._pos_centre = np.zeros(3, np.float32)
         self._pos_scale = 1.0
+        self.pixels = make_pixel_ops(config.pixel_device)
+        """Per-pixel work (validity, block sums, assignment): numpy, or torch on a device."""
+        import_backend(config.backend)  # at construction: the first window must not pay the import (~0.4 s)
 
     def cluster(self, features: np.ndarray, valid: np.ndarray | None = None,
                 confidence: np.ndarray | None = None, points: np.ndarray | None = None) -> ClusterResult:
@@ -155,10 +194,12 @@ class InstanceClusterer:
         v, h, w, c = features.shape
         scale = view_scale(cfg, h, w)
         feats = np.asarray(features, dtype=np.float32)
-        finite = np.isfinite(np.einsum("...i,...i->...", feats, feats))  # NaN/inf anywhere propagates
+        pixels = self.pixels
+        finite = pixels.finite(feats)  # NaN/inf anywhere propagates
         valid = finite if valid is None else (np.asarray(valid, bool) & finite)
         if not finite.all():
             feats = np.where(finite[..., None], feats, 0.0).astype(np.float32)
+        dev_feats = pixels.prepare(feats)
         conf = None if confidence is None else np.asarray(confidence, dtype=np.float32)
         sample_ok = valid
         if conf is not None and cfg.confidence_percentile > 0:
@@ -180,7 +221,8 @@ class InstanceClusterer:
 
         if not valid.any():
             return nothing("no valid pixels in the window (non-finite features or depth everywhere): no instances")
-        blocks = self._block_stats(feats, valid) if (h % self.block_px == 0 and w % self.block_px == 0) else None
+        blocks = (pixels.block_stats(dev_feats, valid, self.block_px)
+                  if (h % self.block_px == 0 and w % self.block_px == 0) else None)
         cand, cand_pos, cand_w = self._sample(feats, sample_ok, conf, points, blocks, scale)
         timings["sampling"] = (time.perf_counter() - t0) * 1e3
         need = max(2 * scale.min_cluster_size, 10)
@@ -198,13 +240,13 @@ class InstanceClusterer:
                            "this window", num_samples, noise_fraction)
 
         t2 = time.perf_counter()
+        min_cos = min_cosine(cfg.max_assign_distance)
         if use_position:
             label_img = self._assign_with_position(feats, valid, protos, points)
-        elif blocks is not None:
-            label_img = self._assign_coarse_to_fine(feats, valid, protos, blocks)
+        elif blocks is not None and cfg.assignment == "coarse_to_fine":
+            label_img = pixels.assign_coarse_to_fine(dev_feats, valid, protos, blocks, self.block_px, min_cos)
         else:
-            label_img = self._assign_pixels(feats.reshape(-1, c), protos).reshape(v, h, w)
-            label_img[~valid] = 0
+            label_img = pixels.assign_exact(dev_feats, valid, protos, min_cos)
         timings["assignment"] = (time.perf_counter() - t2) * 1e3
 
         t3 = time.perf_counter()
@@ -217,25 +259,8 @@ class InstanceClusterer:
                              warnings=result_warnings)
 
     # ------------------------------------------------------------------ stages
-    def _block_stats(self, feats: np.ndarray, valid: np.ndarray) -> dict[str, np.ndarray]:
-        """Per 4x4-px block, from every second pixel: feature sum, sum of lengths, all-valid flag.
-
-        Strided slices added together: numpy reductions over small inner axes are several times slower.
-        """
-        b = self.block_px
-        offsets = [(i, j) for i in range(0, b, 2) for j in range(0, b, 2)]
-        fsum = np.zeros(feats[:, ::b, ::b].shape, np.float32)
-        nsum = np.zeros(fsum.shape[:3], np.float32)
-        bvalid = np.ones(fsum.shape[:3], bool)
-        for i, j in offsets:
-            part = feats[:, i::b, j::b]
-            fsum += part
-            nsum += np.sqrt(np.einsum("...i,...i->...", part, part))
-            bvalid &= valid[:, i::b, j::b]
-        return {"sum": fsum, "norm_sum": nsum, "valid": bvalid}
-
     def _sample(self, feats: np.ndarray, valid: np.ndarray, conf: np.ndarray | None, points: np.ndarray | None,
-                blocks: dict[str, np.ndarray] | None,
+                blocks: BlockStats | None,
                 scale: ViewScale) -> tuple[np.ndarray, np.ndarray | None, np.ndarray]:
         """Every coherent patch: unit mean feature, normalised position (optional), confidence weight.
 
@@ -255,7 +280,7 @@ class InstanceClusterer:
 
         if blocks is not None and (g, r) == (self.block_px, self.block_px // 2):
             # the patches are the coarse assignment's blocks: their sums exist already
-            fsum, nsum = blocks["sum"][:, :ph, :pw], blocks["norm_sum"][:, :ph, :pw]
+            fsum, nsum = blocks.sum[:, :ph, :pw], blocks.norm_sum[:, :ph, :pw]
         else:
             fsum = np.zeros((v, ph, pw, c), np.float32)
             nsum = np.zeros((v, ph, pw), np.float32)
@@ -304,7 +329,7 @@ class InstanceClusterer:
         remaining = np.arange(len(x_all))
         total_samples = 0
         noise_fraction = 1.0
-        for round_index in range(3):
+        for round_index in range(3):  # rounds 1 and 2 look at the residual
             # later rounds look for what is left: small objects, possibly seen in a single view
             min_size = min_cluster_size if round_index == 0 else max(3, min_cluster_size // 2)
             if len(remaining) < min_size:
@@ -336,10 +361,18 @@ class InstanceClusterer:
             tightness = np.zeros(n_new)
             np.add.at(tightness, labels[member], np.einsum("ij,ij->i", x[member, :c], new[labels[member], :c]))
             tightness /= np.maximum(counts, 1.0)
-            new = new[tightness >= 0.5 * (1.0 + min_cos)]
+            tight = tightness >= 0.5 * (1.0 + min_cos)
+            new, counts = new[tight], counts[tight]
+            # twins of a prototype (found before or in this pass) add nothing but pixel-level ties
+            new = new[merge_duplicates(new, counts, c, cfg.merge_cosine)]
+            if protos and len(new):
+                old = np.stack(protos)[:, :c].astype(np.float64)
+                new = new[(new[:, :c] @ old.T).max(axis=1) < cfg.merge_cosine]
             if len(new) == 0:
                 break
             protos.extend(new.astype(np.float32))
+            if round_index == 2:
+                break  # no later pass needs the residual
             feature_protos = np.stack(protos)[:, :c]
             explained = np.einsum("nc,kc->nk", x_all[remaining, :c], feature_protos).max(axis=1) >= min_cos
             remaining = remaining[~explained]
@@ -390,43 +423,6 @@ class InstanceClusterer:
         pts = np.where(finite[:, None], pts, centre)
         return ((pts - centre) / self._pos_scale).astype(np.float32)
 
-    def _assign_pixels(self, flat: np.ndarray, protos: np.ndarray) -> np.ndarray:
-        """Nearest prototype (1-based) per row of raw features, 0 when farther than max_assign_distance."""
-        if flat.shape[0] == 0:
-            return np.zeros(0, np.int32)
-        dots = np.einsum("nc,kc->nk", flat, protos)  # argmax of cosine = argmax of the raw dot product
-        best = np.argmax(dots, axis=1)
-        top = np.take_along_axis(dots, best[:, None], axis=1)[:, 0]
-        norm = np.sqrt(np.einsum("ij,ij->i", flat, flat))
-        # ||f/|f| - p||^2 = 2 - 2 cos  ->  cos >= 1 - d^2 / 2
-        min_cos = 1.0 - 0.5 * self.config.max_assign_distance ** 2
-        labels = (best + 1).astype(np.int32)
-        labels[~(top >= min_cos * np.maximum(norm, _EPS))] = 0
-        return labels
-
-    def _assign_coarse_to_fine(self, feats: np.ndarray, valid: np.ndarray, protos: np.ndarray,
-                               blocks: dict[str, np.ndarray]) -> np.ndarray:
-        v, h, w, c = feats.shape
-        b = self.block_px
-        fsum = blocks["sum"]
-        bh, bw = fsum.shape[1:3]
-        block_labels = self._assign_pixels(fsum.reshape(-1, c), protos).reshape(v, bh, bw)
-        length = np.sqrt(np.einsum("...i,...i->...", fsum, fsum))
-        coherent = length >= 0.95 * np.maximum(blocks["norm_sum"], _EPS)
-        pure = blocks["valid"] & coherent & (block_labels > 0)
-        same = np.ones_like(pure)
-        same[:, 1:, :] &= block_labels[:, 1:, :] == block_labels[:, :-1, :]
-        same[:, :-1, :] &= block_labels[:, :-1, :] == block_labels[:, 1:, :]
-        same[:, :, 1:] &= block_labels[:, :, 1:] == block_labels[:, :, :-1]
-        same[:, :, :-1] &= block_labels[:, :, :-1] == block_labels[:, :, 1:]
-        pure &= same
-        labels = np.repeat(np.repeat(block_labels * pure, b, axis=1), b, axis=2).astype(np.int32)
-        refine = np.repeat(np.repeat(~pure, b, axis=1), b, axis=2)
-        idx = np.flatnonzero(refine.ravel())
-        labels.reshape(-1)[idx] = self._assign_pixels(feats.reshape(-1, c)[idx], protos)
-        labels[~valid] = 0
-        return labels
-
     def _assign_with_position(self, feats: np.ndarray, valid: np.ndarray, protos: np.ndarray,
                               points: np.ndarray) -> np.ndarray:
         """Nearest prototype in (unit feature, weighted normalised position) space; feature distance gates."""
@@ -445,6 +441,34 @@ class InstanceClusterer:
         labels[~valid] = 0
         return labels
 
+    def _structure(self, labels: np.ndarray, counts: np.ndarray, valid: np.ndarray,
+                   points: np.ndarray | None) -> list[int]:
+        """Labels that are scene structure: more than ``background_fraction`` of the window's valid pixels and,
+        with points, at least half the window's 3D extent (5th-95th percentile box) on a 4-px grid."""
+        cfg = self.config
+        total_valid = max(int(valid.sum()), 1)
+        share = counts[:, 1:].sum(axis=0) / total_valid
+        candidates = [int(i + 1) for i in np.flatnonzero(share > cfg.background_fraction)]
+        if not candidates or points is None:
+            return candidates
+        grid_labels = labels[:, ::4, ::4]
+        grid_points = np.asarray(points)[:, ::4, ::4]
+        ok = valid[:, ::4, ::4] & np.isfinite(np.einsum("...i,...i->...", grid_points, grid_points))
+        all_pts = grid_points[ok]
+        if len(all_pts) <= 10:
+            return candidates
+        lo, hi = np.percentile(all_pts, [5, 95], axis=0)
+        window_diag = float(np.linalg.norm(hi - lo))
+        background = []
+        for lab in candidates:
+            pts = grid_points[ok & (grid_labels == lab)]
+            if len(pts) < 10:
+                continue
+            lo, hi = np.percentile(pts, [5, 95], axis=0)
+            if float(np.linalg.norm(hi - lo)) >= 0.5 * window_diag:
+                background.append(lab)
+        return background
+
     def _clean(self, labels: np.ndarray, protos: np.ndarray, valid: np.ndarray, points: np.ndarray | None,
                min_area_px: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
         """Drop scene structure and small per-view masks, then renumber 1..K.
@@ -456,29 +480,18 @@ class InstanceClusterer:
         cfg = self.config
         v = labels.shape[0]
         k = protos.shape[0]
+        # one pass over the window: per-view offsets make (view, label) a single bincount index
+        offsets = (np.arange(v, dtype=np.int64) * (k + 1))[:, None, None]
+        counts = np.bincount((labels + offsets).ravel(), minlength=v * (k + 1)).reshape(v, k + 1)
+        background = self._structure(labels, counts, valid, points)
+        # speckle removal after the structure test (speckle is far below its 30 % share) and only on the labels
+        # that stay: the floor and walls cover most of every view and would cost most of the labelling
+        skip = np.zeros(k + 1, bool)
+        skip[background] = True
         for i in range(v):
-            drop_small_pieces(labels[i], 0.5 * min_area_px, cfg.min_piece_fraction)
-        counts = np.stack([np.bincount(labels[i].ravel(), minlength=k + 1)[: k + 1] for i in range(v)])
-        total_valid = max(int(valid.sum()), 1)
-        share = counts[:, 1:].sum(axis=0) / total_valid
-        candidates = [int(i + 1) for i in np.flatnonzero(share > cfg.background_fraction)]
-        background = candidates
-        if candidates and points is not None:
-            grid_labels = labels[:, ::4, ::4]
-            grid_points = np.asarray(points)[:, ::4, ::4]
-            ok = valid[:, ::4, ::4] & np.isfinite(np.einsum("...i,...i->...", grid_points, grid_points))
-            all_pts = grid_points[ok]
-            if len(all_pts) > 10:
-                lo, hi = np.percentile(all_pts, [5, 95], axis=0)
-                window_diag = float(np.linalg.norm(hi - lo))
-                background = []
-                for lab in candidates:
-                    pts = grid_points[ok & (grid_labels == lab)]
-                    if len(pts) < 10:
-                        continue
-                    lo, hi = np.percentile(pts, [5, 95], axis=0)
-                    if float(np.linalg.norm(hi - lo)) >= 0.5 * window_diag:
-                        background.append(lab)
+            removed = drop_small_pieces(labels[i], 0.5 * min_area_px, cfg.min_piece_fraction, skip)
+            counts[i, : len(removed)] -= removed[: k + 1]
+            counts[i, 0] += int(removed.sum())
         lut = np.tile(np.arange(k + 1, dtype=np.int32), (v, 1))
         # an instance established in the window (4x the minimum area in total) keeps smaller partial views
         # (down to a quarter of the minimum): an object entering the image is a sliver before it is a mask
@@ -499,6 +512,5 @@ class InstanceClusterer:
             out[i] = lut[i][labels[i]]
         new_k = int(kept.sum())
         new_counts = np.zeros((v, new_k + 1), np.int64)
-        for i in range(v):
-            new_counts[i] = np.bincount(out[i].ravel(), minlength=new_k + 1)[: new_k + 1]
+        np.add.at(new_counts, (np.repeat(np.arange(v), k + 1), lut.ravel()), counts.ravel())
         return out, protos[kept[1:]], new_counts, background
