@@ -80,7 +80,6 @@ def test_two_reports_and_one_clear_failure(serial):
     assert json.loads((serial.out_dir / FLEET_JSON).read_text())["totals"] == serial.totals
 
 
-@pytest.mark.slow
 def test_ray_tasks_give_the_serial_run_s_reports_and_totals(bags, serial, tmp_path):
     ray = pytest.importorskip("ray")
     from iggt_ros.fleet.runners import RayRunner

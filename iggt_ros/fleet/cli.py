@@ -30,10 +30,11 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--ray", default=None, metavar="ADDRESS",
                         help="run each bag as a Ray task: 'local' starts Ray on this machine, 'auto' or HOST:PORT "
                              "joins a running cluster (default: one after another in this process)")
-    parser.add_argument("--cpus-per-bag", type=float, default=1.0, help="CPUs a bag's Ray task asks for (default 1)")
-    parser.add_argument("--gpus-per-bag", type=float, default=0.0,
+    parser.add_argument("--cpus-per-bag", type=float, default=1.0, metavar="C",
+                        help="CPUs a bag's Ray task asks for (default 1)")
+    parser.add_argument("--gpus-per-bag", type=float, default=0.0, metavar="G",
                         help="GPUs a bag's Ray task asks for, fractions allowed (default 0)")
-    parser.add_argument("--retries", type=int, default=1,
+    parser.add_argument("--retries", type=int, default=1, metavar="N",
                         help="further attempts of a bag that timed out or failed while processing (default 1)")
     parser.add_argument("--timeout", type=float, default=None, metavar="S",
                         help="stop a bag's replay after S seconds and report it as timed out (default: no limit)")
