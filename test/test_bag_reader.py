@@ -138,25 +138,28 @@ def with_encoding(data: MessageData, encoding: str) -> MessageData:
 def test_unknown_encoding_warns_once_naming_topic_and_skips(tmp_path, caplog):
     frames = [(i * S, rgb(i * S, i), True) for i in range(5)]
     for i in (2, 3):
-        frames[i] = (i * S, with_encoding(rgb(i * S), "yuv422"), True)
+        frames[i] = (i * S, with_encoding(rgb(i * S), "64FC1"), True)
     write_camera_bag(tmp_path / "b", frames)
     with caplog.at_level(logging.WARNING, logger="iggt_ros.bag.reader"), BagReader(tmp_path / "b") as reader:
         images = [e for e in reader if isinstance(e, CameraImage)]
     assert [img.rgb[0, 0, 0] for img in images] == [0, 1, 4]
     assert reader.report.skipped == {"unsupported encoding": 2}
-    warnings = [r.getMessage() for r in caplog.records if "yuv422" in r.getMessage()]
+    warnings = [r.getMessage() for r in caplog.records if "64FC1" in r.getMessage()]
     assert len(warnings) == 1 and "'/cam/image_raw'" in warnings[0]
     # poses come from TF: odom -> base_link moves 1 m along x per second
     assert [img.world_from_camera[0, 3] for img in images] == [0.0, 1.0, 4.0]
 
 
-def test_frames_before_the_first_camera_info_are_skipped_with_one_warning(tmp_path):
+def test_frames_before_the_first_camera_info_come_without_intrinsics_and_one_warning(tmp_path):
+    # the node's rule: no image is lost while calibration is late, the engine's intrinsics place it
     write_camera_bag(tmp_path / "b", [(i * S, rgb(i * S, i), i >= 2) for i in range(5)])
     with BagReader(tmp_path / "b") as reader:
         images = [e for e in reader if isinstance(e, CameraImage)]
-    assert [img.stamp_ns for img in images] == [2 * S, 3 * S, 4 * S]
-    assert reader.report.skipped == {"no camera_info": 2}
-    assert sum("no camera_info received yet on /cam/camera_info" in w for w in reader.report.warnings) == 1
+    assert [img.stamp_ns for img in images] == [i * S for i in range(5)]
+    assert [img.intrinsics is None for img in images] == [True, True, False, False, False]
+    np.testing.assert_allclose(images[2].intrinsics, K)
+    assert reader.report.skipped == {} and reader.report.images_without_camera_info == 2
+    assert sum("no camera_info received yet for camera 'cam'" in w for w in reader.report.warnings) == 1
 
 
 def test_looped_time_is_reported_and_poses_follow_the_new_loop(tmp_path):
@@ -194,7 +197,7 @@ def test_camera_info_for_another_size_is_scaled_to_the_image(tmp_path):
     with BagReader(tmp_path / "b") as reader:
         images = list(reader)
     np.testing.assert_allclose(images[0].intrinsics, K)
-    assert any("scaling K" in w for w in reader.report.warnings)
+    assert sum("K scaled to the image" in w and "64x48" in w for w in reader.report.warnings) == 1
     # without TF the frames still come, without a pose, and the bag says so once
     assert images[0].world_from_camera is None and reader.report.images_without_pose == 2
     assert sum("no /tf or /tf_static" in w for w in reader.report.warnings) == 1

@@ -13,7 +13,8 @@ from iggt_ros.bag import layouts as L
 from iggt_ros.bag.message import Header
 from iggt_ros.bag.tf_buffer import TransformBuffer
 from iggt_ros.config import IggtConfig
-from iggt_ros.ros.camera_input import CameraInputs, NumpyImageDecoder, OnceLog, PoseSource, rgb_from_pixels
+from iggt_ros.perception.warn_once import WarnOnce
+from iggt_ros.ros.camera_input import CameraInputs, NumpyImageDecoder, PoseSource, rgb_from_pixels
 from iggt_ros.ros.param_rules import apply_update, check_update, is_runtime_key
 from iggt_ros.ros.runtime_stats import ERROR, OK, WARN, RuntimeStats
 from iggt_ros.ros.work_queue import DropOldestQueue
@@ -164,9 +165,11 @@ def test_camera_inputs_build_frames_and_warn_once_per_topic():
     decode = [w for w in warnings if "32FC1" in w]
     assert len(decode) == 1 and "/cam/image_raw" in decode[0]
     assert inputs.skipped == 3
+    # camera_info for twice the image size (calibrated at full resolution): K is scaled to the image
     inputs.set_camera_info("cam", _info_msg(16, 12), "/cam/camera_info")
-    assert inputs.frame("cam", _image_msg(rgb, "rgb8"), "/cam/image_raw").intrinsics is None
-    assert any("16x12" in w for w in warnings)
+    k = inputs.frame("cam", _image_msg(rgb, "rgb8"), "/cam/image_raw").intrinsics
+    assert k[0, 0] == 50.0 and k[2, 2] == 1.0
+    assert sum("16x12" in w and "scaled" in w for w in warnings) == 1
 
 
 @pytest.mark.parametrize("encoding", ["yuv422", "yuyv", "uyvy", "yuv422_yuy2"])
@@ -181,11 +184,13 @@ def test_usb_camera_yuv_frames_are_used(encoding):
     assert frame.image.shape == (6, 8, 3) and np.abs(frame.image.astype(int) - 130).max() <= 1
 
 
-def test_once_log_repeats_nothing():
+def test_warn_once_repeats_nothing_until_forgotten():
     lines: list[str] = []
-    once = OnceLog(lines.append)
+    once = WarnOnce(lines.append)
     assert once("a", "first") and not once("a", "again") and once("b", "other")
     assert lines == ["first", "other"]
+    once.forget("a")
+    assert once("a", "back") and lines[-1] == "back"
 
 
 def test_pose_source_waits_for_late_tf_and_reports_changes_once():
@@ -207,58 +212,63 @@ def test_pose_source_waits_for_late_tf_and_reports_changes_once():
 
 
 # ------------------------------------------------------------------------------------------ worker
-def test_worker_publishes_in_order_and_drops_a_window_finished_after_a_reset():
+def test_worker_discards_windows_of_before_a_reset_and_publishes_the_new_ones():
     from iggt_ros.engine.oracle import OracleEngine
     from iggt_ros.perception.frames import CameraFrame, FrameSet
     from iggt_ros.perception.pipeline import Pipeline
-    from iggt_ros.perception.window import WindowBuffer
     from iggt_ros.ros.worker import InferenceWorker
     from iggt_ros.synthetic.sequence import make_sequence
 
-    seq = make_sequence(seed=2, num_steps=5, cameras=1, width=84, height=56, coverage=0.1, num_objects=3)
+    seq = make_sequence(seed=2, num_steps=7, cameras=1, width=84, height=56, coverage=0.1, num_objects=3)
     cfg = IggtConfig().replace(**{"input.cameras": list(seq.rig.names), "input.image_width": 84,
                                   "input.image_height": 56, "window.size": 2, "window.stride": 1,
                                   "window.min_translation_m": 0.0, "window.min_rotation_deg": 0.0,
                                   "window.min_image_change": 0.0, "mapping.max_cloud_points": 1000})
-    gate = threading.Event()
+    gate, entered = threading.Event(), threading.Event()
 
     class GatedOracle(OracleEngine):
         def infer(self, images, views=None):
+            entered.set()
             gate.wait(30.0)
             return super().infer(images, views)
 
     pipeline = Pipeline(cfg, GatedOracle.from_sequence(seq, input_size=(56, 84)))
-    buffer = WindowBuffer(cfg.window, cfg.input.cameras)
-    windows = []
-    for step in seq.steps:
-        v = step[0]
-        fs = FrameSet(int(v.stamp_ns), {v.camera: CameraFrame(v.camera, int(v.stamp_ns), v.rgb, v.intrinsics,
-                                                              "cam", v.world_from_camera)})
-        w = buffer.push(fs)
-        if w is not None:
-            windows.append(w)
+
+    def collect(steps):
+        windows = []
+        for step in steps:
+            v = step[0]
+            fs = FrameSet(int(v.stamp_ns), {v.camera: CameraFrame(v.camera, int(v.stamp_ns), v.rgb, v.intrinsics,
+                                                                  "cam", v.world_from_camera)})
+            w = pipeline.collect(fs).window
+            if w is not None:
+                windows.append(w)
+        return windows
+
+    windows = collect(seq.steps[:5])
     assert len(windows) == 4
-    published: list[int] = []
+    published: list = []
     stats = RuntimeStats("oracle")
     queue: DropOldestQueue = DropOldestQueue(2)
-    worker = InferenceWorker(pipeline, queue, lambda r, w: published.append(w.index) or {}, stats)
+    worker = InferenceWorker(pipeline, queue, lambda r, w: published.append(w) or {}, stats)
     worker.start()
     queue.put(windows[0])
-    deadline = time.monotonic() + 10
-    while not worker.busy and time.monotonic() < deadline:
-        time.sleep(0.01)
+    assert entered.wait(10.0), "the worker took the first window"
     for w in windows[1:]:
         queue.put(w)  # one in flight, two waiting: windows[1] is dropped
     assert queue.stats().dropped == 1
     worker.discard_pending()  # a reset: the waiting windows go, the one in flight is stale
     pipeline.reset("test")
-    queue.put(windows[3])
+    assert len(queue) == 0
+    (fresh,) = collect(seq.steps[5:])  # a new buffer: two keyframes give the first window of the new map
+    queue.put(windows[3])  # collected before the reset: stale even though it reaches the queue after it
+    queue.put(fresh)
     gate.set()
-    deadline = time.monotonic() + 30
-    while (worker.processed < 1 or worker.busy or len(queue)) and time.monotonic() < deadline:
+    deadline = time.monotonic() + 60
+    while worker.processed + worker.discarded < 3 and time.monotonic() < deadline:
         time.sleep(0.02)
     assert worker.stop(10.0) and not worker.running
-    assert worker.discarded == 1 and published == [windows[3].index]
+    assert worker.discarded == 2 and published == [fresh] and worker.processed == 1
     report = stats.report(queue.stats())
     assert report.values["windows_processed"] == "1" and "latency_inference_ms" in report.values
 

@@ -11,7 +11,9 @@ Bad input never crashes the iteration; it is reported (logged as a warning and c
 - a damaged bag (cut short, missing its index or metadata.yaml): the intact messages are read and
   iteration stops where the damage starts, with `report.truncated` set;
 - an unsupported image encoding: warned once per topic and encoding, each such message skipped;
-- no camera_info yet for a camera: warned once, its frames skipped until one arrives;
+- no camera_info yet for a camera, or camera_info for another image size: the core's rule
+  (`iggt_ros.perception.camera_frames`, the node's too): frames without intrinsics until one
+  arrives, K scaled to the image; warned once per camera;
 - header stamps going backwards on a camera (a looped bag): a `TimeJump` event, and the TF buffer
   forgets its dynamic transforms so old and new loops do not mix.
 """
@@ -34,6 +36,7 @@ from iggt_ros.bag.mcap_scan import McapScan
 from iggt_ros.bag.message import stamp_ns
 from iggt_ros.bag.tf_buffer import TransformBuffer, TransformError
 from iggt_ros.bag.typestore import typestore
+from iggt_ros.perception.camera_frames import CameraCalibration, camera_frame
 from iggt_ros.perception.frames import CameraFrame
 
 log = logging.getLogger("iggt_ros.bag.reader")
@@ -56,8 +59,9 @@ class CameraImage:
     frame_id: str
     rgb: np.ndarray
     """[H,W,3] uint8."""
-    intrinsics: np.ndarray
-    """[3,3] K from the latest camera_info, scaled to this image's size if the two differ."""
+    intrinsics: np.ndarray | None
+    """[3,3] K from the latest camera_info, scaled to this image's size if the two differ; None before the first
+    camera_info (the engine's predicted intrinsics are used, as on the node)."""
     world_from_camera: np.ndarray | None = None
     """[4,4] pose of `frame_id` in the reader's world frame from TF at `stamp_ns`, None when TF lacks it."""
 
@@ -105,6 +109,7 @@ class ReadReport:
     messages: int = 0
     images: int = 0
     images_without_pose: int = 0
+    images_without_camera_info: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
     truncated: bool = False
@@ -120,8 +125,7 @@ class _Camera:
     image_topic: str
     compressed: bool
     info_topic: str
-    intrinsics: np.ndarray | None = None
-    info_size: tuple[int, int] = (0, 0)
+    calibration: CameraCalibration | None = None
     last_stamp: int | None = None
 
 
@@ -162,8 +166,8 @@ class BagReader:
             self._warn(("no-tf",), f"bag {self.path} has no /tf or /tf_static: camera images will have no pose")
         for cam in self._cameras.values():
             if cam.info_topic not in self.topics:
-                self._warn(("no-info-topic", cam.name), f"bag {self.path} has no {cam.info_topic}: camera "
-                           f"'{cam.name}' has no intrinsics, so none of its frames can be used")
+                self._warn(("no-info-topic", cam.name), f"bag {self.path} has no {cam.info_topic}: frames of camera "
+                           f"'{cam.name}' are used with the intrinsics the model predicts")
 
     # ---------------------------------------------------------------------------------------------
 
@@ -267,8 +271,8 @@ class BagReader:
             elif topic in cameras_by_info:
                 cam = cameras_by_info[topic]
                 try:
-                    cam.intrinsics = intrinsics_of(msg)
-                    cam.info_size = (int(msg.width), int(msg.height))
+                    cam.calibration = CameraCalibration(intrinsics_of(msg), int(msg.width), int(msg.height),
+                                                        str(msg.header.frame_id))
                 except ValueError as exc:
                     self._warn(("bad-info", topic), f"{topic}: {exc}; ignored")
             elif topic in cameras_by_image:
@@ -291,11 +295,6 @@ class BagReader:
 
     def _camera_image(self, cam: _Camera, msg: Any, record_ns: int) -> CameraImage | None:
         stamp = stamp_ns(msg.header.stamp)
-        if cam.intrinsics is None:
-            self._warn(("no-info", cam.name), f"no camera_info received yet on {cam.info_topic}; skipping frames "
-                       f"of camera '{cam.name}' until it arrives")
-            self.report.skip("no camera_info")
-            return None
         try:
             rgb = compressed_to_rgb(msg, cam.image_topic) if cam.compressed else image_to_rgb(msg, cam.image_topic)
         except UnsupportedEncoding as exc:
@@ -307,28 +306,22 @@ class BagReader:
             self._warn(("bad-image", cam.image_topic), f"{exc}; skipped")
             self.report.skip("malformed image")
             return None
-        frame_id = str(msg.header.frame_id)
-        k = self._intrinsics_for(cam, rgb.shape[1], rgb.shape[0])
-        pose = None
-        if self._has_tf:
-            try:
-                pose = self.tf.lookup(self.world_frame, frame_id, stamp)
-            except TransformError as exc:
-                self._warn(("no-pose", cam.name), f"no pose for camera '{cam.name}' at {stamp / 1e9:.3f} s: {exc}")
-        if pose is None:
+        frame = camera_frame(cam.name, stamp, str(msg.header.frame_id), rgb, cam.calibration,
+                             self._pose if self._has_tf else None, lambda key, text: self._warn(("frame", key), text))
+        if frame.world_from_camera is None:
             self.report.images_without_pose += 1
+        if frame.intrinsics is None:
+            self.report.images_without_camera_info += 1
         self.report.images += 1
-        return CameraImage(cam.name, cam.image_topic, stamp, record_ns, frame_id, rgb, k, pose)
+        return CameraImage(cam.name, cam.image_topic, stamp, record_ns, frame.frame_id, rgb, frame.intrinsics,
+                           frame.world_from_camera)
 
-    def _intrinsics_for(self, cam: _Camera, width: int, height: int) -> np.ndarray:
-        k = cam.intrinsics.copy()
-        info_w, info_h = cam.info_size
-        if info_w and info_h and (info_w, info_h) != (width, height):
-            self._warn(("info-size", cam.name), f"{cam.info_topic} is for {info_w}x{info_h} images but "
-                       f"{cam.image_topic} is {width}x{height}; scaling K to the image")
-            k[0] *= width / info_w
-            k[1] *= height / info_h
-        return k
+    def _pose(self, frame_id: str, stamp: int) -> np.ndarray | None:
+        try:
+            return self.tf.lookup(self.world_frame, frame_id, stamp)
+        except TransformError as exc:
+            self._warn(("no-pose", frame_id), f"no pose for frame '{frame_id}' at {stamp / 1e9:.3f} s: {exc}")
+            return None
 
     def _ground_truth(self, topic: str, msg: Any) -> GroundTruthImage | GroundTruthObjects:
         camera, kind = self.ground_truth_topics[topic]

@@ -44,7 +44,6 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-import numpy as np
 import yaml
 
 from iggt_ros.bag import convention as C
@@ -58,6 +57,7 @@ from iggt_ros.bag.writer import STORAGES, BagWriter
 from iggt_ros.config import ENGINE_BACKENDS, MAX_VIEWS, ConfigError, IggtConfig, load_config
 from iggt_ros.engine.base import Engine, EngineError, ViewKey
 from iggt_ros.eval.report import ReportFiles, RunRecord, write_report
+from iggt_ros.perception.engine_setup import create_window_engine
 from iggt_ros.perception.pipeline import Pipeline, WindowResult
 
 log = logging.getLogger(__name__)
@@ -246,12 +246,10 @@ class Replay:
 
             return OracleEngine(truth.rendered_view, input_size=(h, w))
         try:
-            from iggt_ros.engine.factory import create_engine
+            return create_window_engine(config)
         except ImportError as exc:
             raise ReplayError(f"engine backend '{config.engine.backend}' is not available in this installation "
                               f"({exc})") from exc
-        try:
-            return create_engine(config.engine, input_size=(h, w), window_sizes=(config.window.size,))
         except EngineError as exc:
             raise ReplayError(f"cannot create the {config.engine.backend} engine: {exc}") from exc
 
@@ -292,7 +290,6 @@ class _RunState:
         self.source_sizes: dict[str, tuple[int, int]] = {}
         self.writer: BagWriter | None = None
         self._pending: list[CameraImage] = []
-        self._fed_since_reset = False
         self._wall_start: float | None = None
         self._bag_start: int | None = None
         self._warned: set[tuple[str, ...]] = set()
@@ -360,11 +357,7 @@ class _RunState:
         self.warn(("time-jump", str(self.summary.time_jumps)),
                   f"time went backwards on {jump.topic} from {jump.from_ns / 1e9:.3f} s to {jump.to_ns / 1e9:.3f} s "
                   "(looped bag?): the pipeline starts over (new instance IDs, map and world frame)")
-        if self._fed_since_reset:
-            self.pipeline.reset(f"bag time jumped back on {jump.topic}")
-            self.query.forget()
-            self._fed_since_reset = False
-        self.truth.clear()
+        self.truth.clear()  # the pipeline resets itself when the next frame set goes back in time, as on the node
 
     def _pace(self, record_ns: int) -> None:
         if self.replay.rate is None:
@@ -391,21 +384,17 @@ class _RunState:
         self._check_size(image.camera, size)
         self.source_sizes[image.camera] = size
         self.truth.add_image(image)
-        frameset = self.pipeline.synchronizer.add(image.to_frame())
-        if frameset is None:
+        collected = self.pipeline.add_frame(image.to_frame())
+        if collected.frameset is None:
             return
         self.summary.framesets += 1
-        buffer = self.pipeline.window_buffer
-        before = buffer.keyframes
-        result = self.pipeline.push(frameset)
-        self._fed_since_reset = True
-        if self.pipeline.window_buffer is buffer:
-            keyframe = buffer.keyframes > before
-        else:  # the pipeline reset itself (time went backwards): the new buffer took this set
-            keyframe = self.pipeline.window_buffer.keyframes > 0
-        self.truth.frameset_done({c: f.stamp_ns for c, f in frameset.frames.items()}, keyframe)
-        if result is not None:
-            self._output(result, image.record_ns)
+        if collected.reset:  # time went backwards: instance IDs start over, so do their embeddings
+            self.query.forget()
+        self.truth.frameset_done({c: f.stamp_ns for c, f in collected.frameset.frames.items()}, collected.keyframe)
+        if collected.window is not None:
+            result = self.pipeline.process_window(collected.window)
+            if not result.discarded:
+                self._output(result, image.record_ns)
 
     def _check_size(self, camera: str, size: tuple[int, int]) -> None:
         previous = self.source_sizes.get(camera)
@@ -423,7 +412,9 @@ class _RunState:
     def _write_input(self, image: CameraImage) -> None:
         header = Header(image.stamp_ns, image.frame_id)
         h, w = image.rgb.shape[:2]
-        self._write(C.camera_info_topic(image.camera), image.record_ns, L.camera_info(header, image.intrinsics, w, h))
+        if image.intrinsics is not None:  # before the first camera_info there is none to record
+            self._write(C.camera_info_topic(image.camera), image.record_ns,
+                        L.camera_info(header, image.intrinsics, w, h))
         self._write(C.image_topic(image.camera), image.record_ns, L.rgb_image(header, image.rgb))
         if image.world_from_camera is not None:
             self._write(C.TF_TOPIC, image.record_ns, L.tf_message([L.TransformData(
@@ -434,14 +425,11 @@ class _RunState:
         for msg in self.adapter.messages(result, self.source_sizes):
             self._write(msg.topic, record_ns, msg.data)
         self.record.add_window_timings(result.timings_ms, metric=result.metric)
-        images: dict[int, np.ndarray] = {}
         for i, view in enumerate(result.views):
             if not view.new:
                 continue
             entry = self.truth.get(ViewKey(view.camera, view.stamp_ns))
             rgb = entry.image.rgb if entry is not None and entry.image is not None else None
-            if rgb is not None:
-                images[i] = rgb
             self.summary.views += 1
             self.record.add_view(
                 result.instance_images[i], None if entry is None else entry.instances, image=rgb,
@@ -451,7 +439,7 @@ class _RunState:
             predicted = view.world_from_camera
             if predicted is not None and pose is not None:
                 self.record.add_camera_position(predicted[:3, 3], pose)
-        self.query.add(result, images)
+        self.query.add(result)
 
     # ------------------------------------------------------------------ end
     def _finish(self) -> None:

@@ -18,7 +18,6 @@ from pathlib import Path
 import numpy as np
 
 from iggt_ros.config import QueryConfig
-from iggt_ros.engine.preprocess import resize_nearest
 from iggt_ros.perception.pipeline import MapSnapshot, WindowResult
 from iggt_ros.perception.records import instance_record
 
@@ -52,21 +51,19 @@ class QueryStateRecorder:
     def embedding(self) -> bool:
         return self._embedder is not None
 
-    def add(self, result: WindowResult, images: dict[int, np.ndarray]) -> None:
-        """Embed the views of one window that are new; `images` maps view index -> source RGB."""
-        if self._embedder is None:
+    def add(self, result: WindowResult) -> None:
+        """Embed the views of one window that are new, from the RGB the engine saw (model resolution)."""
+        if self._embedder is None or result.images is None:
             return
         from iggt_ros.vlm.types import ViewObservation
 
         boxes = {inst.id: np.asarray(inst.box_size) for inst in result.instances}
-        size = tuple(result.instance_images.shape[1:3])
-        for i, rgb in images.items():
-            view = result.views[i]
+        for i, view in enumerate(result.views):
             ids = result.instance_images[i]
-            if not ids.any():
+            if not view.new or not ids.any():
                 continue
-            small = np.ascontiguousarray(resize_nearest(rgb, size))
-            self._embedder.process(ViewObservation(view.camera, view.stamp_ns, small, ids, box_sizes=boxes))
+            rgb = np.ascontiguousarray(result.images[i])
+            self._embedder.process(ViewObservation(view.camera, view.stamp_ns, rgb, ids, box_sizes=boxes))
 
     def forget(self) -> None:
         """The pipeline was reset: instance IDs start over, so old embeddings must not carry over."""

@@ -98,7 +98,8 @@ class TruthStore:
             raise KeyError(f"no image of camera '{key.camera}' at {key.stamp_ns} is held")
         image = entry.image
         missing = [name for name, value in (("instances", entry.instances), ("depth", entry.depth),
-                                            ("pose (TF)", image.world_from_camera)) if value is None]
+                                            ("pose (TF)", image.world_from_camera),
+                                            ("intrinsics (camera_info)", image.intrinsics)) if value is None]
         if missing:
             raise KeyError(f"camera '{key.camera}' at {key.stamp_ns} has no ground-truth {', '.join(missing)}")
         return RenderedView(camera=key.camera, stamp_ns=key.stamp_ns, rgb=image.rgb, depth=entry.depth,

@@ -91,6 +91,11 @@ class WindowResult:
     alignment: Alignment | None
     timings_ms: dict[str, float] = field(default_factory=dict)
     warnings: list[str] = field(default_factory=list)
+    images: np.ndarray | None = None
+    """[V,H,W,3] uint8 RGB of the views at the model resolution (what the engine saw; None when skipped)."""
+    discarded: bool = False
+    """The pipeline was reset after this window was collected: the result belongs to the old map and must
+    not be published or evaluated."""
 
     @property
     def points(self) -> np.ndarray:
@@ -114,6 +119,20 @@ class MapSnapshot:
     stamp_ns: int
     frame_id: str
     instances: tuple[ObjectInstance, ...]
+
+
+@dataclass
+class Collected:
+    """What one input frame (or synchronised set) did to the pipeline."""
+
+    frameset: FrameSet | None
+    """The synchronised set the frame completed (None: it waits for the other cameras)."""
+    window: Window | None
+    """A completed window to process (`Pipeline.process_window`), possibly on another thread."""
+    keyframe: bool
+    """The set became a keyframe of the window buffer."""
+    reset: bool
+    """Time went backwards, so the pipeline started over: windows collected before are stale."""
 
 
 def pack_cloud(points: np.ndarray, colors: np.ndarray, ids: np.ndarray) -> np.ndarray:
@@ -187,30 +206,47 @@ class Pipeline:
             return self._snapshot
 
     # ------------------------------------------------------------------ input
-    def push_frame(self, frame: CameraFrame) -> WindowResult | None:
-        """One camera frame; synchronises cameras, then as `push`."""
-        frameset = self.synchronizer.add(frame)
-        return None if frameset is None else self.push(frameset)
-
     def push(self, frameset: FrameSet) -> WindowResult | None:
-        """One synchronised frame set; returns a result when it completes a window."""
-        window = self.collect(frameset)
+        """One synchronised frame set, processed at once; a result when it completes a window."""
+        window = self.collect(frameset).window
         return None if window is None else self.process_window(window)
 
-    def collect(self, frameset: FrameSet) -> Window | None:
+    def add_frame(self, frame: CameraFrame) -> Collected:
+        """One camera frame through the package's synchroniser, then as `collect` once a set forms."""
+        with self._state_lock:
+            synchronizer = self.synchronizer
+        frameset = synchronizer.add(frame)
+        if frameset is None:
+            return Collected(None, None, False, False)
+        return self.collect(frameset)
+
+    def collect(self, frameset: FrameSet) -> Collected:
         """Buffer one synchronised frame set; a completed window is returned, never processed here.
 
         Cheap (keyframe selection only), so the node calls it from subscription callbacks and hands
-        the window to its inference thread. Time going backwards resets the whole pipeline.
+        the window to its inference thread. Time going backwards resets the whole pipeline; the
+        window then carries the new generation, and windows of the old one are discarded when processed.
         """
-        buffer = self.window_buffer
-        jumps = buffer.time_jumps
+        with self._state_lock:
+            buffer = self.window_buffer
+        jumps, keyframes = buffer.time_jumps, buffer.keyframes
         window = buffer.push(frameset)
-        if buffer.time_jumps != jumps:
+        reset = buffer.time_jumps != jumps
+        if reset:
             self.time_jumps += 1
             self.reset("time went backwards")
-            window = self.window_buffer.push(frameset)
-        return window
+            buffer, keyframes = self.window_buffer, 0
+            window = buffer.push(frameset)
+        keyframe = buffer.keyframes > keyframes
+        if window is not None:
+            with self._state_lock:
+                window.generation = self._generation
+        return Collected(frameset, window, keyframe, reset)
+
+    def is_current(self, window: Window) -> bool:
+        """False once the pipeline was reset after `window` was collected."""
+        with self._state_lock:
+            return window.generation == self._generation
 
     # ------------------------------------------------------------------ one window
     def process_window(self, window: Window) -> WindowResult:
@@ -219,6 +255,8 @@ class Pipeline:
             generation = self._generation
             clusterer, tracker, aligner, omap = self.clusterer, self.tracker, self.aligner, self.object_map
         t_start = time.perf_counter()
+        if window.generation != generation:
+            return self._discarded(window, aligner)
         timings: dict[str, float] = {}
         warnings = list(window.warnings)
         for msg in window.warnings:
@@ -307,11 +345,13 @@ class Pipeline:
         timings["total"] = (time.perf_counter() - t_start) * 1e3
         timings["postprocess"] = timings["total"] - timings["inference"] - timings["preprocess"]
         result = WindowResult(window.index, window.stamp_ns, alignment.frame_id, views, id_images, depth,
-                              alignment.metric, cloud, instances, alignment, timings, warnings)
+                              alignment.metric, cloud, instances, alignment, timings, warnings,
+                              images=np.asarray(pred.images, dtype=np.uint8))
         with self._state_lock:
             if generation != self._generation:
                 log.warning("window %d finished after a reset; its result is discarded", window.index)
                 result.warnings.append("discarded: the pipeline was reset while this window was processed")
+                result.discarded = True
                 return result
             self._snapshot = MapSnapshot(window.index, window.stamp_ns, alignment.frame_id, tuple(instances))
             self.windows_processed += 1
@@ -320,6 +360,17 @@ class Pipeline:
         return result
 
     # ------------------------------------------------------------------ helpers
+    def _discarded(self, window: Window, aligner: WorldAligner) -> WindowResult:
+        """The result of a window collected before a reset: nothing computed, flagged discarded."""
+        h, w = self.engine.input_size
+        v = len(window.frames())
+        msg = "discarded: the pipeline was reset after this window was collected"
+        log.info("window %d: %s", window.index, msg)
+        return WindowResult(window.index, window.stamp_ns if window.steps else 0,
+                            aligner.last.frame_id if aligner.last else self.config.input.fallback_frame, [],
+                            np.zeros((v, h, w), np.uint16), np.full((v, h, w), np.nan, np.float32), False,
+                            np.zeros(0, CLOUD_DTYPE), [], None, {"total": 0.0}, [msg], discarded=True)
+
     def _valid_pixels(self, pred: WindowPrediction, warnings: list[str], index: int) -> np.ndarray:
         depth = pred.depth
         pts = pred.world_points

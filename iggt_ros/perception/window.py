@@ -114,6 +114,8 @@ class Window:
     shared_steps: int = 0
     """How many leading steps the previous window also contained."""
     warnings: list[str] = field(default_factory=list)
+    generation: int = 0
+    """The pipeline's reset count when the window was collected (a window of an older one is stale)."""
 
     @property
     def stamp_ns(self) -> int:

@@ -11,7 +11,6 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -27,31 +26,10 @@ from iggt_ros.bag.images import (
     rgb_from_pixels,
 )
 from iggt_ros.bag.message import stamp_ns
+from iggt_ros.perception.camera_frames import CameraCalibration, PoseLookup, camera_frame
 from iggt_ros.perception.frames import CameraFrame
+from iggt_ros.perception.warn_once import Logger, WarnOnce
 from iggt_ros.ros.tf_health import TfHealth
-
-Logger = Callable[[str], None]
-
-
-class OnceLog:
-    """Logs each distinct key once (warnings that would otherwise repeat for every frame)."""
-
-    def __init__(self, log: Logger) -> None:
-        self._log = log
-        self._seen: set[str] = set()
-        self._lock = threading.Lock()
-
-    def __call__(self, key: str, message: str) -> bool:
-        with self._lock:
-            if key in self._seen:
-                return False
-            self._seen.add(key)
-        self._log(message)
-        return True
-
-    def forget(self, key: str) -> None:
-        with self._lock:
-            self._seen.discard(key)
 
 
 class NumpyImageDecoder:
@@ -115,20 +93,6 @@ def make_image_decoder(log: Logger) -> NumpyImageDecoder | CvBridgeImageDecoder:
     return decoder
 
 
-@dataclass
-class CameraInfoState:
-    """The latest CameraInfo of one camera."""
-
-    intrinsics: np.ndarray
-    width: int
-    height: int
-    frame_id: str
-
-
-PoseLookup = Callable[[str, int], np.ndarray | None]
-"""(frame_id, stamp_ns) -> [4,4] world_from_camera, or None when TF cannot give it."""
-
-
 class CameraInputs:
     """Per-camera state of the node's inputs: latest CameraInfo, decoding, poses, warnings."""
 
@@ -137,9 +101,9 @@ class CameraInputs:
         self.cameras = list(cameras)
         self.decoder = decoder
         self.poses = poses
-        self._info: dict[str, CameraInfoState] = {}
+        self._info: dict[str, CameraCalibration] = {}
         self._lock = threading.Lock()
-        self._warn_once = OnceLog(warn)
+        self._warn_once = WarnOnce(warn)
         self.skipped = 0
         """Frames that could not be decoded."""
 
@@ -149,40 +113,27 @@ class CameraInputs:
         except ValueError as exc:
             self._warn_once(f"info:{topic}", f"camera_info on topic '{topic}' ignored: {exc}")
             return
-        state = CameraInfoState(k, int(msg.width), int(msg.height), str(msg.header.frame_id))
+        state = CameraCalibration(k, int(msg.width), int(msg.height), str(msg.header.frame_id))
         with self._lock:
             self._info[camera] = state
 
-    def camera_info(self, camera: str) -> CameraInfoState | None:
+    def camera_info(self, camera: str) -> CameraCalibration | None:
         with self._lock:
             return self._info.get(camera)
 
     def frame(self, camera: str, msg: Any, topic: str, compressed: bool = False) -> CameraFrame | None:
-        """The frame of one image message, or None (warned once per topic) when it cannot be used."""
+        """The frame of one image message, or None (warned once per topic) when it cannot be decoded.
+
+        Calibration and pose follow the core's rule (`perception.camera_frames`), as in the replay.
+        """
         try:
             rgb = self.decoder.compressed(msg, topic) if compressed else self.decoder.image(msg, topic)
         except (UnsupportedEncoding, ValueError) as exc:
             self.skipped += 1
             self._warn_once(f"decode:{topic}", f"frames on topic '{topic}' are skipped: {exc}")
             return None
-        stamp = stamp_ns(msg.header.stamp)
-        frame_id = str(msg.header.frame_id)
-        info = self.camera_info(camera)
-        intrinsics = None
-        if info is None:
-            self._warn_once(f"noinfo:{camera}", f"no camera_info received yet for camera '{camera}': its frames "
-                                                "are used with the intrinsics the model predicts")
-        elif (info.width, info.height) not in ((rgb.shape[1], rgb.shape[0]), (0, 0)):
-            self._warn_once(f"size:{camera}", f"camera_info of camera '{camera}' is {info.width}x{info.height} but "
-                                              f"its images on '{topic}' are {rgb.shape[1]}x{rgb.shape[0]}: "
-                                              "camera_info ignored")
-        else:
-            intrinsics = info.intrinsics
-        if not frame_id and info is not None:
-            frame_id = info.frame_id
-        pose = self.poses(frame_id, stamp) if (self.poses is not None and frame_id) else None
-        return CameraFrame(camera=camera, stamp_ns=stamp, image=rgb, intrinsics=intrinsics, frame_id=frame_id,
-                           world_from_camera=pose)
+        return camera_frame(camera, stamp_ns(msg.header.stamp), str(msg.header.frame_id), rgb,
+                            self.camera_info(camera), self.poses, self._warn_once)
 
 
 class PoseSource:

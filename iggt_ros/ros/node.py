@@ -56,8 +56,9 @@ from iggt_ros.bag.outputs import OutputAdapter, OutputTopics
 from iggt_ros.bag.tf_buffer import TransformBuffer
 from iggt_ros.config import NODE_NAME, ConfigError, IggtConfig, load_config
 from iggt_ros.engine.base import Engine, EngineError
+from iggt_ros.perception.engine_setup import create_window_engine
 from iggt_ros.perception.frames import FrameSet
-from iggt_ros.perception.pipeline import Pipeline, WindowResult
+from iggt_ros.perception.pipeline import Collected, Pipeline, WindowResult
 from iggt_ros.perception.records import instance_record
 from iggt_ros.perception.window import Window
 from iggt_ros.ros.camera_input import CameraInputs, PoseSource, make_image_decoder
@@ -80,12 +81,8 @@ TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
 
 
 def default_engine_factory(config: IggtConfig) -> Engine:
-    """The engine `engine.*` describes, through the one factory the replay and CLI also use."""
-    from iggt_ros.engine.factory import create_engine
-
-    views = config.window.size * len(config.input.cameras)
-    return create_engine(config.engine, input_size=(config.input.image_height, config.input.image_width),
-                         window_sizes=(views,))
+    """The engine `engine.*` describes, created by the core's rule the replay and CLI also use."""
+    return create_window_engine(config)
 
 
 def input_qos(name: str) -> QoSProfile:
@@ -546,9 +543,7 @@ class IggtNode(LifecycleNode):
         if frame is None:
             return
         with self._input_lock:
-            frameset = self.pipeline.synchronizer.add(frame)
-            if frameset is not None:
-                self._collect(frameset)
+            self._collect(self.pipeline.add_frame(frame))
 
     def _on_image_arrived(self, msg: Any) -> None:
         """Standard path: counts an image as it arrives (message_filters hands over only complete sets)."""
@@ -567,18 +562,19 @@ class IggtNode(LifecycleNode):
             frames[cam] = frame
         stamp = frames[topics[0][0]].stamp_ns
         with self._input_lock:
-            self._collect(FrameSet(stamp_ns=stamp, frames=frames))
+            self._collect(self.pipeline.collect(FrameSet(stamp_ns=stamp, frames=frames)))
 
-    def _collect(self, frameset: FrameSet) -> None:
-        """Buffer one synchronised set; a completed window goes on the queue (caller holds the input lock)."""
+    def _collect(self, collected: Collected) -> None:
+        """What the core made of an input: a completed window goes on the queue (caller holds the input lock)."""
         assert self.pipeline is not None and self.queue is not None and self.worker is not None
+        if collected.frameset is None:
+            return
         self.stats.record_frame_set()
-        resets = self.pipeline.resets
-        window = self.pipeline.collect(frameset)
-        if self.pipeline.resets != resets:  # time went backwards: windows of the old sequence are stale
+        if collected.reset:  # time went backwards: windows of the old sequence are stale
             self.worker.discard_pending()
             if self.query_side is not None:
                 self.query_side.reset()
+        window = collected.window
         if window is not None:
             dropped = self.queue.put(window)
             if dropped is not None:

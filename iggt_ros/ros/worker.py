@@ -25,8 +25,8 @@ ResultHandler = Callable[[WindowResult, Window], dict[str, float]]
 class InferenceWorker:
     """A daemon thread that processes queued windows one at a time.
 
-    `epoch` counts resets: a window taken before a reset and finished after it belongs to the old
-    map, so its result is dropped instead of published.
+    A window collected before a pipeline reset belongs to the old map: the pipeline flags its result
+    discarded (`WindowResult.discarded`) and it is counted here instead of published.
     """
 
     def __init__(self, pipeline: Pipeline, queue: DropOldestQueue[Window], handle: ResultHandler,
@@ -35,7 +35,6 @@ class InferenceWorker:
         self.queue = queue
         self.handle = handle
         self.stats = stats
-        self.epoch = 0
         self.busy = False
         self.processed = 0
         self.discarded = 0
@@ -63,8 +62,7 @@ class InferenceWorker:
         return self._thread is not None and self._thread.is_alive()
 
     def discard_pending(self) -> int:
-        """After a reset: forget queued windows and mark the one in flight as stale."""
-        self.epoch += 1
+        """After a reset: forget queued windows (the one in flight is discarded by the pipeline)."""
         return self.queue.clear()
 
     def _run(self) -> None:
@@ -81,14 +79,13 @@ class InferenceWorker:
                 self.busy = False
 
     def _process(self, window: Window) -> None:
-        epoch = self.epoch
         try:
             result = self.pipeline.process_window(window)
         except Exception as exc:  # the pipeline handles bad input itself; anything else is a bug to report
             log.exception("window %d failed", window.index)
             self.stats.record_error(f"window {window.index} failed: {exc}")
             return
-        if epoch != self.epoch:
+        if result.discarded:
             self.discarded += 1
             return
         timings = dict(result.timings_ms)
