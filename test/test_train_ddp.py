@@ -22,7 +22,7 @@ from iggt_ros.train.scenes import Curriculum, SyntheticWindowSource
 # The tiny model at a small size; --micro-batch 1 seeds each window's random draws (drop-path, pixel samples)
 # by its step and global index, which makes the split of the batch over processes irrelevant.
 TRAIN_ARGS = ["--size", "56x84", "--frames", "2:2", "--samples", "128", "--warmup", "1", "--checkpoint-every",
-              "100", "--batch-size", "2", "--micro-batch", "1", "--domain", "none", "--seed", "3"]
+              "100", "--micro-batch", "1", "--domain", "none", "--seed", "3"]
 
 
 def _free_port() -> int:
@@ -31,23 +31,24 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _torchrun(out: Path, processes: int, steps: int) -> subprocess.CompletedProcess:
+def _torchrun(out: Path, processes: int, steps: int, batch: int = 2) -> subprocess.CompletedProcess:
     command = [sys.executable, "-m", "torch.distributed.run", "--nnodes", "1", "--nproc_per_node", str(processes),
                "--master_addr", "127.0.0.1", "--master_port", str(_free_port()),
-               "-m", "iggt_ros.cli", "train", "--out", str(out), "--steps", str(steps), *TRAIN_ARGS]
+               "-m", "iggt_ros.cli", "train", "--out", str(out), "--steps", str(steps), "--batch-size", str(batch),
+               *TRAIN_ARGS]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     # the limit only keeps a wedged process group from stalling the suite; the run takes seconds
     return subprocess.run(command, env=env, capture_output=True, text=True, timeout=900)
 
 
-def _train(out: Path, steps: int, resume: bool = False) -> None:
+def _train(out: Path, steps: int, resume: bool = False, batch: int = 2) -> None:
     """One process, one thread as each torchrun process has: conv biases ahead of a BatchNorm get gradients
     that are pure rounding noise, which Adam scales up to full steps, so the thread count must match."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        assert cli.main(["train", "--out", str(out), "--steps", str(steps), "--threads", "1", *TRAIN_ARGS,
-                         *(["--resume"] if resume else [])]) == 0
+        assert cli.main(["train", "--out", str(out), "--steps", str(steps), "--threads", "1", "--batch-size",
+                         str(batch), *TRAIN_ARGS, *(["--resume"] if resume else [])]) == 0
     finally:
         torch.set_num_threads(threads)
 
@@ -94,6 +95,30 @@ def test_two_gloo_processes_train_like_one_and_one_process_resumes(tmp_path):
     _train(single, steps=3, resume=True)
     assert torch.load(ddp / "last.pt", weights_only=False)["step"] == 3
     _assert_same_weights(_weights(ddp), _weights(single))
+
+
+@pytest.mark.slow
+def test_accumulated_passes_in_each_process_match_one_process(tmp_path):
+    """A global batch of 4: each of 2 processes makes two passes per step (DDP synchronises on the last).
+
+    Summing four window gradients in another order rounds differently, and biases just ahead of a
+    BatchNorm have a true gradient of zero, so Adam turns their rounding noise into small steps;
+    the backbone and the weights as a whole must still match.
+    """
+    ddp, single = tmp_path / "ddp", tmp_path / "single"
+    run = _torchrun(ddp, processes=2, steps=2, batch=4)
+    assert run.returncode == 0, run.stdout[-2000:] + run.stderr[-4000:]
+    _train(single, steps=2, batch=4)
+    a, b = _weights(ddp), _weights(single)
+    from iggt_ros.model import Iggt, IggtModelConfig
+
+    torch.manual_seed(3)
+    fresh = {n: p.detach() for n, p in Iggt(IggtModelConfig.tiny()).named_parameters()}
+    moved = torch.cat([(b[n] - fresh[n]).flatten() for n in fresh]).norm()
+    apart = torch.cat([(a[n] - b[n]).flatten() for n in fresh]).norm()
+    assert apart < 1e-3 * moved, f"runs differ by {float(apart / moved):.2g} of the update"
+    _assert_same_weights({n: t for n, t in a.items() if n.startswith("aggregator.")},
+                         {n: t for n, t in b.items() if n.startswith("aggregator.")})
 
 
 def _tiny_trainer(out: Path, context=None):
