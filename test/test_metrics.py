@@ -14,7 +14,6 @@ from iggt_ros.eval.metrics import (
     TemporalInstanceAccumulator,
     camera_positions,
     depth_metrics,
-    label_map_metrics,
     pose_ate,
     temporal_instance_metrics,
     umeyama_sim3,
@@ -344,35 +343,6 @@ def test_ate_from_poses_in_both_conventions() -> None:
     m = pose_ate(world_from_cam, world_from_cam[:, :3, 3])
     assert m.ate_rmse == pytest.approx(0.0, abs=1e-9)
     assert json.loads(json.dumps(m.to_dict()))["num_poses"] == n
-
-
-# ------------------------------------------------------------------ label maps
-
-
-def test_label_map_metrics_hand_case() -> None:
-    gt = np.array([[0, 0, 1, 1], [2, 2, 2, 255]])
-    pred = np.array([[0, 1, 1, 1], [2, 2, 0, 7]])
-    m = label_map_metrics(pred, gt, num_classes=4, ignore_index=255)
-    # class 0: tp 1, gt 2, pred 2 -> IoU 1/3, acc 1/2
-    # class 1: tp 2, gt 2, pred 3 -> IoU 2/3, acc 1
-    # class 2: tp 2, gt 3, pred 2 -> IoU 2/3, acc 2/3
-    # class 3: absent -> None
-    assert m.per_class_iou[:3] == pytest.approx([1 / 3, 2 / 3, 2 / 3])
-    assert m.per_class_iou[3] is None and m.per_class_acc[3] is None
-    assert m.miou == pytest.approx((1 / 3 + 2 / 3 + 2 / 3) / 3)
-    assert m.macc == pytest.approx((1 / 2 + 1 + 2 / 3) / 3)
-    assert m.num_pixels == 7
-    assert m.pixel_acc == pytest.approx(5 / 7)
-
-
-def test_label_map_out_of_range_prediction_is_wrong_and_lists_accumulate() -> None:
-    gt = [np.array([[0, 1]]), np.array([[1, 1]])]
-    pred = [np.array([[0, 9]]), np.array([[1, -1]])]
-    m = label_map_metrics(pred, gt, num_classes=2)
-    assert m.per_class_acc == pytest.approx([1.0, 1 / 3])
-    assert m.per_class_iou == pytest.approx([1.0, 1 / 3])
-    with pytest.raises(ValueError, match="ground-truth labels"):
-        label_map_metrics(np.array([[0]]), np.array([[5]]), num_classes=2)
 
 
 def test_drop_small_instances_removes_only_masks_below_the_area():

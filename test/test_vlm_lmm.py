@@ -11,7 +11,6 @@ import base64
 import io
 import json
 import threading
-import time
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 import numpy as np
@@ -161,13 +160,15 @@ def test_yes_answers_are_aggregated_over_views(server):
 def test_stalling_server_times_out_and_reports_it(server):
     rgb, red, _ = scene()
     grounder = LmmGrounder(server.url, timeout_s=0.5, max_views=3)
-    t0 = time.monotonic()
     result = grounder.ground("the red cube", [(rgb, red)] * 3)
-    elapsed = time.monotonic() - t0
-    assert elapsed < 1.5, elapsed  # the whole call is bounded by the timeout, not per view
     assert not result.success and result.answered == 0 and result.score == 0.0
     assert "timed out" in result.message
     assert all("timed out" in v.error for v in result.views)
+    # the whole call is bounded by the timeout, not each view: the first view spends the budget and
+    # the others are never asked
+    assert "waiting for" in result.views[0].error
+    assert all("budget was spent" in v.error for v in result.views[1:])
+    assert len(server.requests) <= 1
 
 
 @pytest.mark.parametrize("server", [GarbageHandler], indirect=True)

@@ -5,7 +5,7 @@ with `iggt_ros.bag.convert.to_rosbags`; both read the same description, so a top
 byte the same whether it came from the robot or from a replay. Inputs are plain numpy arrays and
 the small dataclasses below, so the perception core does not depend on message types.
 
-Layout decisions that users rely on (DESIGN.md, ROS interface):
+Layout decisions that users rely on (the ROS interface in the README):
 - PointCloud2: one row (height 1), little-endian fields x, y, z (float32), rgb (float32 holding
   0x00RRGGBB, RViz's RGB8 transformer), label (uint32 instance ID, 0 = none); 20 bytes a point.
 - Instance images: 16UC1, 0 = no instance; depth: 32FC1 metres; both keep the source header.

@@ -44,17 +44,7 @@ def time_plain(stamp_ns: int) -> dict[str, int]:
     return {"sec": sec, "nanosec": nanosec}
 
 
-def duration_plain(duration_ns: int) -> dict[str, int]:
-    """builtin_interfaces/Duration fields of a nanosecond duration."""
-    sec, nanosec = divmod(int(duration_ns), NS_PER_S)
-    return {"sec": sec, "nanosec": nanosec}
-
-
 def stamp_ns(stamp: Any) -> int:
     """Nanoseconds of a builtin_interfaces/Time message of either library (fields sec, nanosec)."""
     return int(stamp.sec) * NS_PER_S + int(stamp.nanosec)
 
-
-def header_of(msg: Any) -> Header:
-    """The header of a received message (rclpy or rosbags), e.g. to stamp outputs like their source."""
-    return Header(stamp_ns(msg.header.stamp), str(msg.header.frame_id))

@@ -136,10 +136,6 @@ class OutputAdapter:
         self._marker_ids: set[int] = set()
         self._unsized: set[str] = set()
 
-    def forget_markers(self) -> None:
-        """Forget which markers were published (e.g. when the subscriber side was cleared)."""
-        self._marker_ids.clear()
-
     def messages(self, result: WindowResult, source_sizes: Mapping[str, tuple[int, int]] | None = None,
                  removed_ids: Iterable[int] = ()) -> list[OutputMessage]:
         """Every enabled output of one window, world outputs first, then per-view images.

@@ -1,4 +1,4 @@
-"""Evaluation metrics: temporal instance consistency, depth, camera trajectory, 2D label maps.
+"""Evaluation metrics: temporal instance consistency, depth, camera trajectory.
 
 Definitions follow the IGGT paper's appendix A.4 for the temporal instance metrics:
 
@@ -541,80 +541,8 @@ def pose_ate(
 
 
 # --------------------------------------------------------------------------------------------
-# 2D label maps
+# scoring protocol
 # --------------------------------------------------------------------------------------------
-
-
-@dataclass
-class LabelMapMetrics(_DictMixin):
-    """Semantic segmentation scores over all pixels of all given maps."""
-
-    miou: float
-    """Mean IoU over classes present in the ground truth or the prediction."""
-    macc: float
-    """Mean per-class accuracy (recall) over classes present in the ground truth."""
-    pixel_acc: float
-    num_classes: int
-    num_pixels: int
-    per_class_iou: list[float | None]
-    """None where the class is in neither map."""
-    per_class_acc: list[float | None]
-    """None where the class is not in the ground truth."""
-
-
-def label_map_metrics(
-    pred_labels: np.ndarray | Sequence[np.ndarray],
-    gt_labels: np.ndarray | Sequence[np.ndarray],
-    num_classes: int,
-    ignore_index: int | None = None,
-) -> LabelMapMetrics:
-    """2D mIoU and mAcc of class-label maps ([H,W], [V,H,W] or a list of [H,W]).
-
-    Ground-truth pixels equal to `ignore_index` are skipped; other true labels must lie in
-    [0, num_classes). A predicted label outside that range is simply wrong.
-    """
-    if num_classes <= 0:
-        raise ValueError(f"num_classes must be positive, got {num_classes}")
-    preds = _as_views(pred_labels)
-    gts = _as_views(gt_labels)
-    if len(preds) != len(gts):
-        raise ValueError(f"{len(preds)} predicted label maps but {len(gts)} ground-truth maps")
-    c = num_classes
-    conf = np.zeros((c, c + 1), dtype=np.int64)  # last column: predicted label out of range
-    for p, g in zip(preds, gts, strict=True):
-        p = np.asarray(p)
-        g = np.asarray(g)
-        if p.shape != g.shape:
-            raise ValueError(f"predicted label map has shape {p.shape}, ground truth {g.shape}; they must match")
-        _check_integer_image(p, "predicted label map")
-        _check_integer_image(g, "ground-truth label map")
-        g = g.astype(np.int64).ravel()
-        p = p.astype(np.int64).ravel()
-        if ignore_index is not None:
-            keep = g != ignore_index
-            g, p = g[keep], p[keep]
-        if g.size and (g.min() < 0 or g.max() >= c):
-            raise ValueError(f"ground-truth labels must be in [0, {c}) or the ignore index, got {g.min()}..{g.max()}")
-        p = np.where((p < 0) | (p >= c), c, p)
-        conf += np.bincount(g * (c + 1) + p, minlength=c * (c + 1)).reshape(c, c + 1)
-    tp = np.diag(conf[:, :c]).astype(np.float64)
-    gt_count = conf.sum(axis=1).astype(np.float64)
-    pred_count = conf[:, :c].sum(axis=0).astype(np.float64)
-    union = gt_count + pred_count - tp
-    iou = [float(tp[k] / union[k]) if union[k] > 0 else None for k in range(c)]
-    acc = [float(tp[k] / gt_count[k]) if gt_count[k] > 0 else None for k in range(c)]
-    ious = [v for v in iou if v is not None]
-    accs = [v for v in acc if v is not None]
-    total = int(gt_count.sum())
-    return LabelMapMetrics(
-        miou=float(np.mean(ious)) if ious else math.nan,
-        macc=float(np.mean(accs)) if accs else math.nan,
-        pixel_acc=float(tp.sum() / total) if total else math.nan,
-        num_classes=c,
-        num_pixels=total,
-        per_class_iou=iou,
-        per_class_acc=acc,
-    )
 
 
 def drop_small_instances(ids: np.ndarray, min_area_px: int) -> np.ndarray:

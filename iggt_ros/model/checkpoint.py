@@ -3,8 +3,9 @@
 A model must never run half loaded: every model key missing from a checkpoint, every
 checkpoint key the model does not know and every shape mismatch is reported by name, and the
 load is refused unless the caller explicitly allows a partial load. The only exception are the
-parameter groups the forward pass never reads (track head, the part head's inherited DPT
-layers, the dead cross-attention, the DINO mask token): they may be absent on either side.
+parameter groups the forward pass never reads (the point-track head of official checkpoints, which
+the package does not build; the part head's inherited DPT layers, the dead cross-attention, the
+DINO mask token): they may be absent on either side.
 
 Our own weight files are safetensors with the model configuration in their metadata, so a file
 alone rebuilds its model (`save_model` / `load_model`).

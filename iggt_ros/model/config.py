@@ -16,6 +16,11 @@ from pathlib import Path
 OFFICIAL_DPT_CHANNELS = (256, 512, 1024, 1024)
 
 
+RETIRED_FIELDS = frozenset({"track_head", "track_features", "track_hidden_size", "track_depth", "track_corr_levels",
+                            "track_corr_radius", "track_num_heads", "track_virtual_tracks"})
+"""Fields of the point-track head, which the package no longer builds; checkpoints written with them still load."""
+
+
 @dataclass
 class IggtModelConfig:
     """Every size and switch of the IGGT architecture.
@@ -76,15 +81,6 @@ class IggtModelConfig:
     """Keep the weights of `part_head.cross_attention_1` (its result is discarded by the released model)."""
     keep_mask_token: bool = True
     """Keep the DINO `mask_token` (frozen, unused at inference)."""
-    track_head: bool = True
-    """Build the VGGT track head (weights only; the pipeline never runs it)."""
-    track_features: int = 128
-    track_hidden_size: int = 384
-    track_depth: int = 6
-    track_corr_levels: int = 7
-    track_corr_radius: int = 4
-    track_num_heads: int = 8
-    track_virtual_tracks: int = 64
 
     extra: dict = field(default_factory=dict)
     """Free-form notes (training recipe, data set); never affects the architecture."""
@@ -141,7 +137,11 @@ class IggtModelConfig:
     # ------------------------------------------------------------------ presets
     @classmethod
     def official(cls) -> IggtModelConfig:
-        """The released IGGT model (VGGT-1B backbone, about 1.3B parameters with the track head)."""
+        """The released IGGT model (VGGT-1B backbone) without its point-track head.
+
+        The pipeline never tracks query points, so the head is not built; the `track_head.*` weights of an
+        official checkpoint are skipped when it is loaded (`checkpoint.KNOWN_UNUSED_PREFIXES`).
+        """
         return cls()
 
     @classmethod
@@ -158,7 +158,6 @@ class IggtModelConfig:
             adaptor_channels=(64, 64, 64, 64),
             part_features=64,
             part_head_legacy_channels=(32, 64, 128, 128),
-            track_head=False,
         )
 
     @classmethod
@@ -193,7 +192,6 @@ class IggtModelConfig:
             part_head_legacy_channels=None,
             keep_dead_cross_attention=False,
             keep_mask_token=False,
-            track_head=False,
             extra={"input_hw": [84, 140]},
         )
 
@@ -204,6 +202,7 @@ class IggtModelConfig:
     @classmethod
     def from_dict(cls, data: dict) -> IggtModelConfig:
         known = {f.name: f for f in dataclasses.fields(cls)}
+        data = {k: v for k, v in data.items() if k not in RETIRED_FIELDS}
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise ValueError(f"unknown IggtModelConfig fields: {', '.join(unknown)}")

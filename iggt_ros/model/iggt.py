@@ -16,7 +16,6 @@ from iggt_ros.model.dino import resize_pos_embed
 from iggt_ros.model.dpt import DPTHead
 from iggt_ros.model.part_head import PartHead
 from iggt_ros.model.tables import FixedInputTables, InputTables, build_input_tables, is_tracing
-from iggt_ros.model.track_head import TrackHead
 
 OUTPUT_KEYS = ("pose_enc", "depth", "depth_conf", "world_points", "world_points_conf", "part_feat")
 
@@ -42,8 +41,6 @@ class Iggt(nn.Module):
                                   c.intermediate_layers, output_dim=4, activation="inv_log")
         self.depth_head = DPTHead(c.head_dim_in, c.patch_size, c.dpt_features, c.dpt_out_channels,
                                   c.intermediate_layers, output_dim=2, activation="exp")
-        if c.track_head:
-            self.track_head = TrackHead(c)
         self.part_adaptor = PartAdaptor(c.head_dim_in, c.patch_size, c.adaptor_channels, c.intermediate_layers)
         self.part_head = PartHead(c)
         self.fixed_tables: FixedInputTables | None = None
@@ -95,12 +92,11 @@ class Iggt(nn.Module):
         """Aggregator layers any head reads."""
         return tuple(sorted(set(self.config.intermediate_layers) | {self.config.depth - 1}))
 
-    def forward(self, images: torch.Tensor, query_points: torch.Tensor | None = None) -> dict:
+    def forward(self, images: torch.Tensor) -> dict:
         """Predict geometry and instance features for a window of frames.
 
         Args:
             images: [S, 3, H, W] or [B, S, 3, H, W] RGB in [0, 1]; H, W multiples of 28.
-            query_points: not supported (point tracking is not implemented).
 
         Returns:
             dict with
@@ -110,8 +106,6 @@ class Iggt(nn.Module):
               world_points [B, S, H, W, 3] (first-camera frame), world_points_conf [B, S, H, W],
               part_feat [B, S, 8, H, W] raw instance features, images [B, S, 3, H, W].
         """
-        if query_points is not None:
-            raise NotImplementedError("point tracking is not implemented; call the model without query_points")
         if images.ndim == 4:
             images = images.unsqueeze(0)
         b, s, _, height, width = images.shape

@@ -1,6 +1,6 @@
 """The iggt_ros lifecycle node (`ros2 run iggt_ros iggt_node`).
 
-Interface (names relative to the node's namespace; see DESIGN.md, "ROS interface"):
+Interface (names relative to the node's namespace; the README lists every topic and field):
 
 - subscribes, per camera of `input.cameras`: `<camera>/image_raw` (sensor_msgs/Image) or, for
   `input.compressed_cameras`, `<camera>/image_raw/compressed` (sensor_msgs/CompressedImage), and

@@ -30,14 +30,6 @@ def register_region_encoder(name: str, factory: RegionFactory) -> None:
     _REGION[name] = factory
 
 
-def text_encoder_names() -> list[str]:
-    return sorted(_TEXT) + [DISABLED]
-
-
-def region_encoder_names() -> list[str]:
-    return sorted(_REGION) + [DISABLED]
-
-
 def make_text_encoder(config: QueryConfig) -> TextEncoder | None:
     """The text encoder named by `config.text_encoder`; None when queries are disabled ('none')."""
     return _make(_TEXT, config.text_encoder, "query.text_encoder", config)
