@@ -18,7 +18,14 @@ from iggt_ros.bag.sample import SampleBagSpec, write_sample_bag
 from iggt_ros.config import IggtConfig
 from iggt_ros.fleet.bags import FleetInputError, find_bags, plan_jobs
 from iggt_ros.fleet.evaluate import OUTCOME_JSON, FleetResult, evaluate_fleet
-from iggt_ros.fleet.report import FLEET_JSON, FLEET_MD, LATENCY_PLOT, TMIOU_PLOT
+from iggt_ros.fleet.report import (
+    FLEET_JSON,
+    FLEET_MD,
+    LATENCY_PLOT,
+    TMIOU_PLOT,
+    plot_fleet_latency,
+    plot_fleet_tmiou,
+)
 from iggt_ros.fleet.runners import SerialRunner
 from iggt_ros.fleet.task import ReplaySettings
 
@@ -56,7 +63,7 @@ def _outcomes(result: FleetResult) -> dict:
     return {o.name: o for o in result.outcomes}
 
 
-def test_two_reports_and_one_clear_failure(serial):
+def test_two_reports_and_one_clear_failure(serial, tmp_path):
     outcomes = _outcomes(serial)
     assert [o.status for o in serial.outcomes] == ["ok", "ok", "failed"]
     broken = outcomes["broken"]
@@ -77,6 +84,8 @@ def test_two_reports_and_one_clear_failure(serial):
     assert "[report](bags/kitchen/report/summary.md)" in md and "no camera topics" in md
     for plot in (TMIOU_PLOT, LATENCY_PLOT):
         assert (serial.out_dir / plot).stat().st_size > 5000
+    assert plot_fleet_tmiou(serial.outcomes, tmp_path / "objects.png") == 8  # every object of both reports
+    assert plot_fleet_latency(serial.outcomes, tmp_path / "latency.png") == 2
     assert json.loads((serial.out_dir / FLEET_JSON).read_text())["totals"] == serial.totals
 
 

@@ -108,7 +108,8 @@ def _bag_row(o: BagOutcome) -> str:
     total = (m.get("latency_ms") or {}).get("total") or {}
     depth = m.get("depth") or {}
     if o.ok:
-        link = f"[report](bags/{o.name}/{o.report_dir}/summary.md)" if o.report_dir else "no ground truth"
+        why = next((w for w in o.warnings if "report" in w), "see outcome.json")
+        link = f"[report](bags/{o.name}/{o.report_dir}/summary.md)" if o.report_dir else f"no report: {_one_line(why)}"
     else:
         link = _one_line(o.reason)
     status = o.status + (" (earlier run)" if o.reused else "") + (f", {o.attempts} attempts" if o.attempts > 1 else "")
@@ -187,8 +188,11 @@ def _save(fig: Figure, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
-def plot_fleet_tmiou(outcomes: Sequence[BagOutcome], path: Path) -> None:
-    """T-mIoU of every true object, one column of points per bag, with each bag's mean and the fleet's."""
+def plot_fleet_tmiou(outcomes: Sequence[BagOutcome], path: Path) -> int:
+    """T-mIoU of every true object, one column of points per bag, with each bag's mean and the fleet's.
+
+    Returns the number of objects drawn.
+    """
     bags = [(o.name, [obj["t_miou"] for obj in ((o.metrics or {}).get("instances") or {}).get("objects", [])])
             for o in sorted(outcomes, key=lambda o: o.name) if o.ok]
     bags = [(n, v) for n, v in bags if v]
@@ -198,7 +202,7 @@ def plot_fleet_tmiou(outcomes: Sequence[BagOutcome], path: Path) -> None:
         ax.text(0.5, 0.5, "no bag with instance ground truth finished", ha="center", va="center")
         ax.set_axis_off()
         _save(fig, path)
-        return
+        return 0
     rng = np.random.default_rng(0)
     for x, (_name, values) in enumerate(bags):
         v = np.asarray(values)
@@ -213,10 +217,11 @@ def plot_fleet_tmiou(outcomes: Sequence[BagOutcome], path: Path) -> None:
     ax.legend(fontsize=8, loc="lower right")
     ax.set_title("T-mIoU per object, by bag (bar: bag mean)")
     _save(fig, path)
+    return int(everything.size)
 
 
-def plot_fleet_latency(outcomes: Sequence[BagOutcome], path: Path) -> None:
-    """Per bag and stage: mean latency per window with the bag's p95 marked."""
+def plot_fleet_latency(outcomes: Sequence[BagOutcome], path: Path) -> int:
+    """Per bag and stage: mean latency per window with the bag's p95 marked. Returns the number of bags drawn."""
     rows = []
     for o in sorted(outcomes, key=lambda o: o.name):
         lat = (o.metrics or {}).get("latency_ms") or {}
@@ -229,7 +234,7 @@ def plot_fleet_latency(outcomes: Sequence[BagOutcome], path: Path) -> None:
         ax.text(0.5, 0.5, "no latency recorded", ha="center", va="center")
         ax.set_axis_off()
         _save(fig, path)
-        return
+        return 0
     width = 0.8 / len(LATENCY_STAGES)
     colours = {"inference": "tab:blue", "postprocess": "tab:orange", "total": "tab:grey"}
     for k, stage in enumerate(LATENCY_STAGES):
@@ -244,3 +249,4 @@ def plot_fleet_latency(outcomes: Sequence[BagOutcome], path: Path) -> None:
     ax.legend(fontsize=8)
     ax.set_title("Latency per window, by bag")
     _save(fig, path)
+    return len(rows)
