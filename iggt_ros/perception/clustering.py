@@ -50,11 +50,12 @@ import warnings
 from dataclasses import dataclass, field
 
 import numpy as np
-from scipy import ndimage
 
 from iggt_ros.config import ClusteringConfig
+from iggt_ros.perception.blas import single_threaded_blas
 from iggt_ros.perception.pixel_ops import BlockStats, make_pixel_ops, min_cosine
 from iggt_ros.perception.scaling import ViewScale, patch_grid_size, view_scale
+from iggt_ros.perception.speckle import drop_small_pieces_window, warm_up
 
 log = logging.getLogger(__name__)
 
@@ -89,29 +90,6 @@ def l2_normalize(x: np.ndarray, axis: int = -1) -> np.ndarray:
     norm = np.sqrt(np.einsum("...i,...i->...", x, x))[..., None] if axis == -1 else \
         np.linalg.norm(x, axis=axis, keepdims=True)
     return x / np.maximum(norm, _EPS)
-
-
-def drop_small_pieces(labels: np.ndarray, min_px: float, fraction: float,
-                      skip: np.ndarray | None = None) -> np.ndarray:
-    """Zero, in place, the 4-connected pieces of each label of one [H,W] view smaller than `min_px` or than
-    `fraction` of that label's largest piece; labels where `skip` [K+1] is True are left alone. Works inside
-    each label's bounding box, so the cost follows the mask areas rather than labels x image size.
-    Returns the pixels zeroed per label ([K+1] int64, K = the largest label present)."""
-    boxes = ndimage.find_objects(labels)
-    removed = np.zeros(len(boxes) + 1, np.int64)
-    for index, box in enumerate(boxes):
-        if box is None or (skip is not None and index + 1 < len(skip) and skip[index + 1]):
-            continue
-        sub = labels[box]
-        mask = sub == index + 1
-        pieces, n = ndimage.label(mask)
-        sizes = np.bincount(pieces.ravel(), minlength=n + 1)[1:]
-        keep = (sizes >= min_px) & (sizes >= fraction * sizes.max())
-        if keep.all():
-            continue
-        sub[mask & ~np.concatenate([[False], keep])[pieces]] = 0
-        removed[index + 1] = int(sizes[~keep].sum())
-    return removed
 
 
 def import_backend(backend: str):
@@ -177,10 +155,11 @@ class InstanceClusterer:
         self.pixels = make_pixel_ops(config.pixel_device)
         """Per-pixel work (validity, block sums, assignment): numpy, or torch on a device."""
         import_backend(config.backend)  # at construction: the first window must not pay the import (~0.4 s)
+        warm_up()  # and not the speckle kernel's compilation either
 
     def cluster(self, features: np.ndarray, valid: np.ndarray | None = None,
                 confidence: np.ndarray | None = None, points: np.ndarray | None = None) -> ClusterResult:
-        """Label every pixel of every view.
+        """Label every pixel of every view (with one BLAS thread: see blas.py).
 
         Args:
             features: [V,H,W,C] raw instance features (not normalised).
@@ -189,6 +168,11 @@ class InstanceClusterer:
             points: [V,H,W,3] points in any frame: tell scene structure from big objects, and join the
                 features when ``position_weight`` > 0.
         """
+        with single_threaded_blas():
+            return self._cluster(features, valid, confidence, points)
+
+    def _cluster(self, features: np.ndarray, valid: np.ndarray | None, confidence: np.ndarray | None,
+                 points: np.ndarray | None) -> ClusterResult:
         cfg = self.config
         t0 = time.perf_counter()
         v, h, w, c = features.shape
@@ -374,7 +358,7 @@ class InstanceClusterer:
             if round_index == 2:
                 break  # no later pass needs the residual
             feature_protos = np.stack(protos)[:, :c]
-            explained = np.einsum("nc,kc->nk", x_all[remaining, :c], feature_protos).max(axis=1) >= min_cos
+            explained = (x_all[remaining, :c] @ np.ascontiguousarray(feature_protos.T)).max(axis=1) >= min_cos
             remaining = remaining[~explained]
         if not protos:
             return np.zeros((0, x_all.shape[1]), np.float32), total_samples, noise_fraction
@@ -389,18 +373,18 @@ class InstanceClusterer:
         share a bucket) and every bucket contributes up to the same quota, confidence-weighted within.
         """
         planes = np.random.default_rng(12345).normal(size=(feats.shape[1], 10)).astype(np.float32)
-        bits = np.einsum("nc,cp->np", feats, planes) > 0  # einsum: BLAS is slow for skinny products here
+        bits = (feats @ planes) > 0  # both operands C-contiguous: BLAS
         bucket = (bits.astype(np.int16) << np.arange(10, dtype=np.int16)).sum(axis=1, dtype=np.int16)
         # random order within a bucket: shuffle, then a stable (radix) sort by bucket. Inside a bucket the
         # order is drawn by confidence: a candidate's chance to come early grows with its weight.
         n_rows = len(feats)
-        perm = np.argsort(-weight * self._rng.random(n_rows), kind="stable")
-        order = perm[np.argsort(bucket[perm], kind="stable")]
+        perm = np.argsort(-weight * self._rng.random(n_rows))  # random keys: no ties, no stable sort needed
+        order = perm[np.argsort(bucket[perm], kind="stable")]  # int16: a radix sort
         sorted_bucket = bucket[order]
-        starts = np.searchsorted(sorted_bucket, sorted_bucket, side="left")
+        sizes = np.bincount(bucket, minlength=1024)
+        starts = (np.cumsum(sizes) - sizes)[sorted_bucket]
         rank = np.empty(len(feats), np.int64)
         rank[order] = np.arange(len(feats)) - starts
-        sizes = np.bincount(bucket, minlength=1024)
         sizes = np.sort(sizes[sizes > 0])
         # largest quota q with sum(min(size, q)) <= n
         lo, hi = 1, int(sizes[-1])
@@ -488,10 +472,9 @@ class InstanceClusterer:
         # that stay: the floor and walls cover most of every view and would cost most of the labelling
         skip = np.zeros(k + 1, bool)
         skip[background] = True
-        for i in range(v):
-            removed = drop_small_pieces(labels[i], 0.5 * min_area_px, cfg.min_piece_fraction, skip)
-            counts[i, : len(removed)] -= removed[: k + 1]
-            counts[i, 0] += int(removed.sum())
+        removed = drop_small_pieces_window(labels, 0.5 * min_area_px, cfg.min_piece_fraction, skip)[:, : k + 1]
+        counts[:, : removed.shape[1]] -= removed
+        counts[:, 0] += removed.sum(axis=1)
         lut = np.tile(np.arange(k + 1, dtype=np.int32), (v, 1))
         # an instance established in the window (4x the minimum area in total) keeps smaller partial views
         # (down to a quarter of the minimum): an object entering the image is a sliver before it is a mask

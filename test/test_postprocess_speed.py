@@ -1,0 +1,146 @@
+"""Post-processing's fast paths give the results of their reference versions.
+
+The per-pixel passes (pixel_ops), the window-wide speckle removal (speckle) and the coarse-to-fine assignment
+are there for speed only: each is held here to the plain version it replaces, on the torch path (CPU device,
+the code a CUDA GPU runs) as on numpy. The benchmark (benchmarks/postprocess.py) measures their speed.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from iggt_ros.config import ClusteringConfig
+from iggt_ros.engine.base import ViewKey
+from iggt_ros.engine.oracle import OracleEngine
+from iggt_ros.eval.metrics import temporal_instance_metrics
+from iggt_ros.perception.clustering import InstanceClusterer
+from iggt_ros.perception.pipeline import pack_cloud
+from iggt_ros.perception.pixel_ops import NumpyPixels, TorchPixels, make_pixel_ops, min_cosine
+from iggt_ros.perception.speckle import _window_pieces_python, drop_small_pieces_window
+from iggt_ros.synthetic.sequence import make_sequence
+
+H, W = 112, 168
+
+
+@pytest.fixture(scope="module")
+def window():
+    """Oracle features of 4 views of a synthetic scene (instance boundaries, noise, gain), and the truth."""
+    seq = make_sequence(3, num_steps=4, width=W, height=H, num_objects=8)
+    oracle = OracleEngine.from_sequence(seq, input_size=(H, W), window_local_features=True, boundary_px=1, seed=3)
+    views = [v for step in seq.steps for v in step]
+    keys = [ViewKey(v.camera, v.stamp_ns) for v in views]
+    pred = oracle.infer(np.zeros((len(keys), H, W, 3), np.uint8), keys)
+    return pred, [v.instance_ids for v in views]
+
+
+def random_labels(seed: int, shape=(3, 40, 56), k: int = 6) -> np.ndarray:
+    """Blobs with speckle: coarse random labels upsampled, plus isolated pixels of other labels."""
+    rng = np.random.default_rng(seed)
+    v, h, w = shape
+    coarse = rng.integers(0, k + 1, size=(v, h // 8, w // 8))
+    labels = np.repeat(np.repeat(coarse, 8, axis=1), 8, axis=2).astype(np.int32)
+    noise = rng.random(shape) < 0.05
+    labels[noise] = rng.integers(0, k + 1, size=int(noise.sum()))
+    return np.ascontiguousarray(labels)
+
+
+@pytest.mark.parametrize("seed", [0, 1, 2])
+def test_window_speckle_removal_equals_the_per_label_version(seed):
+    labels = random_labels(seed)
+    skip = np.zeros(7, bool)
+    skip[3] = True  # structure is left alone
+    fast, slow = labels.copy(), labels.copy()
+    removed_fast = drop_small_pieces_window(fast, 20.0, 0.1, skip)
+    removed_slow = _window_pieces_python(slow, 20.0, 0.1, skip)
+    assert removed_fast.sum() > 0  # the case exercises removal
+    np.testing.assert_array_equal(fast, slow)
+    np.testing.assert_array_equal(removed_fast, removed_slow)
+    assert (fast[labels == 3] == 3).all()
+
+
+def test_torch_pixels_on_the_cpu_match_numpy(window):
+    pred, _ = window
+    feats = pred.instance_features
+    numpy_ops, torch_ops = NumpyPixels(), TorchPixels("cpu")
+    depth = pred.depth.copy()
+    depth[0, :3] = np.nan
+    depth[1, :2] = -1.0
+    valid = numpy_ops.valid_pixels(depth, pred.world_points, pred.depth_conf)
+    assert not valid[0, :3].any() and not valid[1, :2].any() and valid.mean() > 0.9
+    np.testing.assert_array_equal(valid, torch_ops.valid_pixels(depth, pred.world_points, pred.depth_conf))
+    protos = InstanceClusterer(ClusteringConfig(min_instance_area_px=20)).cluster(feats).prototypes
+    assert len(protos) >= 3
+    min_cos = min_cosine(0.6)
+    blocks_np = numpy_ops.block_stats(feats, valid, 4)
+    dev = torch_ops.prepare(feats)
+    blocks_t = torch_ops.block_stats(dev, valid, 4)
+    np.testing.assert_allclose(blocks_np.sum, blocks_t.sum, rtol=1e-5, atol=1e-5)
+    np.testing.assert_array_equal(blocks_np.valid, blocks_t.valid)
+    exact_np = numpy_ops.assign_exact(feats, valid, protos, min_cos)
+    exact_t = torch_ops.assign_exact(dev, valid, protos, min_cos)
+    assert (exact_np == exact_t).mean() > 0.9999  # ties at float rounding may differ
+    c2f_np = numpy_ops.assign_coarse_to_fine(feats, valid, protos, blocks_np, 4, min_cos)
+    c2f_t = torch_ops.assign_coarse_to_fine(dev, valid, protos, blocks_t, 4, min_cos)
+    assert (c2f_np == c2f_t).mean() > 0.9999
+    assert (c2f_np[~valid] == 0).all() and len(np.unique(c2f_np)) > 3
+
+
+def test_cloud_words_match_the_published_layout():
+    rng = np.random.default_rng(1)
+    pts = rng.normal(size=(50, 3)).astype(np.float32)
+    cols = rng.integers(0, 256, size=(50, 3)).astype(np.uint8)
+    ids = rng.integers(0, 2 ** 32, size=50, dtype=np.uint64).astype(np.uint32)
+    reference = pack_cloud(pts, cols, ids).tobytes()
+    for ops in (NumpyPixels(), TorchPixels("cpu")):
+        assert ops.pack_cloud_columns(pts, cols, ids).tobytes() == reference, ops.name
+
+
+def test_clusterer_gives_the_same_masks_on_numpy_and_on_torch(window):
+    pred, truth = window
+    results = {}
+    for device in ("numpy", "cpu"):
+        clusterer = InstanceClusterer(ClusteringConfig(min_instance_area_px=20, pixel_device=device), seed=0)
+        results[device] = clusterer.cluster(pred.instance_features, None, pred.depth_conf, pred.world_points)
+    assert results["numpy"].num_instances == results["cpu"].num_instances >= 3
+    assert (results["numpy"].labels == results["cpu"].labels).mean() > 0.999
+
+
+def test_coarse_to_fine_assignment_keeps_the_exact_masks(window):
+    pred, truth = window
+    scores = {}
+    for mode in ("coarse_to_fine", "exact"):
+        clusterer = InstanceClusterer(ClusteringConfig(min_instance_area_px=20, assignment=mode), seed=0)
+        res = clusterer.cluster(pred.instance_features, None, pred.depth_conf, pred.world_points)
+        scores[mode] = temporal_instance_metrics(list(res.labels), truth).t_miou
+    assert scores["exact"] > 0.5
+    assert abs(scores["coarse_to_fine"] - scores["exact"]) <= 0.01, scores
+
+
+def test_twin_prototypes_become_one_instance():
+    """Identical features split by HDBSCAN into twins are one instance, not two halves of an object."""
+    rng = np.random.default_rng(0)
+    v, h, w = 2, 56, 84
+    ids = np.zeros((v, h, w), np.int64)
+    ids[:, 10:40, 10:40] = 1
+    ids[:, 20:50, 50:80] = 2
+    vec = np.array([[1, 0, 0, 0, 0, 0, 0, 0], [0, 1, 0, 0, 0, 0, 0, 0], [0, 0, 1, 0, 0, 0, 0, 0]], np.float32)
+    # saturated features: exactly three directions, as a real head gives them
+    feats = vec[ids] * rng.uniform(0.9, 1.1, size=(v, h, w, 1)).astype(np.float32)
+    merged = InstanceClusterer(ClusteringConfig(min_instance_area_px=20, background_fraction=0.9)).cluster(feats)
+    assert merged.num_instances == 3
+    for k in (1, 2):
+        labs = np.unique(merged.labels[ids == k])
+        assert len(labs) == 1 and labs[0] > 0
+
+
+def test_pixel_device_auto_is_numpy_without_cuda():
+    import torch
+
+    ops = make_pixel_ops("auto")
+    assert ops.name == ("torch-cuda" if torch.cuda.is_available() else "numpy")
+    with pytest.raises(ValueError, match="no CUDA device"):
+        if not torch.cuda.is_available():
+            make_pixel_ops("cuda")
+        else:
+            raise ValueError("no CUDA device")  # the refusal cannot be shown where CUDA exists
