@@ -1,8 +1,8 @@
-"""Stable display colours for instance IDs.
+"""Stable display colours for instance IDs: the one palette of the package.
 
-The colourised instance images, the point cloud's rgb-by-instance option and the box markers all
-colour an ID the same way, and the colour of an ID never changes between windows or runs, so a
-user can follow one object across RViz displays.
+The colourised instance images, the box markers and the evaluation report all colour an ID the
+same way, and the colour of an ID never changes between windows or runs, so a user can follow one
+object across RViz displays and into the report. numpy only, so every layer may import it.
 """
 
 from __future__ import annotations

@@ -7,10 +7,10 @@ import pytest
 
 from iggt_ros.bag import layouts as L
 from iggt_ros.bag.convert import to_rosbags
-from iggt_ros.bag.geometry import matrix_from_quaternion, quaternion_from_matrix
 from iggt_ros.bag.message import Header, stamp_ns
-from iggt_ros.bag.palette import instance_colors
 from iggt_ros.bag.typestore import typestore
+from iggt_ros.palette import instance_colors
+from iggt_ros.spatial import matrix_from_quaternion, quaternion_from_matrix
 
 MARKERS = "visualization_msgs/msg/MarkerArray"
 HEADER = Header(1_700_000_123_456_789_012, "cam0_optical_frame")
@@ -29,13 +29,13 @@ def check_header(msg, header=HEADER):
 
 def sample_instances():
     return [
-        L.InstanceData(id=3, centroid=np.array([1.0, 2.0, 0.5]), box_center=np.array([1.1, 2.0, 0.4]),
+        L.InstanceRecord(id=3, centroid=np.array([1.0, 2.0, 0.5]), box_center=np.array([1.1, 2.0, 0.4]),
                        box_size=np.array([0.2, 0.3, 0.8]), box_yaw=0.5, label="red cube", score=0.9,
                        point_count=1234, views_seen=7, first_seen_ns=10**9, last_seen_ns=3 * 10**9 + 5,
                        attributes={"shape": "cube", "color": "red"}),
-        L.InstanceData(id=12, centroid=np.zeros(3), box_center=np.array([-1.0, 0.0, 0.2]), box_size=np.ones(3) * 0.4,
+        L.InstanceRecord(id=12, centroid=np.zeros(3), box_center=np.array([-1.0, 0.0, 0.2]), box_size=np.ones(3) * 0.4,
                        state=L.STATE_LOST),
-        L.InstanceData(id=40, centroid=np.ones(3), box_center=np.ones(3), box_size=np.ones(3) * 0.1,
+        L.InstanceRecord(id=40, centroid=np.ones(3), box_center=np.ones(3), box_size=np.ones(3) * 0.1,
                        state=L.STATE_TENTATIVE, score=0.2),
     ]
 

@@ -29,11 +29,11 @@ to_rclpy = importlib.import_module("iggt_ros.ros.convert").to_rclpy
 HEADER = Header(1_700_000_001_250_000_001, "cam1_optical_frame")
 RNG = np.random.default_rng(11)
 INSTANCES = [
-    L.InstanceData(id=5, centroid=np.array([0.5, -1.0, 0.3]), box_center=np.array([0.5, -1.0, 0.25]),
+    L.InstanceRecord(id=5, centroid=np.array([0.5, -1.0, 0.3]), box_center=np.array([0.5, -1.0, 0.25]),
                    box_size=np.array([0.3, 0.3, 0.5]), box_yaw=-0.7, label="blue cylinder", score=0.81,
                    point_count=999, views_seen=4, first_seen_ns=2 * 10**9, last_seen_ns=9 * 10**9 + 1,
                    attributes={"shape": "cylinder", "color": "blue", "size": "medium"}),
-    L.InstanceData(id=17, centroid=np.ones(3), box_center=np.ones(3), box_size=np.full(3, 0.2), state=L.STATE_LOST),
+    L.InstanceRecord(id=17, centroid=np.ones(3), box_center=np.ones(3), box_size=np.full(3, 0.2), state=L.STATE_LOST),
 ]
 
 LAYOUTS = {

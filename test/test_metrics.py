@@ -16,8 +16,8 @@ from iggt_ros.eval.metrics import (
     depth_metrics,
     pose_ate,
     temporal_instance_metrics,
-    umeyama_sim3,
 )
+from iggt_ros.spatial import umeyama_sim3
 
 
 def two_object_view(left_id: int, right_id: int, shape: tuple[int, int] = (4, 8)) -> np.ndarray:

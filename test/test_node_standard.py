@@ -108,9 +108,9 @@ def test_tf2_ros_buffer_and_package_buffer_agree():
     from rclpy.duration import Duration
     from rclpy.time import Time
 
-    from iggt_ros.bag.geometry import transform_from
     from iggt_ros.bag.tf_buffer import TransformBuffer
     from iggt_ros.ros.convert import to_rclpy
+    from iggt_ros.spatial import transform_from
 
     rng = np.random.default_rng(6)
     theirs = tf2_ros.Buffer(cache_time=Duration(seconds=10))

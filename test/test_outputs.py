@@ -13,8 +13,7 @@ from iggt_ros.config import PublishConfig
 from iggt_ros.engine.preprocess import resize_nearest
 from iggt_ros.perception.object_map import ObjectInstance
 from iggt_ros.perception.pipeline import ViewInfo, WindowResult, pack_cloud
-from iggt_ros.perception.records import instance_record
-from iggt_ros.vlm.types import InstanceSnapshot
+from iggt_ros.perception.records import InstanceRecord, TrackState, instance_record
 
 H, W = 28, 56  # model resolution
 SRC = (42, 84)  # source image (height, width)
@@ -26,15 +25,15 @@ def round_trip(data):
     return store.deserialize_cdr(raw, data.typename)
 
 
-def instance(i: int, state: str = "confirmed") -> ObjectInstance:
+def instance(i: int, state: TrackState = TrackState.CONFIRMED) -> ObjectInstance:
     c = np.array([float(i), 0.5, 0.25])
     return ObjectInstance(id=i, state=state, centroid=c, box_center=c + 0.01, box_size=np.array([0.2, 0.3, 0.4]),
                           box_yaw=0.3, num_points=100 + i, views_seen=3, windows_seen=2, first_seen_ns=10,
                           last_seen_ns=20, label="red cube" if i == 1 else "", score=0.5)
 
 
-def make_result(index: int, ids: list[int], states: dict[int, str] | None = None, new: tuple[bool, ...] = (True, True),
-                stamp: int = 5_000_000_000) -> WindowResult:
+def make_result(index: int, ids: list[int], states: dict[int, TrackState] | None = None,
+                new: tuple[bool, ...] = (True, True), stamp: int = 5_000_000_000) -> WindowResult:
     states = states or {}
     views = [ViewInfo("front", stamp - 100_000_000, "front_optical_frame", new[0]),
              ViewInfo("front", stamp, "front_optical_frame", new[1])]
@@ -47,7 +46,7 @@ def make_result(index: int, ids: list[int], states: dict[int, str] | None = None
     labels = np.repeat(np.array(ids, np.uint32), 4)
     cloud = pack_cloud(pts, np.full((len(pts), 3), 200, np.uint8), labels)
     return WindowResult(index, stamp, "odom", views, inst_images, depth, True, cloud,
-                        [instance(i, states.get(i, "confirmed")) for i in ids], None)
+                        [instance(i, states.get(i, TrackState.CONFIRMED)) for i in ids], None)
 
 
 def by_topic(msgs):
@@ -110,7 +109,7 @@ def test_markers_delete_lost_and_removed_instances_once():
     adapter = OutputAdapter()
     adapter.messages(make_result(0, [1, 2, 3]), {"front": SRC})
     # 2 is lost now, 3 disappeared from the map
-    msgs = by_topic(adapter.messages(make_result(1, [1, 2], {2: "lost"}), {"front": SRC}))
+    msgs = by_topic(adapter.messages(make_result(1, [1, 2], {2: TrackState.LOST}), {"front": SRC}))
     markers = round_trip(msgs["/iggt/markers"][0].data).markers
     deletes = sorted((m.ns, m.id) for m in markers if m.action == L.MARKER_DELETE)
     adds = sorted((m.ns, m.id) for m in markers if m.action == L.MARKER_ADD)
@@ -121,7 +120,7 @@ def test_markers_delete_lost_and_removed_instances_once():
     markers = round_trip(msgs["/iggt/markers"][0].data).markers
     assert sorted({m.id for m in markers if m.action == L.MARKER_DELETE}) == [7]
     # detections leave lost instances out, InstanceArray keeps them
-    msgs = by_topic(adapter.messages(make_result(3, [1, 2], {2: "lost"})))
+    msgs = by_topic(adapter.messages(make_result(3, [1, 2], {2: TrackState.LOST})))
     assert [d.id for d in round_trip(msgs["/iggt/detections"][0].data).detections] == ["1"]
     states = [i.state for i in round_trip(msgs["/iggt/instances"][0].data).instances]
     assert states == [L.STATE_CONFIRMED, L.STATE_LOST]
@@ -138,13 +137,13 @@ def test_publish_flags_apply_on_the_next_call():
 
 
 def test_one_record_of_a_map_instance_for_messages_and_queries():
-    inst = instance(4, "lost")
+    inst = instance(4, TrackState.LOST)
     vec = np.array([0.6, 0.8])
     rec = instance_record(inst, vec)
-    assert isinstance(rec, L.InstanceData) and isinstance(rec, InstanceSnapshot)
+    assert isinstance(rec, L.InstanceRecord) and isinstance(rec, InstanceRecord)
     assert (rec.id, rec.state, rec.point_count, rec.views_seen) == (4, L.STATE_LOST, 104, 3)
     assert (rec.first_seen_ns, rec.last_seen_ns, rec.box_yaw) == (10, 20, 0.3)
     np.testing.assert_array_equal(rec.box_center, inst.box_center)
     assert rec.embedding is vec
-    assert instance_record(instance(5, "confirmed")).state == L.STATE_CONFIRMED
-    assert instance_record(instance(6, "unknown")).state == L.STATE_TENTATIVE  # never published as confirmed
+    assert [instance_record(instance(5, s)).state for s in TrackState] == [
+        L.STATE_TENTATIVE, L.STATE_CONFIRMED, L.STATE_LOST]

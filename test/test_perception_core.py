@@ -13,6 +13,7 @@ from iggt_ros.perception.clustering import InstanceClusterer, run_hdbscan
 from iggt_ros.perception.frames import CameraFrame
 from iggt_ros.perception.mapping import Similarity, WorldAligner
 from iggt_ros.perception.object_map import ObjectMap, gravity_aligned_box
+from iggt_ros.perception.records import TrackState
 from iggt_ros.perception.reframe import ReexpressibleObjectMap
 from iggt_ros.perception.scaling import view_scale
 from iggt_ros.perception.tracking import CONFIRMED, LOST, TENTATIVE, Detection, InstanceTracker
@@ -472,7 +473,7 @@ def test_object_map_bounds_points_and_fits_a_gravity_aligned_box():
     rot = np.array([[np.cos(yaw), -np.sin(yaw), 0], [np.sin(yaw), np.cos(yaw), 0], [0, 0, 1]])
     pts = local @ rot.T + [1.0, 2.0, 0.0]
     for w in range(3):
-        omap.update(7, pts[w::3], np.zeros((len(pts[w::3]), 3), np.uint8), 2, 100 + w, w, "confirmed")
+        omap.update(7, pts[w::3], np.zeros((len(pts[w::3]), 3), np.uint8), 2, 100 + w, w, TrackState.CONFIRMED)
     inst = omap.instance(7)
     assert inst.num_points <= 500 and inst.views_seen == 6 and inst.windows_seen == 3
     assert (inst.first_seen_ns, inst.last_seen_ns) == (100, 102)

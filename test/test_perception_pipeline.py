@@ -20,11 +20,13 @@ from iggt_ros.config import IggtConfig
 from iggt_ros.engine.base import Engine, ViewKey, WindowPrediction
 from iggt_ros.engine.oracle import OracleEngine
 from iggt_ros.engine.preprocess import resize_nearest
-from iggt_ros.eval.metrics import drop_small_instances, temporal_instance_metrics, umeyama_sim3
+from iggt_ros.eval.metrics import drop_small_instances, temporal_instance_metrics
 from iggt_ros.perception.frames import CameraFrame, FrameSet
 from iggt_ros.perception.pipeline import CLOUD_DTYPE, Pipeline, WindowResult
+from iggt_ros.perception.records import TrackState
 from iggt_ros.perception.scaling import view_scale
 from iggt_ros.perception.window import Window
+from iggt_ros.spatial import umeyama_sim3
 from iggt_ros.synthetic.sequence import make_sequence
 
 W, H = 504, 336
@@ -317,7 +319,7 @@ def test_window_result_contents(tf_run):
     for stage in ("inference", "mapping", "clustering", "assignment", "tracking", "object_map", "cloud", "total"):
         assert res.timings_ms[stage] >= 0.0
     states = {i.state for i in res.instances}
-    assert "confirmed" in states and states <= {"tentative", "confirmed", "lost"}
+    assert TrackState.CONFIRMED in states and states <= set(TrackState)
 
 
 # ---------------------------------------------------------------------- bad input

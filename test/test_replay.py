@@ -21,7 +21,7 @@ from iggt_ros.bag.sample import SampleBagSpec, write_sample_bag
 from iggt_ros.bag.typestore import typestore
 from iggt_ros.config import IggtConfig
 from iggt_ros.engine.base import ViewKey
-from iggt_ros.eval.metrics import umeyama_sim3
+from iggt_ros.spatial import umeyama_sim3
 from iggt_ros.vlm.state import load_query_state
 
 W, H = 252, 168

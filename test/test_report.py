@@ -172,16 +172,20 @@ def test_empty_record_still_writes_a_report(tmp_path: Path) -> None:
     assert_real_png(files.plots["latency"], min_h=100, min_w=200)
 
 
-def test_matched_prediction_gets_the_true_objects_colour() -> None:
+def test_ids_have_their_rviz_colour_and_true_objects_take_their_matched_ids_colour() -> None:
+    from iggt_ros.palette import instance_colors
+
     gt = gt_view()
     pred = pred_view(swapped=False)
     matching = {1: 11, 2: 12, 3: 13}
-    np.testing.assert_array_equal(colourize_ids(pred, pred_colour_fn(matching)), colourize_ids(gt, gt_colour_fn()))
-    colour = pred_colour_fn({1: 11})
-    assert colour(11) == id_colour(1)
-    assert colour(12) != id_colour(12) and colour(12) == id_colour(12, muted=True)
-    assert colour(0) == (0.0, 0.0, 0.0)
-    assert pred_colour_fn(None)(12) == id_colour(12)
+    np.testing.assert_array_equal(colourize_ids(pred, pred_colour_fn()),
+                                  colourize_ids(gt, gt_colour_fn((0,), matching)))
+    # one palette: the report shows predicted ID 11 in the colour of its colorized image and markers
+    assert np.allclose(np.array(pred_colour_fn()(11)) * 255.0, instance_colors(np.array([11]))[0], atol=0.5)
+    colour = gt_colour_fn((0,), {1: 11})
+    assert colour(1) == id_colour(11)
+    assert colour(2) == id_colour(2, muted=True) and colour(2) != id_colour(2)
+    assert colour(0) == (0.0, 0.0, 0.0) and pred_colour_fn()(0) == (0.0, 0.0, 0.0)
     assert gt_colour_fn((0, 255))(255) == (0.0, 0.0, 0.0)
 
 

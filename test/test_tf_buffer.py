@@ -7,9 +7,9 @@ import pytest
 
 from iggt_ros.bag import layouts as L
 from iggt_ros.bag.convert import to_rosbags
-from iggt_ros.bag.geometry import invert, matrix_from_quaternion, yaw_quaternion
 from iggt_ros.bag.tf_buffer import ExtrapolationError, FrameNotFound, NotConnected, TransformBuffer
 from iggt_ros.bag.typestore import typestore
+from iggt_ros.spatial import invert, matrix_from_quaternion, yaw_quaternion
 
 S = 1_000_000_000
 

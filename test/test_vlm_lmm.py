@@ -17,11 +17,12 @@ import numpy as np
 import pytest
 
 from iggt_ros.config import QueryConfig
+from iggt_ros.perception.records import InstanceRecord
 from iggt_ros.vlm.embedder import InstanceEmbedder
 from iggt_ros.vlm.encoders import RegionEncoder, TextEncoder, normalize_rows
 from iggt_ros.vlm.lmm import OUTLINE_RGB, LmmGrounder, encode_png, ground_result, highlight, parse_yes_no
 from iggt_ros.vlm.query import answer_query
-from iggt_ros.vlm.types import InstanceSnapshot, ViewObservation
+from iggt_ros.vlm.types import ViewObservation
 
 Image = pytest.importorskip("PIL.Image")
 
@@ -240,7 +241,7 @@ def test_grounding_reorders_the_best_candidates_of_a_query(server):
     embedder = InstanceEmbedder(blind, QueryConfig(embed_min_area_px=10), keep_views=2)
     embedder.process(ViewObservation("cam", 1, rgb, ids))
     assert len(embedder.best_views(1)) == 1 and embedder.best_views(1)[0][1].sum() == red.sum()
-    instances = [InstanceSnapshot(id=i, centroid=np.zeros(3), box_center=np.zeros(3), box_size=np.ones(3),
+    instances = [InstanceRecord(id=i, centroid=np.zeros(3), box_center=np.zeros(3), box_size=np.ones(3),
                                   embedding=embedder.store.get(i).vector) for i in (1, 2)]
     grounder = LmmGrounder(server.url, timeout_s=5.0)
     for text, best in (("the blue box", 2), ("the red cube", 1)):
@@ -256,7 +257,7 @@ def test_failed_grounding_keeps_the_embedding_order():
     url = srv.url
     srv.close()  # unreachable
     blind = ShapeBlindEncoder()
-    instances = [InstanceSnapshot(id=i, centroid=np.zeros(3), box_center=np.zeros(3), box_size=np.ones(3),
+    instances = [InstanceRecord(id=i, centroid=np.zeros(3), box_center=np.zeros(3), box_size=np.ones(3),
                                   embedding=np.array([1.0, 0.0], np.float32)) for i in (5, 6)]
     rgb, red, _ = scene()
     base = answer_query("the red cube", instances, blind)

@@ -9,11 +9,11 @@ import numpy as np
 import pytest
 
 from iggt_ros.config import IggtConfig, QueryConfig, save_config
+from iggt_ros.perception.records import InstanceRecord
 from iggt_ros.vlm import query_cli
 from iggt_ros.vlm.encoders import TextEncoder, normalize_rows
 from iggt_ros.vlm.query import answer_query
 from iggt_ros.vlm.state import QueryStateError, load_query_state, save_query_state
-from iggt_ros.vlm.types import InstanceSnapshot
 
 AXES = {"red": 0, "green": 1, "blue": 2}
 
@@ -35,14 +35,14 @@ class ColorWordEncoder(TextEncoder):
         return normalize_rows(np.stack(rows))
 
 
-def inst(iid: int, color: str | None, x: float = 0.0) -> InstanceSnapshot:
+def inst(iid: int, color: str | None, x: float = 0.0) -> InstanceRecord:
     emb = None
     if color is not None:
         emb = np.zeros(3, np.float32)
         emb[AXES[color]] = 1.0
         emb[(AXES[color] + 1) % 3] = 0.2  # not exactly orthogonal to the others
         emb /= np.linalg.norm(emb)
-    return InstanceSnapshot(id=iid, centroid=np.array([x, 1.0, 0.2]), box_center=np.array([x, 1.0, 0.2]),
+    return InstanceRecord(id=iid, centroid=np.array([x, 1.0, 0.2]), box_center=np.array([x, 1.0, 0.2]),
                             box_size=np.array([0.3, 0.3, 0.4]), box_yaw=0.1, embedding=emb,
                             attributes={"color": color or ""}, views_seen=3)
 

@@ -22,18 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from iggt_ros.bag.geometry import quaternion_from_matrix, yaw_quaternion
 from iggt_ros.bag.message import Header, MessageData, stamp_ns, time_plain
-from iggt_ros.bag.palette import instance_colors
+from iggt_ros.palette import instance_colors
 from iggt_ros.perception.records import (  # noqa: F401  (state codes re-exported for the layouts' users)
     STATE_CONFIRMED,
     STATE_LOST,
     STATE_TENTATIVE,
     InstanceRecord,
 )
-
-InstanceData = InstanceRecord
-"""One tracked instance as the layouts take it (one row of InstanceArray): the shared record."""
+from iggt_ros.spatial import quaternion_from_matrix, yaw_quaternion
 
 # sensor_msgs/PointField datatypes
 POINTFIELD_UINT32 = 6
@@ -240,7 +237,7 @@ def tf_message(transforms: Iterable[TransformData]) -> MessageData:
 # instances
 
 
-def _instance(header: Header, inst: InstanceData) -> dict[str, Any]:
+def _instance(header: Header, inst: InstanceRecord) -> dict[str, Any]:
     return {
         "header": header.to_plain(),
         "id": int(inst.id),
@@ -258,7 +255,7 @@ def _instance(header: Header, inst: InstanceData) -> dict[str, Any]:
     }
 
 
-def instance_array(header: Header, instances: Sequence[InstanceData]) -> MessageData:
+def instance_array(header: Header, instances: Sequence[InstanceRecord]) -> MessageData:
     """iggt_ros/InstanceArray of /iggt/instances (every tracked instance, whatever its state)."""
     return MessageData("iggt_ros/msg/InstanceArray", {
         "header": header.to_plain(),
@@ -266,7 +263,7 @@ def instance_array(header: Header, instances: Sequence[InstanceData]) -> Message
     })
 
 
-def detection3d_array(header: Header, instances: Sequence[InstanceData], include_lost: bool = False) -> MessageData:
+def detection3d_array(header: Header, instances: Sequence[InstanceRecord], include_lost: bool = False) -> MessageData:
     """vision_msgs/Detection3DArray mirror of the instances (id = instance ID string).
 
     Lost instances are not current detections and are left out unless `include_lost`. Each detection
@@ -290,7 +287,7 @@ def detection3d_array(header: Header, instances: Sequence[InstanceData], include
     return MessageData("vision_msgs/msg/Detection3DArray", {"header": header.to_plain(), "detections": detections})
 
 
-def marker_array(header: Header, instances: Sequence[InstanceData], removed_ids: Iterable[int] = ()) -> MessageData:
+def marker_array(header: Header, instances: Sequence[InstanceRecord], removed_ids: Iterable[int] = ()) -> MessageData:
     """visualization_msgs/MarkerArray of /iggt/markers: a box and a text per visible instance.
 
     Marker ids are the instance IDs in two fixed namespaces, so each publication updates the
@@ -330,14 +327,14 @@ def marker_array(header: Header, instances: Sequence[InstanceData], removed_ids:
 # reading back
 
 
-def read_instances(msg: Any) -> list[InstanceData]:
+def read_instances(msg: Any) -> list[InstanceRecord]:
     """The instances of a received iggt_ros/InstanceArray (rclpy or rosbags), e.g. /gt/objects."""
     out = []
     for m in msg.instances:
         q = m.box_pose.orientation
         yaw = float(np.arctan2(2.0 * (q.w * q.z + q.x * q.y), 1.0 - 2.0 * (q.y * q.y + q.z * q.z)))
         p = m.box_pose.position
-        out.append(InstanceData(
+        out.append(InstanceRecord(
             id=int(m.id), centroid=np.array([m.centroid.x, m.centroid.y, m.centroid.z]),
             box_center=np.array([p.x, p.y, p.z]), box_size=np.array([m.box_size.x, m.box_size.y, m.box_size.z]),
             box_yaw=yaw, state=int(m.state), label=str(m.label), score=float(m.score),

@@ -31,13 +31,14 @@ from rosbags.rosbag2 import Reader
 
 from iggt_ros.bag import convention as C
 from iggt_ros.bag.images import UnsupportedEncoding, compressed_to_rgb, image_to_array, image_to_rgb, intrinsics_of
-from iggt_ros.bag.layouts import InstanceData, read_instances
+from iggt_ros.bag.layouts import read_instances
 from iggt_ros.bag.mcap_scan import McapScan
 from iggt_ros.bag.message import stamp_ns
 from iggt_ros.bag.tf_buffer import TransformBuffer, TransformError
 from iggt_ros.bag.typestore import typestore
 from iggt_ros.perception.camera_frames import CameraCalibration, camera_frame
 from iggt_ros.perception.frames import CameraFrame
+from iggt_ros.perception.records import InstanceRecord
 
 log = logging.getLogger("iggt_ros.bag.reader")
 
@@ -87,7 +88,7 @@ class GroundTruthObjects:
 
     stamp_ns: int
     frame_id: str
-    instances: list[InstanceData]
+    instances: list[InstanceRecord]
 
 
 @dataclass

@@ -125,7 +125,7 @@ class _Visibility:
         return pixels
 
 
-def ground_truth_objects(scene: Scene, visibility: _Visibility, pixels: dict[int, int]) -> list[L.InstanceData]:
+def ground_truth_objects(scene: Scene, visibility: _Visibility, pixels: dict[int, int]) -> list[L.InstanceRecord]:
     """The /gt/objects instances of one time step (convention in the module docstring)."""
     out = []
     for obj in scene.objects:
@@ -139,7 +139,7 @@ def ground_truth_objects(scene: Scene, visibility: _Visibility, pixels: dict[int
         else:
             state = L.STATE_TENTATIVE
         center = np.asarray(obj.center, dtype=np.float64)
-        out.append(L.InstanceData(
+        out.append(L.InstanceRecord(
             id=obj.id, centroid=center, box_center=center, box_size=np.asarray(obj.extent, dtype=np.float64),
             box_yaw=float(obj.yaw), state=state, label=f"{obj.size_name} {obj.color_name} {obj.shape}", score=1.0,
             point_count=pixels[obj.id], views_seen=visibility.views_seen[obj.id],

@@ -16,8 +16,8 @@ from typing import Any
 
 import numpy as np
 
-from iggt_ros.bag.geometry import interpolate_transform, invert, transform_from
 from iggt_ros.bag.message import NS_PER_S, stamp_ns
+from iggt_ros.spatial import interpolate_transform, invert, transform_from
 
 
 class TransformError(LookupError):

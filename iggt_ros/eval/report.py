@@ -30,7 +30,6 @@ well under 10 MB per hour).
 
 from __future__ import annotations
 
-import colorsys
 import json
 import math
 from array import array
@@ -55,10 +54,10 @@ from iggt_ros.eval.metrics import (
     pose_ate,
     to_jsonable,
 )
+from iggt_ros.palette import instance_colors
 
 Colour = tuple[float, float, float]
 BACKGROUND: Colour = (0.0, 0.0, 0.0)
-_GOLDEN = 0.618033988749895
 
 
 # --------------------------------------------------------------------------------------------
@@ -312,31 +311,32 @@ def metrics_document(record: RunRecord, metrics: RunMetrics) -> dict[str, Any]:
 
 
 def id_colour(instance_id: int, muted: bool = False) -> Colour:
-    """A stable colour per ID: golden-ratio hue steps keep neighbouring IDs apart."""
-    hue = (instance_id * _GOLDEN) % 1.0
-    sat, val = (0.3, 0.7) if muted else (0.85, 0.95)
-    return colorsys.hsv_to_rgb(hue, sat, val)
+    """The colour of an ID in RViz (`iggt_ros.palette`), as floats; muted: halfway to grey."""
+    r, g, b = (float(c) / 255.0 for c in instance_colors(np.array([int(instance_id)]))[0])
+    if muted:
+        return 0.5 * r + 0.25, 0.5 * g + 0.25, 0.5 * b + 0.25
+    return r, g, b
 
 
-def gt_colour_fn(ignore_ids: Sequence[int] = (0,)) -> Callable[[int], Colour]:
-    ignored = set(ignore_ids)
-    return lambda i: BACKGROUND if i in ignored else id_colour(i)
+def pred_colour_fn() -> Callable[[int], Colour]:
+    """Colours of predicted IDs: each its own palette colour, the one RViz shows for it."""
+    return lambda i: BACKGROUND if i <= 0 else id_colour(i)
 
 
-def pred_colour_fn(matching: Mapping[int, int] | None) -> Callable[[int], Colour]:
-    """Colours of predicted IDs: a matched ID takes its true object's colour.
+def gt_colour_fn(ignore_ids: Sequence[int] = (0,), matching: Mapping[int, int] | None = None
+                 ) -> Callable[[int], Colour]:
+    """Colours of true objects: the colour of the predicted ID matched to the object, so a correct
+    segmentation looks the same in both columns; an unmatched object is its own colour, muted.
 
-    `matching` maps true object ID -> predicted ID (as `TemporalInstanceMetrics.matching`);
-    None (no ground truth) colours every predicted ID by itself.
+    `matching` maps true object ID -> predicted ID (as `TemporalInstanceMetrics.matching`).
     """
-    if matching is None:
-        return lambda i: BACKGROUND if i <= 0 else id_colour(i)
-    gt_of = {p: g for g, p in matching.items()}
+    ignored = set(ignore_ids)
+    matched = dict(matching or {})
 
     def colour(i: int) -> Colour:
-        if i <= 0:
+        if i in ignored:
             return BACKGROUND
-        return id_colour(gt_of[i]) if i in gt_of else id_colour(i, muted=True)
+        return id_colour(matched[i]) if i in matched else id_colour(i, muted=True)
 
     return colour
 
@@ -437,8 +437,8 @@ def plot_instance_strip(
     panel_h = panel_w * h / max(w, 1)
     fig = Figure(figsize=(panel_w * len(columns) + 0.4, panel_h * len(samples) + 0.6), layout="constrained")
     axes = fig.subplots(len(samples), len(columns), squeeze=False)
-    pred_colour = pred_colour_fn(matching)
-    gt_colour = gt_colour_fn(ignore_gt_ids)
+    pred_colour = pred_colour_fn()
+    gt_colour = gt_colour_fn(ignore_gt_ids, matching)
     for r, sample in enumerate(samples):
         panels: dict[str, np.ndarray | None] = {
             "input": sample.image,

@@ -55,9 +55,9 @@ import numpy as np
 from iggt_ros.config import InputConfig, MappingConfig
 from iggt_ros.engine.base import ViewKey, WindowPrediction
 from iggt_ros.engine.preprocess import scale_intrinsics
-from iggt_ros.eval.metrics import umeyama_sim3
 from iggt_ros.perception.frames import CameraFrame
 from iggt_ros.perception.metric_scale import ScaleFit, fit_metric_scale
+from iggt_ros.spatial import umeyama_sim3
 
 log = logging.getLogger(__name__)
 

@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from iggt_ros.config import MappingConfig
+from iggt_ros.perception.records import TrackState
 
 log = logging.getLogger(__name__)
 
@@ -45,7 +46,7 @@ class ObjectInstance:
     """Everything published and queried about one instance (a copy: safe to hold in any thread)."""
 
     id: int
-    state: str
+    state: TrackState
     centroid: np.ndarray
     """[3] mean of the voxel points."""
     box_center: np.ndarray
@@ -74,7 +75,7 @@ class _Entry:
     colors: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.uint8))
     age: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     """Window index at which each voxel was last observed."""
-    state: str = "tentative"
+    state: TrackState = TrackState.TENTATIVE
     views_seen: int = 0
     windows_seen: int = 0
     first_seen_ns: int = 0
@@ -157,7 +158,7 @@ class ObjectMap:
 
     # ------------------------------------------------------------------ writes
     def update(self, instance_id: int, points: np.ndarray, colors: np.ndarray, views: int, stamp_ns: int,
-               window: int, state: str = "tentative") -> None:
+               window: int, state: TrackState = TrackState.TENTATIVE) -> None:
         """Fold one window's observation of an instance into its voxel set."""
         pts = np.asarray(points, np.float32).reshape(-1, 3)
         cols = np.asarray(colors, np.uint8).reshape(-1, 3)
@@ -187,7 +188,7 @@ class ObjectMap:
             keys, pts, cols, age = keys[keep], pts[keep], cols[keep], age[keep]
         entry.keys, entry.points, entry.colors, entry.age = keys, pts, cols, age
 
-    def set_state(self, instance_id: int, state: str) -> None:
+    def set_state(self, instance_id: int, state: TrackState) -> None:
         with self._lock:
             if instance_id in self._entries:
                 self._entries[instance_id].state = state

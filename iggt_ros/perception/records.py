@@ -3,13 +3,13 @@
 The message layouts (one row of InstanceArray, a Detection3D, a marker), the query side (text
 queries, saved query state) and the replay all take the same few numbers of a map instance:
 its ID, box, centroid, state code and bookkeeping. One record and one converter keep them from
-drifting apart; the layouts and the query side only give it the names they speak of it by
-(`bag.layouts.InstanceData`, `vlm.types.InstanceSnapshot`).
+drifting apart; all of them import it from here under this one name.
 """
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
+from enum import IntEnum
 from typing import TYPE_CHECKING
 
 import numpy as np
@@ -17,13 +17,19 @@ import numpy as np
 if TYPE_CHECKING:
     from iggt_ros.perception.object_map import ObjectInstance
 
-# Instance.state values (msg/Instance.msg)
-STATE_TENTATIVE = 0
-STATE_CONFIRMED = 1
-STATE_LOST = 2
+class TrackState(IntEnum):
+    """State of a tracked instance: the tracker, the object map and Instance.state (msg/Instance.msg) share it."""
 
-STATE_CODES = {"tentative": STATE_TENTATIVE, "confirmed": STATE_CONFIRMED, "lost": STATE_LOST}
-"""Object-map state name -> Instance.state code."""
+    TENTATIVE = 0
+    """Seen in fewer than tracking.confirm_windows windows."""
+    CONFIRMED = 1
+    LOST = 2
+    """Not seen for tracking.lost_windows windows; kept (and re-identifiable) until forgotten."""
+
+
+STATE_TENTATIVE = TrackState.TENTATIVE
+STATE_CONFIRMED = TrackState.CONFIRMED
+STATE_LOST = TrackState.LOST
 
 LABEL_REASON = "label_reason"
 """Attribute key of an unlabelled instance: why it has no label (e.g. "not embedded yet")."""
@@ -56,7 +62,7 @@ class InstanceRecord:
 
 
 def instance_record(inst: ObjectInstance, embedding: np.ndarray | None = None) -> InstanceRecord:
-    """The record of one object-map instance; an unknown state name reads as tentative.
+    """The record of one object-map instance.
 
     An instance without a label carries the reason as the `label_reason` attribute when one is known.
     """
@@ -64,7 +70,7 @@ def instance_record(inst: ObjectInstance, embedding: np.ndarray | None = None) -
     return InstanceRecord(
         id=int(inst.id), centroid=np.asarray(inst.centroid, np.float64),
         box_center=np.asarray(inst.box_center, np.float64), box_size=np.asarray(inst.box_size, np.float64),
-        box_yaw=float(inst.box_yaw), state=STATE_CODES.get(inst.state, STATE_TENTATIVE), label=inst.label,
+        box_yaw=float(inst.box_yaw), state=int(inst.state), label=inst.label,
         score=float(inst.score), point_count=int(inst.num_points), views_seen=int(inst.views_seen),
         first_seen_ns=int(inst.first_seen_ns), last_seen_ns=int(inst.last_seen_ns), embedding=embedding,
         attributes={LABEL_REASON: reason} if reason else {})

@@ -31,15 +31,16 @@ from scipy.optimize import linear_sum_assignment
 
 from iggt_ros.config import TrackingConfig
 from iggt_ros.engine.base import ViewKey
+from iggt_ros.perception.records import TrackState
 
 if TYPE_CHECKING:
     from iggt_ros.perception.mapping import Similarity
 
 log = logging.getLogger(__name__)
 
-TENTATIVE = "tentative"
-CONFIRMED = "confirmed"
-LOST = "lost"
+TENTATIVE = TrackState.TENTATIVE
+CONFIRMED = TrackState.CONFIRMED
+LOST = TrackState.LOST
 MAX_ID = 65535  # IDs travel as uint16 images
 
 
@@ -65,7 +66,7 @@ class Track:
     """A persistent instance."""
 
     id: int
-    state: str
+    state: TrackState
     prototype: np.ndarray
     centroid: np.ndarray
     extent: np.ndarray

@@ -50,7 +50,6 @@ from rclpy.parameter import Parameter
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
 from iggt_ros.bag import layouts as L
-from iggt_ros.bag.geometry import transform_from
 from iggt_ros.bag.message import Header, stamp_ns
 from iggt_ros.bag.outputs import OutputAdapter, OutputTopics
 from iggt_ros.bag.tf_buffer import TransformBuffer
@@ -69,6 +68,7 @@ from iggt_ros.ros.runtime_stats import ERROR, WARN, DiagnosticsReport, RuntimeSt
 from iggt_ros.ros.tf_health import TfHealth
 from iggt_ros.ros.work_queue import DropOldestQueue
 from iggt_ros.ros.worker import InferenceWorker
+from iggt_ros.spatial import transform_from
 
 EngineFactory = Callable[[IggtConfig], Engine]
 

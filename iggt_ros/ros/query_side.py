@@ -24,11 +24,11 @@ from iggt_ros.config import QueryConfig
 from iggt_ros.engine.preprocess import resize_image
 from iggt_ros.perception.object_map import ObjectInstance
 from iggt_ros.perception.pipeline import MapSnapshot, WindowResult
-from iggt_ros.perception.records import instance_record
+from iggt_ros.perception.records import InstanceRecord, instance_record
 from iggt_ros.perception.window import Window
 from iggt_ros.vlm.labels import NOT_EMBEDDED_YET, LabelVocabulary, attribute_vocabulary, too_small_reason
 from iggt_ros.vlm.query import QueryResult, answer_query
-from iggt_ros.vlm.types import InstanceSnapshot, ViewObservation
+from iggt_ros.vlm.types import ViewObservation
 
 Logger = Callable[[str], None]
 LabelSink = Callable[[int, str, float], None]
@@ -190,7 +190,7 @@ class QuerySide:
         with self._lock:
             encoder, embedder = self._text_encoder, self._embedder
         vectors = embedder.store.vectors() if embedder is not None else {}
-        instances: Sequence[InstanceSnapshot] = [instance_record(i, vectors.get(int(i.id)))
+        instances: Sequence[InstanceRecord] = [instance_record(i, vectors.get(int(i.id)))
                                                   for i in self.annotate(snapshot.instances)]
         result = answer_query(text, instances, encoder, self.config, max_results=int(max_results),
                               min_score=float(min_score), frame_id=snapshot.frame_id)

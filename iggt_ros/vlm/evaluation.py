@@ -21,10 +21,10 @@ from dataclasses import dataclass
 import numpy as np
 
 from iggt_ros.config import QueryConfig
+from iggt_ros.perception.records import InstanceRecord
 from iggt_ros.vlm.captions import ATTRIBUTE_PATTERNS, Caption, canonical_caption, make_caption
 from iggt_ros.vlm.encoders import TextEncoder
 from iggt_ros.vlm.query import answer_query
-from iggt_ros.vlm.types import InstanceSnapshot
 
 KINDS = ("canonical", "synonym", "held_out")
 
@@ -47,12 +47,12 @@ class QueryOutcome:
         return any(r in self.targets for r in self.ranked[:3])
 
 
-def _attrs(inst: InstanceSnapshot) -> tuple[str, str, str]:
+def _attrs(inst: InstanceRecord) -> tuple[str, str, str]:
     a = inst.attributes
     return a["color"], a["shape"], a["size"]
 
 
-def scene_queries(instances: Sequence[InstanceSnapshot], rng: random.Random,
+def scene_queries(instances: Sequence[InstanceRecord], rng: random.Random,
                   per_kind: int = 1) -> list[tuple[str, Caption, list[int]]]:
     """(kind, caption, target IDs) for every attribute pattern of every instance that names it uniquely."""
     groups: dict[tuple[str, str, str], list[int]] = {}
@@ -73,7 +73,7 @@ def scene_queries(instances: Sequence[InstanceSnapshot], rng: random.Random,
     return out
 
 
-def evaluate_instances(scene: int, instances: Sequence[InstanceSnapshot], text_encoder: TextEncoder,
+def evaluate_instances(scene: int, instances: Sequence[InstanceRecord], text_encoder: TextEncoder,
                        config: QueryConfig | None = None, seed: int = 0, per_kind: int = 1) -> list[QueryOutcome]:
     """Ask every unique attribute query of one scene.
 
@@ -113,7 +113,7 @@ def summarize(outcomes: Sequence[QueryOutcome]) -> dict[str, dict[str, float]]:
     return table
 
 
-def label_from_scene(instances: Sequence[InstanceSnapshot], objects, max_distance_m: float = 0.35) -> int:
+def label_from_scene(instances: Sequence[InstanceRecord], objects, max_distance_m: float = 0.35) -> int:
     """Give map instances the attributes of the scene object they are (one-to-one, by centroid).
 
     For runs where instance IDs are the tracker's, not the renderer's (a replay through the

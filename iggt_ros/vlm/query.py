@@ -17,15 +17,14 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from iggt_ros.config import QueryConfig
-from iggt_ros.perception.records import LABEL_REASON
+from iggt_ros.perception.records import LABEL_REASON, InstanceRecord
 from iggt_ros.vlm.encoders import TextEncoder, normalize_rows
 from iggt_ros.vlm.labels import NOT_EMBEDDED_YET
-from iggt_ros.vlm.types import InstanceSnapshot
 
 
 @dataclass
 class RankedInstance:
-    instance: InstanceSnapshot
+    instance: InstanceRecord
     score: float
 
 
@@ -40,7 +39,7 @@ class QueryResult:
     latency_ms: float = 0.0
 
     @property
-    def instances(self) -> list[InstanceSnapshot]:
+    def instances(self) -> list[InstanceRecord]:
         return [r.instance for r in self.ranked]
 
     @property
@@ -48,7 +47,7 @@ class QueryResult:
         return [r.score for r in self.ranked]
 
 
-def answer_query(text: str, instances: Sequence[InstanceSnapshot], text_encoder: TextEncoder | None,
+def answer_query(text: str, instances: Sequence[InstanceRecord], text_encoder: TextEncoder | None,
                  config: QueryConfig | None = None, max_results: int = 0, min_score: float = 0.0,
                  embeddings: Mapping[int, np.ndarray] | None = None, frame_id: str = "",
                  embedding_space: str | None = None) -> QueryResult:
@@ -85,7 +84,7 @@ def answer_query(text: str, instances: Sequence[InstanceSnapshot], text_encoder:
         return fail("no instances in the map yet")
     ids: list[int] = []
     rows: list[np.ndarray] = []
-    by_id: dict[int, InstanceSnapshot] = {}
+    by_id: dict[int, InstanceRecord] = {}
     missing: Counter[str] = Counter()
     for inst in instances:
         vec = inst.embedding if inst.embedding is not None else (embeddings or {}).get(inst.id)

@@ -27,7 +27,7 @@ from pathlib import Path
 
 import numpy as np
 
-from iggt_ros.vlm.types import InstanceSnapshot
+from iggt_ros.perception.records import InstanceRecord
 
 FORMAT = "iggt_ros.query_state"
 VERSION = 1
@@ -40,7 +40,7 @@ class QueryStateError(ValueError):
 
 @dataclass
 class QueryState:
-    instances: list[InstanceSnapshot]
+    instances: list[InstanceRecord]
     """With `embedding` filled in where one was saved."""
     frame_id: str = ""
     stamp_ns: int = 0
@@ -57,7 +57,7 @@ def _paths(path: str | os.PathLike[str]) -> tuple[Path, Path]:
     return p.with_name(p.name + ".json"), p.with_name(p.name + ".npz")
 
 
-def save_query_state(path: str | os.PathLike[str], instances: Sequence[InstanceSnapshot],
+def save_query_state(path: str | os.PathLike[str], instances: Sequence[InstanceRecord],
                      embeddings: Mapping[int, np.ndarray] | None = None, frame_id: str = "",
                      stamp_ns: int = 0, embedding_space: str = "") -> tuple[Path, Path]:
     """Write the snapshot; an instance's embedding is `instance.embedding`, else `embeddings[id]`.
@@ -115,7 +115,7 @@ def load_query_state(path: str | os.PathLike[str]) -> QueryState:
     try:
         for r in doc.get("instances", []):
             iid = int(r["id"])
-            instances.append(InstanceSnapshot(
+            instances.append(InstanceRecord(
                 id=iid, centroid=np.asarray(r["centroid"], np.float64),
                 box_center=np.asarray(r["box_center"], np.float64),
                 box_size=np.asarray(r["box_size"], np.float64), box_yaw=float(r.get("box_yaw", 0.0)),

@@ -13,8 +13,9 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from iggt_ros.perception.records import InstanceRecord
 from iggt_ros.synthetic.types import RenderedView, SyntheticSequence
-from iggt_ros.vlm.types import InstanceSnapshot, ViewObservation
+from iggt_ros.vlm.types import ViewObservation
 
 MAX_POINTS_PER_VIEW = 400
 
@@ -55,7 +56,7 @@ def gravity_box(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
 
 
 def instances_from_views(views: Sequence[RenderedView], attributes: dict[int, dict[str, str]] | None = None,
-                         min_area_px: int = 1, seed: int = 0) -> list[InstanceSnapshot]:
+                         min_area_px: int = 1, seed: int = 0) -> list[InstanceRecord]:
     """One snapshot per instance ID seen with at least `min_area_px` in some view (no embedding yet)."""
     rng = np.random.default_rng(seed)
     points: dict[int, list[np.ndarray]] = {}
@@ -75,21 +76,21 @@ def instances_from_views(views: Sequence[RenderedView], attributes: dict[int, di
     for iid in sorted(points):
         pts = np.concatenate(points[iid])
         centre, extents, yaw = gravity_box(pts)
-        out.append(InstanceSnapshot(
+        out.append(InstanceRecord(
             id=iid, centroid=pts.mean(axis=0), box_center=centre, box_size=extents, box_yaw=yaw,
             point_count=len(pts), views_seen=seen[iid], first_seen_ns=min(stamps[iid]),
             last_seen_ns=max(stamps[iid]), attributes=dict((attributes or {}).get(iid, {}))))
     return out
 
 
-def observations(views: Sequence[RenderedView], instances: Sequence[InstanceSnapshot]) -> list[ViewObservation]:
+def observations(views: Sequence[RenderedView], instances: Sequence[InstanceRecord]) -> list[ViewObservation]:
     """The views as embedder inputs, each carrying the instances' box sizes."""
     sizes = {inst.id: np.asarray(inst.box_size, dtype=np.float32) for inst in instances}
     return [ViewObservation(camera=v.camera, stamp_ns=v.stamp_ns, rgb=v.rgb, instance_ids=v.instance_ids,
                             box_sizes=sizes) for v in views]
 
 
-def sequence_instances(seq: SyntheticSequence, min_area_px: int = 1) -> list[InstanceSnapshot]:
+def sequence_instances(seq: SyntheticSequence, min_area_px: int = 1) -> list[InstanceRecord]:
     """`instances_from_views` over a whole sequence, with the scene's attributes attached."""
     attrs = {o.id: dict(o.attributes) for o in seq.scene.objects}
     return instances_from_views(seq.views(), attrs, min_area_px=min_area_px, seed=seq.scene.seed)

@@ -12,8 +12,6 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-from iggt_ros.perception.records import InstanceRecord
-
 
 @dataclass
 class ViewObservation:
@@ -50,6 +48,3 @@ class RegionCrop:
     box_size_m: np.ndarray | None = None
     """[3] metric box extents of the instance, when known."""
 
-
-InstanceSnapshot = InstanceRecord
-"""One instance of the map as the query side sees it (with its embedding): the shared record."""

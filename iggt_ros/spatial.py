@@ -1,11 +1,14 @@
-"""Rigid transforms as ROS messages carry them: translation plus unit quaternion (x, y, z, w).
+"""Rigid and similarity transforms in numpy: the one place for quaternions and Umeyama fits.
 
 The package works with 4x4 homogeneous matrices named `<to>_from_<from>`; ROS messages carry
-translation + quaternion. These helpers convert between the two and interpolate, for the layouts
-(Pose, TransformStamped) and the TF buffer (interpolation between stamped samples).
+translation + quaternion (x, y, z, w). These helpers convert between the two and interpolate (the
+layouts and the TF buffer), and fit similarities between point sets (the mapping's world alignment
+and the evaluation's trajectory error). numpy only, so every layer may import it.
 """
 
 from __future__ import annotations
+
+import math
 
 import numpy as np
 
@@ -81,3 +84,59 @@ def invert(transform: np.ndarray) -> np.ndarray:
     out[:3, :3] = r.T
     out[:3, 3] = -r.T @ transform[:3, 3]
     return out
+
+
+def umeyama_sim3(
+    src: np.ndarray, dst: np.ndarray, weights: np.ndarray | None = None, with_scale: bool = True
+) -> tuple[float, np.ndarray, np.ndarray]:
+    """Similarity (s, R, t) minimising sum_i w_i ||dst_i - (s R src_i + t)||^2 (Umeyama 1991).
+
+    src, dst: [N,D] corresponding points (D = 3 for Sim(3)). weights: [N] non-negative, optional.
+    with_scale=False fixes s = 1 (a rigid fit, for metric trajectories).
+
+    Meant to be called on whatever a pipeline produces, so degenerate input never raises or
+    returns NaN: rows with non-finite values or zero weight are dropped; with no row left the
+    identity comes back; when either point set has no spread (one point, or all points equal)
+    rotation and scale are unobservable and the result is s = 1, R = I and the translation
+    between the weighted centroids. Collinear points give the rotation that aligns the line
+    (the roll about it is unobservable). R is always a proper rotation (det +1), never a
+    reflection.
+    """
+    src = np.asarray(src, dtype=np.float64)
+    dst = np.asarray(dst, dtype=np.float64)
+    if src.ndim != 2 or src.shape != dst.shape:
+        raise ValueError(f"umeyama_sim3 needs two [N,D] arrays of the same shape, got {src.shape} and {dst.shape}")
+    n, d = src.shape
+    w = np.ones(n) if weights is None else np.asarray(weights, dtype=np.float64).reshape(-1)
+    if w.shape != (n,):
+        raise ValueError(f"umeyama_sim3 weights must have shape ({n},), got {w.shape}")
+    if np.any(w < 0):
+        raise ValueError("umeyama_sim3 weights must be non-negative")
+    keep = np.isfinite(src).all(axis=1) & np.isfinite(dst).all(axis=1) & np.isfinite(w) & (w > 0)
+    eye = np.eye(d)
+    if not keep.any():
+        return 1.0, eye, np.zeros(d)
+    src, dst, w = src[keep], dst[keep], w[keep]
+    w = w / w.sum()
+    mu_s = w @ src
+    mu_d = w @ dst
+    xs = src - mu_s
+    xd = dst - mu_d
+    var_s = float(w @ np.sum(xs * xs, axis=1))
+    var_d = float(w @ np.sum(xd * xd, axis=1))
+    tiny = 1e-12
+    if var_s <= tiny * max(1.0, float(w @ np.sum(src * src, axis=1))) or var_d <= tiny * max(
+        1.0, float(w @ np.sum(dst * dst, axis=1))
+    ):
+        return 1.0, eye, mu_d - mu_s
+    cov = (xd * w[:, None]).T @ xs
+    u, sing, vt = np.linalg.svd(cov)
+    sign = np.ones(d)
+    if np.linalg.det(u) * np.linalg.det(vt) < 0:
+        sign[-1] = -1.0
+    rot = (u * sign) @ vt
+    scale = float(np.sum(sing * sign) / var_s) if with_scale else 1.0
+    if not math.isfinite(scale) or scale <= 0.0:
+        scale = 1.0
+    trans = mu_d - scale * rot @ mu_s
+    return scale, rot, trans
