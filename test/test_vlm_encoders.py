@@ -33,7 +33,8 @@ def test_backends_can_be_registered_by_name():
     try:
         enc = registry.make_text_encoder(QueryConfig(text_encoder="const"))
         assert isinstance(enc, Const) and enc.encode(["a", "b"]).shape == (2, 2)
-        assert "const" in registry.text_encoder_names()
+        with pytest.raises(EncoderUnavailable, match="'const'"):  # the choices name it
+            registry.make_text_encoder(QueryConfig(text_encoder="nope"))
     finally:
         registry._TEXT.pop("const")
 
