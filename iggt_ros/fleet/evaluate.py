@@ -92,7 +92,7 @@ def evaluate_fleet(jobs: Sequence[BagJob], out: str | Path, settings: ReplaySett
     """
     if retries < 0:
         raise ValueError(f"retries must be >= 0, got {retries}")
-    out = Path(out)
+    out = Path(out).resolve()  # the tasks may run on other nodes, in other working directories
     (out / BAGS_DIR).mkdir(parents=True, exist_ok=True)
     started = time.monotonic()
     header = FleetHeader(runner=getattr(runner, "description", type(runner).__name__), bags=len(jobs),
