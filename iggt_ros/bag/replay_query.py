@@ -1,8 +1,8 @@
 """The query state a replay leaves behind, so `iggt-ros query` can answer against its last map.
 
-While the replay runs, every output view (RGB at model resolution with its instance IDs) goes
-through the same `InstanceEmbedder` the node uses, synchronously: a replay has no subscription
-callbacks to protect, and running it in line keeps the result reproducible. At the end the last
+While the replay runs, every window goes through the node's query index
+(`iggt_ros.vlm.query_index`), synchronously: a replay has no subscription callbacks to protect,
+and running it in line keeps the result reproducible. At the end the last
 map snapshot and the embeddings are saved with `iggt_ros.vlm.state.save_query_state`.
 
 Embedding is optional: with `query.region_encoder: none`, or when the encoder cannot be built
@@ -14,12 +14,14 @@ from __future__ import annotations
 
 import logging
 from pathlib import Path
-
-import numpy as np
+from typing import TYPE_CHECKING
 
 from iggt_ros.config import QueryConfig
 from iggt_ros.perception.pipeline import MapSnapshot, WindowResult
 from iggt_ros.perception.records import instance_record
+
+if TYPE_CHECKING:
+    from iggt_ros.vlm.query_index import QueryIndex
 
 log = logging.getLogger(__name__)
 
@@ -29,12 +31,13 @@ class QueryStateRecorder:
 
     def __init__(self, config: QueryConfig, embed: bool = True) -> None:
         self.warnings: list[str] = []
-        self._embedder = None
+        self._index: QueryIndex | None = None
         self.space = ""
         if not embed or config.region_encoder == "none":
             return
         try:
             from iggt_ros.vlm.embedder import InstanceEmbedder
+            from iggt_ros.vlm.query_index import QueryIndex
             from iggt_ros.vlm.registry import make_region_encoder
 
             encoder = make_region_encoder(config)
@@ -44,35 +47,26 @@ class QueryStateRecorder:
             self.warnings.append(msg)
             return
         if encoder is not None:
-            self._embedder = InstanceEmbedder(encoder, config)
+            self._index = QueryIndex(InstanceEmbedder(encoder, config), asynchronous=False)
             self.space = encoder.space
 
     @property
     def embedding(self) -> bool:
-        return self._embedder is not None
+        return self._index is not None
 
     def add(self, result: WindowResult) -> None:
-        """Embed the views of one window that are new, from the RGB the engine saw (model resolution)."""
-        if self._embedder is None or result.images is None:
-            return
-        from iggt_ros.vlm.types import ViewObservation
-
-        boxes = {inst.id: np.asarray(inst.box_size) for inst in result.instances}
-        for i, view in enumerate(result.views):
-            ids = result.instance_images[i]
-            if not view.new or not ids.any():
-                continue
-            rgb = np.ascontiguousarray(result.images[i])
-            self._embedder.process(ViewObservation(view.camera, view.stamp_ns, rgb, ids, box_sizes=boxes))
+        """Embed the new views of one window, as the node's query index does."""
+        if self._index is not None:
+            self._index.observe(result)
 
     def forget(self) -> None:
         """The pipeline was reset: instance IDs start over, so old embeddings must not carry over."""
-        if self._embedder is not None:
-            self._embedder.reset()
+        if self._index is not None:
+            self._index.reset()
 
     def save(self, path: Path, snapshot: MapSnapshot) -> tuple[Path, Path]:
         from iggt_ros.vlm.state import save_query_state
         instances = [instance_record(i) for i in snapshot.instances]
-        vectors = self._embedder.store.vectors() if self._embedder is not None else {}
+        vectors = self._index.vectors() if self._index is not None else {}
         return save_query_state(path, instances, vectors, frame_id=snapshot.frame_id, stamp_ns=snapshot.stamp_ns,
                                 embedding_space=self.space)

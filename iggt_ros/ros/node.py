@@ -347,7 +347,7 @@ class IggtNode(LifecycleNode):
             if pub is not None:
                 pub.publish(to_rclpy(message.data))
         publish_ms = (time.perf_counter() - t0) * 1e3
-        self.query_side.observe(result, window)
+        self.query_side.observe(result)
         return {"publish": publish_ms}
 
     def _set_label(self, instance_id: int, label: str, score: float) -> None:

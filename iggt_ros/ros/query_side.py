@@ -18,17 +18,13 @@ import threading
 from collections.abc import Callable, Sequence
 from typing import Any
 
-import numpy as np
-
 from iggt_ros.config import QueryConfig
-from iggt_ros.engine.preprocess import resize_image
 from iggt_ros.perception.object_map import ObjectInstance
 from iggt_ros.perception.pipeline import MapSnapshot, WindowResult
 from iggt_ros.perception.records import InstanceRecord, instance_record
-from iggt_ros.perception.window import Window
 from iggt_ros.vlm.labels import NOT_EMBEDDED_YET, LabelVocabulary, attribute_vocabulary, too_small_reason
 from iggt_ros.vlm.query import QueryResult, answer_query
-from iggt_ros.vlm.types import ViewObservation
+from iggt_ros.vlm.query_index import QueryIndex
 
 Logger = Callable[[str], None]
 LabelSink = Callable[[int, str, float], None]
@@ -45,6 +41,7 @@ class QuerySide:
         self._on_label = on_label
         self._text_encoder: Any = None
         self._embedder: Any = None
+        self._index: QueryIndex | None = None
         self._grounder: Any = None
         self._vocabulary: LabelVocabulary | None = None
         self._ready = threading.Event()
@@ -87,8 +84,9 @@ class QuerySide:
             # LMM grounding shows the model an instance's best views, so the embedder keeps them.
             keep = self.config.lmm_max_views if self._grounder is not None else 0
             if region is not None:
-                self._embedder = InstanceEmbedder(region, self.config, keep_views=keep,
-                                                  listener=self._relabel).start()
+                self._index = QueryIndex(InstanceEmbedder(region, self.config, keep_views=keep,
+                                                          listener=self._relabel), asynchronous=True)
+                self._embedder = self._index.embedder
         grounding = f", LMM grounding via {self.config.lmm_endpoint}" if self._grounder is not None else ""
         self._info(f"queries: text encoder '{self.config.text_encoder}', region encoder "
                    f"'{self.config.region_encoder}' ready{grounding}")
@@ -104,9 +102,9 @@ class QuerySide:
     def stop(self) -> None:
         with self._lock:
             self._stopped = True
-            embedder, self._embedder = self._embedder, None
-        if embedder is not None:
-            embedder.stop()
+            index, self._index, self._embedder = self._index, None, None
+        if index is not None:
+            index.stop()
 
     def reset(self) -> None:
         with self._lock:
@@ -121,30 +119,11 @@ class QuerySide:
         return True if embedder is None else embedder.wait_idle(timeout)
 
     # ------------------------------------------------------------------ input
-    def observe(self, result: WindowResult, window: Window) -> int:
-        """Hand the window's new views to the embedder (never blocks); returns how many were submitted."""
+    def observe(self, result: WindowResult) -> int:
+        """Hand the window's new views to the query index (never blocks); returns how many were submitted."""
         with self._lock:
-            embedder = self._embedder
-        if embedder is None:
-            return 0
-        frames = window.frames()
-        if len(frames) != len(result.views) or result.instance_images.shape[0] != len(frames):
-            return 0
-        h, w = result.instance_images.shape[1:3]
-        sizes = {int(i.id): np.asarray(i.box_size, np.float64) for i in result.instances}
-        live = set(sizes)
-        gone = [iid for iid in embedder.store.vectors() if iid not in live]
-        if gone:
-            embedder.forget(gone)
-        submitted = 0
-        for frame, view, ids in zip(frames, result.views, result.instance_images, strict=True):
-            if not view.new or not ids.any():
-                continue
-            embedder.submit(ViewObservation(camera=view.camera, stamp_ns=int(view.stamp_ns),
-                                            rgb=resize_image(np.asarray(frame.image), (h, w)), instance_ids=ids,
-                                            box_sizes=sizes))
-            submitted += 1
-        return submitted
+            index = self._index
+        return 0 if index is None else index.observe(result)
 
     # ------------------------------------------------------------------ labels
     def _relabel(self, instance_ids: list[int]) -> None:
