@@ -85,6 +85,9 @@ def run_training(module, args: argparse.Namespace) -> int:
         code = int(module.run(args) or 0)
         finished = True
         return code
+    except distributed.DistributedError as exc:  # every process stops with the same reason
+        print(f"iggt-ros train: {exc}", file=sys.stderr)
+        return 2
     finally:
         distributed.shutdown(wait=finished)
 
