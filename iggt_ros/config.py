@@ -188,6 +188,10 @@ class ClusteringConfig:
     pixel_device: str = "auto"
     """Where the per-pixel passes run: 'numpy', or a torch device ('cpu', 'cuda', 'cuda:N'); 'auto' = 'cuda' when
     PyTorch sees a CUDA GPU, else 'numpy' (faster than torch on a CPU)."""
+    openblas_threads: int = 1
+    """Threads of numpy's and scipy's OpenBLAS for the whole process (PyTorch keeps its own); 0 leaves them as they
+    are. Post-processing's products are too small to gain from threads, and idle OpenBLAS threads spin on the cores
+    the pipeline needs (2-3x slower windows on 2 shared cores)."""
 
     def validate(self, prefix: str = "clustering") -> None:
         _check_choice(f"{prefix}.backend", self.backend, ("fast_hdbscan", "hdbscan"))
@@ -217,6 +221,8 @@ class ClusteringConfig:
         _check_choice(f"{prefix}.assignment", self.assignment, ("coarse_to_fine", "exact"))
         _check(self.pixel_device in ("auto", "numpy", "cpu", "cuda") or self.pixel_device.startswith("cuda:"),
                f"{prefix}.pixel_device", self.pixel_device, "must be 'auto', 'numpy', 'cpu', 'cuda' or 'cuda:N'")
+        _check(self.openblas_threads >= 0, f"{prefix}.openblas_threads", self.openblas_threads,
+               "must be >= 0 (0 leaves the BLAS threads as they are)")
 
 
 @dataclass

@@ -5,7 +5,9 @@ prototypes): a second BLAS thread gains nothing on them, and OpenBLAS's worker t
 after each call, taking the core the Python thread needs next. On a 2-core machine shared with other
 work this made every stage of a window 2 to 3 times slower, the ones without BLAS too
 (benchmarks/results/postprocess.md). The engine keeps its own threads: the limit holds only inside
-the `with` block.
+the `with` block. `limit_openblas` sets the same limit for the whole process, for the other stages
+(mapping, tracking, the object map), on the OpenBLAS libraries that numpy and scipy bring; PyTorch's
+own thread pool (OpenMP) is a different library and keeps its setting.
 """
 
 from __future__ import annotations
@@ -36,3 +38,14 @@ def forget_loaded_libraries() -> None:
     """Look for BLAS libraries again at the next use (after a library that brings its own was imported)."""
     global _controller
     _controller = None
+
+
+def limit_openblas(threads: int) -> None:
+    """Limit the OpenBLAS libraries loaded so far (numpy's, scipy's) to `threads` for the process; 0 leaves them."""
+    if threads <= 0:
+        return
+    try:
+        from threadpoolctl import ThreadpoolController
+    except ImportError:  # pragma: no cover
+        return
+    ThreadpoolController().select(internal_api="openblas").limit(limits=threads)

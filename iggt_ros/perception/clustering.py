@@ -52,7 +52,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from iggt_ros.config import ClusteringConfig
-from iggt_ros.perception.blas import single_threaded_blas
+from iggt_ros.perception.blas import limit_openblas, single_threaded_blas
 from iggt_ros.perception.pixel_ops import BlockStats, make_pixel_ops, min_cosine
 from iggt_ros.perception.scaling import ViewScale, patch_grid_size, view_scale
 from iggt_ros.perception.speckle import drop_small_pieces_window, warm_up
@@ -156,6 +156,7 @@ class InstanceClusterer:
         """Per-pixel work (validity, block sums, assignment): numpy, or torch on a device."""
         import_backend(config.backend)  # at construction: the first window must not pay the import (~0.4 s)
         warm_up()  # and not the speckle kernel's compilation either
+        limit_openblas(config.openblas_threads)  # after the imports above: their BLAS libraries are loaded now
 
     def cluster(self, features: np.ndarray, valid: np.ndarray | None = None,
                 confidence: np.ndarray | None = None, points: np.ndarray | None = None) -> ClusterResult:
