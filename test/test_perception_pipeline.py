@@ -20,7 +20,8 @@ from iggt_ros.config import IggtConfig
 from iggt_ros.engine.base import Engine, ViewKey, WindowPrediction
 from iggt_ros.engine.oracle import OracleEngine
 from iggt_ros.engine.preprocess import resize_nearest
-from iggt_ros.eval.metrics import drop_small_instances, temporal_instance_metrics
+from iggt_ros.eval.metrics import drop_small_instances
+from iggt_ros.eval.record import RunRecord
 from iggt_ros.perception.frames import CameraFrame, FrameSet
 from iggt_ros.perception.pipeline import CLOUD_DTYPE, Pipeline, WindowResult
 from iggt_ros.perception.records import TrackState
@@ -58,6 +59,8 @@ def run_sequence(seed: int, with_tf: bool, similarity: str, num_objects: int, si
     engine = OracleEngine.from_sequence(seq, input_size=size, similarity=similarity, window_local_features=True,
                                         boundary_px=1, seed=seed)
     pipe = Pipeline(config_for(seq), engine)
+    truth = {(v.camera, v.stamp_ns): v.instance_ids for v in seq.views()}
+    record = RunRecord(engine.name)  # scored as the replay and the training evaluation score a run
     published: dict[tuple[str, int], np.ndarray] = {}
     results: list[WindowResult] = []
     for fs in framesets(seq, with_tf):
@@ -67,11 +70,10 @@ def run_sequence(seed: int, with_tf: bool, similarity: str, num_objects: int, si
         results.append(res)
         for i, view in enumerate(res.views):
             if view.new:
-                published[(view.camera, view.stamp_ns)] = res.instance_images[i]
-    truth = {(v.camera, v.stamp_ns): v.instance_ids for v in seq.views()}
-    keys = sorted(published)
-    metrics = temporal_instance_metrics([published[k] for k in keys], [visible_gt(truth[k]) for k in keys])
-    return seq, pipe, results, published, truth, metrics
+                key = (view.camera, view.stamp_ns)
+                published[key] = res.instance_images[i]
+                record.add_view(res.instance_images[i], visible_gt(truth[key]))
+    return seq, pipe, results, published, truth, record.instances.result()
 
 
 @pytest.fixture(scope="module")

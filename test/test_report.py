@@ -9,16 +9,9 @@ import numpy as np
 import pytest
 from matplotlib.image import imread
 
-from iggt_ros.eval.report import (
-    RunRecord,
-    StripSampler,
-    colourize_ids,
-    gt_colour_fn,
-    id_colour,
-    pred_colour_fn,
-    resize_nearest,
-    write_report,
-)
+from iggt_ros.engine.preprocess import resize_nearest
+from iggt_ros.eval.record import RunRecord, StripSampler
+from iggt_ros.eval.report import colourize_ids, gt_colour_fn, id_colour, pred_colour_fn, write_report
 
 H, W = 48, 72
 

@@ -13,12 +13,13 @@ bag (mcap by default) holding:
   RViz or Foxglove from the output bag alone.
 
 When the bag carries ground truth (`iggt_ros.bag.sample` convention) it also writes an evaluation
-report (`iggt_ros.eval.report`): each output view is counted once, with the prediction it was
-published with (the first window that holds the view: the prediction a robot would have acted on);
-predicted ID and depth images are compared with `/gt/<camera>/instances` and `/gt/<camera>/depth`
-after a nearest-neighbour resize to the ground truth's size (depth twice: each view rescaled to the
-truth, and as published), and camera positions with the TF truth. Finally the last map snapshot is
-saved as `<output bag>/query_state.{json,npz}` for `iggt-ros query`.
+report (accumulated by `iggt_ros.eval.record`, rendered by `iggt_ros.eval.report`): each output
+view is counted once, with the prediction it was published with (the first window that holds the
+view: the prediction a robot would have acted on); predicted ID and depth images are compared with
+`/gt/<camera>/instances` and `/gt/<camera>/depth` after a nearest-neighbour resize to the ground
+truth's size (depth twice: each view rescaled to the truth, and as published), and camera
+positions with the TF truth. Finally the last map snapshot is saved as
+`<output bag>/query_state.{json,npz}` for `iggt-ros query`.
 
 Engines: torch, onnxruntime and tensorrt come from `iggt_ros.engine.factory.create_engine`; the
 `oracle` engine is built from the bag's own ground truth (true depth, instance masks and TF poses
@@ -56,7 +57,8 @@ from iggt_ros.bag.replay_truth import TruthStore
 from iggt_ros.bag.writer import STORAGES, BagWriter
 from iggt_ros.config import ENGINE_BACKENDS, MAX_VIEWS, ConfigError, IggtConfig, load_config
 from iggt_ros.engine.base import Engine, EngineError, ViewKey
-from iggt_ros.eval.report import ReportFiles, RunRecord, write_report
+from iggt_ros.eval.record import RunRecord
+from iggt_ros.eval.report import ReportFiles, write_report
 from iggt_ros.perception.engine_setup import create_window_engine
 from iggt_ros.perception.pipeline import Pipeline, WindowResult
 

@@ -20,7 +20,8 @@ import numpy as np
 from iggt_ros.config import IggtConfig
 from iggt_ros.engine.base import Engine, ViewKey, WindowPrediction
 from iggt_ros.engine.preprocess import resize_nearest
-from iggt_ros.eval.metrics import depth_metrics, drop_small_instances, pose_ate, temporal_instance_metrics
+from iggt_ros.eval.metrics import depth_metrics, drop_small_instances, pose_ate
+from iggt_ros.eval.record import RunRecord
 from iggt_ros.perception.frames import CameraFrame, FrameSet
 from iggt_ros.perception.pipeline import Pipeline
 from iggt_ros.synthetic import SyntheticSequence, make_sequence
@@ -180,8 +181,8 @@ def evaluate_sequence(
     sequence = scenario.make()
     engine = RecordingEngine(make_engine(sequence))
     pipe = Pipeline(pipeline_config(sequence, input_hw, min_area_px, overrides), engine)
-    published: dict[tuple[str, int], np.ndarray] = {}
-    published_depth: dict[tuple[str, int], np.ndarray] = {}
+    truth = {(v.camera, v.stamp_ns): v for v in sequence.views()}
+    record = RunRecord(engine.name)  # the replay's accumulator: the published views, each counted once
     windows = 0
     infer_ms: list[float] = []
     for step in sequence.steps:
@@ -192,16 +193,16 @@ def evaluate_sequence(
             continue
         windows += 1
         infer_ms.append(result.timings_ms.get("inference", math.nan))
+        record.add_window_timings(result.timings_ms, metric=result.metric)
         for i, view in enumerate(result.views):
             if view.new:
-                published[(view.camera, view.stamp_ns)] = result.instance_images[i]
-                published_depth[(view.camera, view.stamp_ns)] = result.depth[i]
+                t = truth[(view.camera, view.stamp_ns)]
+                record.add_view(result.instance_images[i],
+                                drop_small_instances(resize_nearest(t.instance_ids, input_hw), min_area_px),
+                                pred_depth=result.depth[i], gt_depth=resize_nearest(t.depth, input_hw))
         if max_windows is not None and windows >= max_windows:
             break
-    truth = {(v.camera, v.stamp_ns): v for v in sequence.views()}
-    keys = sorted(published)
-    gt_ids = [drop_small_instances(resize_nearest(truth[k].instance_ids, input_hw), min_area_px) for k in keys]
-    inst = temporal_instance_metrics([published[k] for k in keys], gt_ids)
+    inst = record.instances.result()
 
     pred_depth, gt_depth, ates = [], [], []
     for views, pred in engine.records:
@@ -211,10 +212,8 @@ def evaluate_sequence(
         if len(views) >= 3:
             gt_poses = np.stack([truth[(k.camera, k.stamp_ns)].world_from_camera for k in views])
             ates.append(_window_ate(pred.extrinsics, gt_poses))
-    depth = depth_metrics(pred_depth, gt_depth) if pred_depth else None
-    as_published = depth_metrics([published_depth[k] for k in keys],
-                                 [resize_nearest(truth[k].depth, input_hw) for k in keys], alignment="none"
-                                 ) if keys else None
+    depth = depth_metrics(pred_depth, gt_depth) if pred_depth else None  # the engine's own, not published
+    as_published = record.published_depth.result() if record.num_views else None
     pairs, kept = duplicate_pairs_kept(sequence, inst)
     return SequenceScore(
         scenario=scenario.name,
