@@ -242,7 +242,7 @@ class Harness:
         self._pubs["/tf_static"].publish(to_rclpy(L.tf_message(static)))
 
         def received() -> bool:
-            buffer = self.node._tf_buffer
+            buffer = self.node.paths.tf_buffer if self.node.paths is not None else None
             if buffer is None:
                 return True
             if hasattr(buffer, "lookup_transform"):  # tf2_ros

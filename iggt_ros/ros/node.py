@@ -26,7 +26,11 @@ slower than the input, the oldest waiting window is dropped and counted.
 
 Standard and fallback paths: message_filters, cv_bridge and tf2_ros are used when they import (a
 ROS installation); otherwise the package's own synchroniser, image decoder and TF buffer, which
-behave the same. The node logs once which path each part uses.
+behave the same (`input_paths`). The node logs once which path each part uses.
+
+Everything between the inputs and the outputs is the perception core (`Pipeline`): the node
+hands it frames (`add_frame` / `collect`), queues the windows it completes, and publishes what
+`process_window` returns; the rosbag replay drives the same calls.
 """
 
 from __future__ import annotations
@@ -40,99 +44,40 @@ from typing import Any
 
 import numpy as np
 import rclpy
-from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
-from rclpy.exceptions import ParameterUninitializedException
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.lifecycle import Node as LifecycleNode
-from rclpy.parameter import Parameter
-from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
+from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from iggt_ros.bag import layouts as L
-from iggt_ros.bag.message import Header, stamp_ns
 from iggt_ros.bag.outputs import OutputAdapter, OutputTopics
-from iggt_ros.bag.tf_buffer import TransformBuffer
-from iggt_ros.config import NODE_NAME, ConfigError, IggtConfig, load_config
+from iggt_ros.config import NODE_NAME, ConfigError, IggtConfig
 from iggt_ros.engine.base import Engine, EngineError
 from iggt_ros.perception.engine_setup import create_window_engine
-from iggt_ros.perception.frames import FrameSet
+from iggt_ros.perception.frames import CameraFrame, FrameSet
 from iggt_ros.perception.pipeline import Collected, Pipeline, WindowResult
-from iggt_ros.perception.records import instance_record
 from iggt_ros.perception.window import Window
-from iggt_ros.ros.camera_input import CameraInputs, PoseSource, make_image_decoder
+from iggt_ros.ros.camera_input import CameraInputs
 from iggt_ros.ros.convert import to_rclpy
-from iggt_ros.ros.param_rules import apply_update, check_update
+from iggt_ros.ros.input_paths import InputPaths
+from iggt_ros.ros.parameters import NodeParameters
 from iggt_ros.ros.query_side import QuerySide
+from iggt_ros.ros.ros_log import ForwardToRosLog
 from iggt_ros.ros.runtime_stats import ERROR, WARN, DiagnosticsReport, RuntimeStats
 from iggt_ros.ros.tf_health import TfHealth
 from iggt_ros.ros.work_queue import DropOldestQueue
 from iggt_ros.ros.worker import InferenceWorker
-from iggt_ros.spatial import transform_from
 
 EngineFactory = Callable[[IggtConfig], Engine]
 
 OUTPUT_NAMESPACE = "iggt"
 """Outputs and services live under `iggt/` relative to the node's namespace (`/iggt/...` at the root)."""
 OUTPUT_QOS = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
-TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
-TF_STATIC_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE,
-                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
 
 def default_engine_factory(config: IggtConfig) -> Engine:
     """The engine `engine.*` describes, created by the core's rule the replay and CLI also use."""
     return create_window_engine(config)
-
-
-def input_qos(name: str) -> QoSProfile:
-    """The subscription profile of `input.qos`."""
-    if name == "reliable":
-        return QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
-    return qos_profile_sensor_data
-
-
-def _parameter_of(name: str, value: Any) -> Parameter:
-    """A parameter holding a configuration value (lists as string arrays, also when empty)."""
-    if isinstance(value, list):
-        return Parameter(name, Parameter.Type.STRING_ARRAY, list(value))
-    return Parameter(name, value=value)
-
-
-def _same(a: Any, b: Any) -> bool:
-    """Equal as configuration values (an unset list parameter reads as None and equals [])."""
-    if isinstance(a, list) or isinstance(b, list) or a is None or b is None:
-        return list(a or []) == list(b or [])
-    return a == b and type(a) is type(b)
-
-
-def _parameter_for(name: str, value: Any) -> tuple[Any, ParameterDescriptor]:
-    """Declaration value and descriptor; empty lists get an explicit string-array type."""
-    if isinstance(value, list):
-        if not value:
-            return Parameter.Type.STRING_ARRAY, ParameterDescriptor(name=name)
-        return list(value), ParameterDescriptor(name=name)
-    return value, ParameterDescriptor(name=name)
-
-
-class _ForwardToRosLog(logging.Handler):
-    """Sends the package's Python log records (pipeline warnings) to the node's ROS logger."""
-
-    def __init__(self, ros_logger: Any) -> None:
-        super().__init__(logging.INFO)
-        self._ros_logger = ros_logger
-
-    def emit(self, record: logging.LogRecord) -> None:
-        try:
-            text = f"[{record.name}] {record.getMessage()}"
-            if record.levelno >= logging.ERROR:
-                self._ros_logger.error(text)
-            elif record.levelno >= logging.WARNING:
-                self._ros_logger.warning(text)
-            else:
-                self._ros_logger.info(text)
-        except Exception:  # logging must never break the caller
-            self.handleError(record)
 
 
 class IggtNode(LifecycleNode):
@@ -142,14 +87,10 @@ class IggtNode(LifecycleNode):
                  **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
         self._engine_factory = engine_factory or default_engine_factory
-        self.declare_parameter("config_file", "", ParameterDescriptor(
-            description="YAML parameter file whose values are the defaults of every other parameter ('' = built-in)"))
+        self.parameters = NodeParameters(self)
         self._sensor_group = MutuallyExclusiveCallbackGroup()
         self._service_group = ReentrantCallbackGroup()
         self._tf_group = ReentrantCallbackGroup()
-        self._declaring = False
-        self._file_values: dict[str, Any] | None = None
-        """Flat values of the parameter file read at the last configure (None before the first)."""
         self.config: IggtConfig | None = None
         self.engine: Engine | None = None
         self.pipeline: Pipeline | None = None
@@ -159,20 +100,15 @@ class IggtNode(LifecycleNode):
         self.tf_health: TfHealth | None = None
         self.query_side: QuerySide | None = None
         self.adapter: OutputAdapter | None = None
+        self.paths: InputPaths | None = None
         self.inputs: CameraInputs | None = None
         self._publishers_by_topic: dict[str, Any] = {}
         self._diag_pub: Any = None
         self._diag_timer: Any = None
         self._iggt_services: list[Any] = []
-        self._tf_subs: list[Any] = []
-        self._input_subs: list[Any] = []
-        self._filters: list[Any] = []
-        self._synchronizer: Any = None
-        self._tf_listener: Any = None
-        self._tf_buffer: Any = None
         self._input_lock = threading.Lock()
-        self.add_on_set_parameters_callback(self._on_set_parameters)
-        self._log_handler = _ForwardToRosLog(self.get_logger())
+        self.add_on_set_parameters_callback(lambda params: self.parameters.on_set(params, self.config))
+        self._log_handler = ForwardToRosLog(self.get_logger())
         package_log = logging.getLogger("iggt_ros")
         package_log.addHandler(self._log_handler)
         if package_log.level == logging.NOTSET:
@@ -194,7 +130,7 @@ class IggtNode(LifecycleNode):
     def _configure(self) -> TransitionCallbackReturn:
         log = self.get_logger()
         try:
-            self.config = self._read_config()
+            self.config = self.parameters.read_config()
         except ConfigError as exc:
             log.error(f"configure failed: {exc}; correct it (ros2 param set) and configure again")
             return TransitionCallbackReturn.FAILURE
@@ -214,18 +150,19 @@ class IggtNode(LifecycleNode):
         self.adapter = OutputAdapter(cfg.publish, OutputTopics(OUTPUT_NAMESPACE))
         self.query_side = QuerySide(cfg.query, log.info, log.error, on_label=self._set_label)
         self.query_side.start()
-        self.inputs = CameraInputs(cfg.input.cameras, make_image_decoder(log.info), log.warning,
-                                   self._make_pose_source(cfg))
-        self.stats.info["images"] = self.inputs.decoder.name
+        self.paths = InputPaths(self, cfg, sensor_group=self._sensor_group, tf_group=self._tf_group,
+                                set_info=self._set_info, tf_health=self.tf_health, on_arrival=self.stats.record_frame,
+                                on_frame=self._on_frame, on_frameset=self._on_frameset)
+        self.inputs = self.paths.inputs
         self._create_outputs(cfg)
         log.info(f"configured: engine '{self.stats.engine}', cameras {cfg.input.cameras}, window "
                  f"{cfg.window.size} steps (stride {cfg.window.stride}), queue {cfg.window.max_queue}")
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
-        assert self.config is not None and self.worker is not None
+        assert self.paths is not None and self.worker is not None
         try:
-            self._subscribe_inputs(self.config)
+            self.paths.subscribe()
         except Exception as exc:
             self.get_logger().error(f"activate failed: {exc}\n{traceback.format_exc()}")
             self._unsubscribe_inputs()
@@ -255,59 +192,6 @@ class IggtNode(LifecycleNode):
         self._unsubscribe_inputs()
         self._release()
         return TransitionCallbackReturn.SUCCESS
-
-    # ================================================================== parameters
-    def _read_config(self) -> IggtConfig:
-        """The configuration the parameters hold now; `config_file` gives the values nobody set.
-
-        The first configure declares every key with the file's value (a parameter given to the node
-        wins). Later configures read the parameters as they are: a value set between cleanup and
-        configure is used, not reloaded from the file. Only when `config_file` names another file
-        do its values replace the ones that still hold the previous file's value.
-        """
-        path = str(self.get_parameter("config_file").value or "")
-        file_values = load_config(path or None).to_flat()
-        self._declaring = True
-        try:
-            for key, value in file_values.items():
-                if not self.has_parameter(key):
-                    declared, descriptor = _parameter_for(key, value)
-                    self.declare_parameter(key, declared, descriptor)
-                elif self._file_values is not None and not _same(self._file_values.get(key), value) \
-                        and _same(self._file_values.get(key), self._parameter_value(key)):
-                    self.set_parameters([_parameter_of(key, value)])
-        except Exception as exc:  # a parameter override of the wrong type
-            raise ConfigError(f"parameter override rejected: {exc}") from exc
-        finally:
-            self._declaring = False
-        self._file_values = file_values
-        flat = {key: self._parameter_value(key) for key in file_values}
-        if path:
-            self.get_logger().info(f"parameters: defaults from '{path}'")
-        return IggtConfig.from_flat(flat)
-
-    def _parameter_value(self, key: str) -> Any:
-        """A declared parameter's value; None for an empty list (declared with a type but no value)."""
-        try:
-            return self.get_parameter(key).value
-        except ParameterUninitializedException:
-            return None
-
-    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
-        if self._declaring or self.config is None:
-            return SetParametersResult(successful=True)
-        flat = self.config.to_flat()
-        changes = {p.name: p.value for p in params if p.name in flat}
-        if not changes:
-            return SetParametersResult(successful=True)
-        update = check_update(self.config, changes)
-        if not update.successful:
-            self.get_logger().warning(f"parameter change refused: {update.reason}")
-            return SetParametersResult(successful=False, reason=update.reason)
-        apply_update(self.config, update)
-        if update.applied:
-            self.get_logger().info(f"parameters changed: {update.applied}")
-        return SetParametersResult(successful=True)
 
     # ================================================================== outputs and services
     def _create_outputs(self, cfg: IggtConfig) -> None:
@@ -380,15 +264,10 @@ class IggtNode(LifecycleNode):
             response.success = False
             response.message = "the node is not configured"
             return response
-        snapshot = self.pipeline.snapshot()
-        result = self.query_side.answer(request.text, snapshot, request.max_results, request.min_score)
-        header = Header(int(snapshot.stamp_ns), result.frame_id or snapshot.frame_id)
-        by_id = {int(i.id): i for i in snapshot.instances}
-        rows = [instance_record(by_id[r.id]) for r in result.instances if r.id in by_id]
-        response.success = bool(result.success)
-        response.message = result.message
-        response.instances = to_rclpy(L.instance_array(header, rows)).instances
-        response.scores = [float(s) for r, s in zip(result.instances, result.scores, strict=True) if r.id in by_id]
+        answer = self.query_side.respond(request.text, self.pipeline.snapshot(), request.max_results,
+                                         request.min_score)
+        response.success, response.message, response.scores = answer.success, answer.message, answer.scores
+        response.instances = to_rclpy(answer.instances).instances
         return response
 
     def _on_reset(self, request: Any, response: Any) -> Any:
@@ -407,162 +286,22 @@ class IggtNode(LifecycleNode):
         return response
 
     # ================================================================== inputs
-    def _make_pose_source(self, cfg: IggtConfig) -> PoseSource | None:
-        log = self.get_logger()
-        if not cfg.input.use_tf:
-            log.info(f"TF: disabled (input.use_tf false); outputs are in '{cfg.input.fallback_frame}'")
-            self._set_info("tf", "disabled")
-            return None
-        try:
-            import tf2_ros
-        except ImportError:
-            tf2_ros = None
-        if tf2_ros is not None:
-            from rclpy.duration import Duration
-            from rclpy.time import Time
-
-            buffer = tf2_ros.Buffer(node=self)
-            self._tf_listener = tf2_ros.TransformListener(buffer, self)
-            self._tf_buffer = buffer
-            timeout = Duration(nanoseconds=int(cfg.input.tf_timeout_s * 1e9))
-
-            def lookup(target: str, source: str, stamp: int) -> np.ndarray:
-                t = buffer.lookup_transform(target, source, Time(nanoseconds=stamp), timeout=timeout).transform
-                return transform_from((t.translation.x, t.translation.y, t.translation.z),
-                                      (t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w))
-
-            log.info("TF: tf2_ros (standard path)")
-            self._set_info("tf", "tf2_ros")
-            self._measure_tf_lag()
-            return PoseSource(lookup, cfg.input.world_frame, cfg.input.fallback_frame, cfg.input.tf_timeout_s,
-                              log.info, waits_itself=True, health=self.tf_health)
-        try:
-            from tf2_msgs.msg import TFMessage
-        except ImportError:
-            log.error("TF: neither tf2_ros nor tf2_msgs is installed, so /tf cannot be received; outputs are in "
-                      f"'{cfg.input.fallback_frame}'. Install ros-<distro>-tf2-ros (or tf2-msgs) to use TF")
-            self._set_info("tf", "unavailable (tf2_ros and tf2_msgs missing)")
-            return None
-        buffer = TransformBuffer()
-        self._tf_buffer = buffer
-
-        def on_tf(msg: Any, static: bool) -> None:
-            if not static:
-                self._record_tf_lag(msg)
-            if buffer.add_message(msg, static=static) < len(msg.transforms):
-                buffer.clear(dynamic_only=True)  # time went back (a looped bag): start over
-                buffer.add_message(msg, static=static)
-
-        self._tf_subs = [
-            self.create_subscription(TFMessage, "/tf", lambda m: on_tf(m, False), TF_QOS,
-                                     callback_group=self._tf_group),
-            self.create_subscription(TFMessage, "/tf_static", lambda m: on_tf(m, True), TF_STATIC_QOS,
-                                     callback_group=self._tf_group),
-        ]
-        log.info("TF: tf2_ros is not installed; using the package's TF buffer on /tf and /tf_static (fallback path)")
-        self._set_info("tf", "TransformBuffer (fallback)")
-        return PoseSource(buffer.lookup, cfg.input.world_frame, cfg.input.fallback_frame, cfg.input.tf_timeout_s,
-                          log.info, health=self.tf_health)
-
-    def _measure_tf_lag(self) -> None:
-        """Standard path: tf2_ros keeps /tf to itself, so a light subscription of our own measures its lag."""
-        try:
-            from tf2_msgs.msg import TFMessage
-        except ImportError:
-            return
-        self._tf_subs.append(self.create_subscription(TFMessage, "/tf", self._record_tf_lag, TF_QOS,
-                                                      callback_group=self._tf_group))
-
-    def _record_tf_lag(self, msg: Any) -> None:
-        """How late a /tf message arrived: now (node clock) minus its newest stamp."""
-        health = self.tf_health
-        if health is None or not msg.transforms:
-            return
-        newest = max(stamp_ns(t.header.stamp) for t in msg.transforms)
-        health.record_message(newest, self.get_clock().now().nanoseconds)
-
     def _set_info(self, key: str, value: str) -> None:
         """A fact shown with every diagnostics report (which path is active)."""
         if self.stats is not None:
             self.stats.info[key] = value
 
-    def _subscribe_inputs(self, cfg: IggtConfig) -> None:
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+    def _on_frame(self, frame: CameraFrame) -> None:
+        """Fallback path: one decoded camera frame for the core's synchroniser."""
+        if self.pipeline is not None:
+            with self._input_lock:
+                self._collect(self.pipeline.add_frame(frame))
 
-        log = self.get_logger()
-        qos = input_qos(cfg.input.qos)
-        for cam in cfg.input.cameras:
-            topic = f"{cam}/camera_info"
-            self._input_subs.append(self.create_subscription(
-                CameraInfo, topic, lambda m, c=cam, t=topic: self._on_camera_info(c, m, t), qos,
-                callback_group=self._sensor_group))
-        topics = [(cam, f"{cam}/image_raw/compressed" if cam in cfg.input.compressed_cameras else f"{cam}/image_raw",
-                   cam in cfg.input.compressed_cameras) for cam in cfg.input.cameras]
-        try:
-            import message_filters
-        except ImportError:
-            message_filters = None
-        if message_filters is not None:
-            self._filters = [message_filters.Subscriber(self, CompressedImage if comp else Image, topic,
-                                                        qos_profile=qos, callback_group=self._sensor_group)
-                             for _, topic, comp in topics]
-            for f in self._filters:  # before the synchroniser: every image counts, in a set or not
-                f.registerCallback(self._on_image_arrived)
-            self._synchronizer = message_filters.ApproximateTimeSynchronizer(
-                self._filters, cfg.input.sync_queue_size, cfg.input.sync_slop_s)
-            self._synchronizer.registerCallback(lambda *msgs: self._on_synced_images(topics, msgs))
-            log.info("sync: message_filters ApproximateTimeSynchronizer (standard path)")
-            self._set_info("sync", "message_filters")
-        else:
-            for cam, topic, comp in topics:
-                self._input_subs.append(self.create_subscription(
-                    CompressedImage if comp else Image, topic,
-                    lambda m, c=cam, t=topic, z=comp: self._on_image(c, m, t, z), qos,
-                    callback_group=self._sensor_group))
-            log.info("sync: message_filters is not installed; using the package's approximate-time synchroniser "
-                     "(fallback path)")
-            self._set_info("sync", "ApproximateTimeSynchronizer (fallback)")
-
-    def _unsubscribe_inputs(self) -> None:
-        for sub in self._input_subs:
-            self.destroy_subscription(sub)
-        for f in self._filters:
-            self.destroy_subscription(f.sub)
-        self._input_subs, self._filters, self._synchronizer = [], [], None
-
-    def _on_camera_info(self, camera: str, msg: Any, topic: str) -> None:
-        if self.inputs is not None:
-            self.inputs.set_camera_info(camera, msg, topic)
-
-    def _on_image(self, camera: str, msg: Any, topic: str, compressed: bool) -> None:
-        """Fallback path: one camera's image through the package's synchroniser."""
-        if self.inputs is None or self.pipeline is None or self.stats is None:
-            return
-        self.stats.record_frame()
-        frame = self.inputs.frame(camera, msg, topic, compressed)
-        if frame is None:
-            return
-        with self._input_lock:
-            self._collect(self.pipeline.add_frame(frame))
-
-    def _on_image_arrived(self, msg: Any) -> None:
-        """Standard path: counts an image as it arrives (message_filters hands over only complete sets)."""
-        if self.stats is not None:
-            self.stats.record_frame()
-
-    def _on_synced_images(self, topics: list[tuple[str, str, bool]], msgs: tuple[Any, ...]) -> None:
-        """Standard path: a set message_filters synchronised; its images are decoded now."""
-        if self.inputs is None or self.stats is None:
-            return
-        frames = {}
-        for (cam, topic, comp), msg in zip(topics, msgs, strict=True):
-            frame = self.inputs.frame(cam, msg, topic, comp)
-            if frame is None:
-                return
-            frames[cam] = frame
-        stamp = frames[topics[0][0]].stamp_ns
-        with self._input_lock:
-            self._collect(self.pipeline.collect(FrameSet(stamp_ns=stamp, frames=frames)))
+    def _on_frameset(self, frameset: FrameSet) -> None:
+        """Standard path: a set message_filters synchronised, decoded."""
+        if self.pipeline is not None:
+            with self._input_lock:
+                self._collect(self.pipeline.collect(frameset))
 
     def _collect(self, collected: Collected) -> None:
         """What the core made of an input: a completed window goes on the queue (caller holds the input lock)."""
@@ -583,6 +322,10 @@ class IggtNode(LifecycleNode):
                     f"({self.queue.stats().dropped} so far)", throttle_duration_sec=5.0)
 
     # ================================================================== teardown
+    def _unsubscribe_inputs(self) -> None:
+        if self.paths is not None:
+            self.paths.unsubscribe()
+
     def _stop_worker(self) -> None:
         if self.worker is not None and not self.worker.stop():
             self.get_logger().warning("the inference thread did not stop within 30 s")
@@ -603,19 +346,14 @@ class IggtNode(LifecycleNode):
         for srv in self._iggt_services:
             self.destroy_service(srv)
         self._iggt_services = []
-        for sub in self._tf_subs:
-            self.destroy_subscription(sub)
-        self._tf_subs = []
-        if self._tf_listener is not None:
-            self._tf_listener.unregister()
-            self._tf_listener = None
-        self._tf_buffer = None
+        if self.paths is not None:
+            self.paths.release()
         if self.query_side is not None:
             self.query_side.stop()
         if self.engine is not None:
             self.engine.close()
         self.engine = self.pipeline = self.queue = self.worker = self.stats = self.tf_health = None
-        self.query_side = self.adapter = self.inputs = None
+        self.query_side = self.adapter = self.inputs = self.paths = None
         self.config = None  # the parameters stay declared: fixed keys are set between cleanup and configure
 
 

@@ -16,8 +16,11 @@ from __future__ import annotations
 import dataclasses
 import threading
 from collections.abc import Callable, Sequence
+from dataclasses import dataclass
 from typing import Any
 
+from iggt_ros.bag import layouts as L
+from iggt_ros.bag.message import Header, MessageData
 from iggt_ros.config import QueryConfig
 from iggt_ros.perception.object_map import ObjectInstance
 from iggt_ros.perception.pipeline import MapSnapshot, WindowResult
@@ -29,6 +32,17 @@ from iggt_ros.vlm.query_index import QueryIndex
 Logger = Callable[[str], None]
 LabelSink = Callable[[int, str, float], None]
 """(instance ID, label, score): where labels go as embeddings change."""
+
+
+@dataclass
+class QueryAnswer:
+    """A /iggt/query response as plain data (the node converts `instances` to its InstanceArray)."""
+
+    success: bool
+    message: str
+    instances: MessageData
+    """iggt_ros/InstanceArray layout of the ranked instances, stamped like the snapshot."""
+    scores: list[float]
 
 
 class QuerySide:
@@ -160,6 +174,16 @@ class QuerySide:
                 for inst in instances]
 
     # ------------------------------------------------------------------ queries
+    def respond(self, text: str, snapshot: MapSnapshot, max_results: int = 0, min_score: float = 0.0) -> QueryAnswer:
+        """The content of a /iggt/query response: the ranked instances of the snapshot with their scores."""
+        result = self.answer(text, snapshot, max_results, min_score)
+        header = Header(int(snapshot.stamp_ns), result.frame_id or snapshot.frame_id)
+        by_id = {int(i.id): i for i in snapshot.instances}
+        ranked = [(r, s) for r, s in zip(result.instances, result.scores, strict=True) if r.id in by_id]
+        rows = [instance_record(by_id[r.id]) for r, _ in ranked]
+        return QueryAnswer(bool(result.success), result.message, L.instance_array(header, rows),
+                           [float(s) for _, s in ranked])
+
     def answer(self, text: str, snapshot: MapSnapshot, max_results: int = 0, min_score: float = 0.0) -> QueryResult:
         if not self._ready.is_set():
             return QueryResult(False, f"the text encoder '{self.config.text_encoder}' is still loading; try again "
