@@ -39,6 +39,7 @@ from iggt_ros.bag.typestore import typestore
 from iggt_ros.perception.camera_frames import CameraCalibration, camera_frame
 from iggt_ros.perception.frames import CameraFrame
 from iggt_ros.perception.records import InstanceRecord
+from iggt_ros.perception.warn_once import WarnOnce
 
 log = logging.getLogger("iggt_ros.bag.reader")
 
@@ -149,7 +150,7 @@ class BagReader:
         self.report = ReadReport()
         self.tf = TransformBuffer(tolerance_s=tf_tolerance_s)
         self._store = typestore()
-        self._warned: set[tuple[str, ...]] = set()
+        self._warn_once = WarnOnce(self._collect_warning)
         self._source = _open_source(self.path, self._warn)
         self.topics: dict[str, str] = self._source.topics()
         self._cameras = self._find_cameras(cameras)
@@ -235,9 +236,10 @@ class BagReader:
         return ", ".join(t for t in sorted(self.topics) if C.camera_of_topic(t))
 
     def _warn(self, key: tuple[str, ...], text: str) -> None:
-        if key in self._warned:
-            return
-        self._warned.add(key)
+        """Said once per key: logged and collected in the report."""
+        self._warn_once("\x1f".join(key), text)
+
+    def _collect_warning(self, text: str) -> None:
         self.report.warnings.append(text)
         log.warning(text)
 

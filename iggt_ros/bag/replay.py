@@ -61,6 +61,7 @@ from iggt_ros.eval.record import RunRecord
 from iggt_ros.eval.report import ReportFiles, write_report
 from iggt_ros.perception.engine_setup import create_window_engine
 from iggt_ros.perception.pipeline import Pipeline, WindowResult
+from iggt_ros.perception.warn_once import WarnOnce
 
 log = logging.getLogger(__name__)
 
@@ -294,13 +295,14 @@ class _RunState:
         self._pending: list[CameraImage] = []
         self._wall_start: float | None = None
         self._bag_start: int | None = None
-        self._warned: set[tuple[str, ...]] = set()
+        self._warn_once = WarnOnce(self._collect_warning)
 
     # ------------------------------------------------------------------ helpers
     def warn(self, key: tuple[str, ...], text: str) -> None:
-        if key in self._warned:
-            return
-        self._warned.add(key)
+        """Said once per key: logged and collected in the summary."""
+        self._warn_once("\x1f".join(key), text)
+
+    def _collect_warning(self, text: str) -> None:
         self.summary.warnings.append(text)
         log.warning(text)
 
