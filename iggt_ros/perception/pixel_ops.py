@@ -11,8 +11,9 @@ PyTorch sees a GPU and numpy otherwise.
 
 Assignment is coarse to fine: the window is cut into ``block`` x ``block`` pixel blocks whose
 features are summed from every second pixel; a block that is coherent (its reads agree) and has the
-same nearest prototype as its four neighbours gives that label to all its pixels, and only the other
-blocks (instance boundaries, noise, invalid pixels) are assigned pixel by pixel. The exact mode
+same nearest prototype as its four neighbours (or, like them, none within reach) gives that label to
+all its pixels, and only the other blocks (instance boundaries, noise, invalid pixels) are assigned
+pixel by pixel. The exact mode
 assigns every pixel.
 """
 
@@ -119,7 +120,8 @@ class NumpyPixels:
         bh, bw = fsum.shape[1:3]
         block_labels = self.assign(fsum.reshape(-1, c), protos, min_cos).reshape(v, bh, bw)
         length = np.sqrt(np.einsum("...i,...i->...", fsum, fsum))
-        pure = blocks.valid & (length >= COHERENT_BLOCK * np.maximum(blocks.norm_sum, _EPS)) & (block_labels > 0)
+        # a coherent block far from every prototype, among neighbours that are too, stays 0 without refinement
+        pure = blocks.valid & (length >= COHERENT_BLOCK * np.maximum(blocks.norm_sum, _EPS))
         pure[:, 1:, :] &= block_labels[:, 1:, :] == block_labels[:, :-1, :]
         pure[:, :-1, :] &= block_labels[:, :-1, :] == block_labels[:, 1:, :]
         pure[:, :, 1:] &= block_labels[:, :, 1:] == block_labels[:, :, :-1]
@@ -226,8 +228,7 @@ class TorchPixels:
         bh, bw = fsum.shape[1:3]
         block_labels = self._assign(fsum.reshape(-1, c), p, min_cos).reshape(v, bh, bw)
         length = torch.sqrt((fsum * fsum).sum(-1))
-        pure = (self._t(blocks.valid) & (length >= COHERENT_BLOCK * self._t(blocks.norm_sum).clamp_min(_EPS))
-                & (block_labels > 0))
+        pure = self._t(blocks.valid) & (length >= COHERENT_BLOCK * self._t(blocks.norm_sum).clamp_min(_EPS))
         same = torch.ones_like(pure)
         same[:, 1:, :] &= block_labels[:, 1:, :] == block_labels[:, :-1, :]
         same[:, :-1, :] &= block_labels[:, :-1, :] == block_labels[:, 1:, :]
