@@ -11,12 +11,12 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from iggt_ros.bag import convention as C
-from iggt_ros.bag import layouts as L
-from iggt_ros.bag.message import Header, MessageData
 from iggt_ros.bag.reader import BagError, BagReader, CameraImage, GroundTruthImage, GroundTruthObjects, TimeJump
 from iggt_ros.bag.sample import SampleBagSpec, write_sample_bag
 from iggt_ros.bag.writer import BagWriter
+from iggt_ros.messages import convention as C
+from iggt_ros.messages import layouts as L
+from iggt_ros.messages.message import Header, MessageData
 from iggt_ros.perception.frames import CameraFrame
 from iggt_ros.synthetic.sequence import iter_steps, plan_sequence
 

@@ -10,10 +10,10 @@ from rosbags.highlevel import AnyReader
 from rosbags.interfaces import QosDurability
 from rosbags.typesys import Stores, get_typestore
 
-from iggt_ros.bag.layouts import STATE_CONFIRMED, STATE_LOST, STATE_TENTATIVE
-from iggt_ros.bag.message import stamp_ns
-from iggt_ros.bag.tf_buffer import TransformBuffer
 from iggt_ros.cli import main
+from iggt_ros.messages.layouts import STATE_CONFIRMED, STATE_LOST, STATE_TENTATIVE
+from iggt_ros.messages.message import stamp_ns
+from iggt_ros.messages.tf_buffer import TransformBuffer
 from iggt_ros.synthetic.sequence import plan_sequence
 
 W, H, FRAMES = 140, 84, 12

@@ -12,8 +12,8 @@ from rosbags.typesys import Stores, get_typestore
 
 from iggt_ros.bag import msgdefs
 from iggt_ros.bag.convert import to_plain, to_rosbags
-from iggt_ros.bag.message import MessageData
 from iggt_ros.bag.typestore import INSTANCE_ARRAY, QUERY_REQUEST, QUERY_RESPONSE, make_typestore, typestore
+from iggt_ros.messages.message import MessageData
 
 REPO = Path(__file__).resolve().parents[1]
 

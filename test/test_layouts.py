@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from iggt_ros.bag import layouts as L
 from iggt_ros.bag.convert import to_rosbags
-from iggt_ros.bag.message import Header, stamp_ns
 from iggt_ros.bag.typestore import typestore
+from iggt_ros.messages import layouts as L
+from iggt_ros.messages.message import Header, stamp_ns
 from iggt_ros.palette import instance_colors
 from iggt_ros.spatial import matrix_from_quaternion, quaternion_from_matrix
 

@@ -8,11 +8,11 @@ import numpy as np
 import pytest
 from PIL import Image
 
-from iggt_ros.bag import layouts as L
 from iggt_ros.bag.convert import to_rosbags
-from iggt_ros.bag.images import UnsupportedEncoding, compressed_to_rgb, image_to_array, image_to_rgb, intrinsics_of
-from iggt_ros.bag.message import Header, MessageData
 from iggt_ros.bag.typestore import typestore
+from iggt_ros.messages import layouts as L
+from iggt_ros.messages.images import UnsupportedEncoding, compressed_to_rgb, image_to_array, image_to_rgb, intrinsics_of
+from iggt_ros.messages.message import Header, MessageData
 
 HEADER = Header(5, "cam0_optical_frame")
 RNG = np.random.default_rng(7)

@@ -18,10 +18,10 @@ import os
 import numpy as np
 import pytest
 
-from iggt_ros.bag import layouts as L
 from iggt_ros.bag.convert import to_rosbags
-from iggt_ros.bag.message import Header, MessageData
 from iggt_ros.bag.typestore import typestore
+from iggt_ros.messages import layouts as L
+from iggt_ros.messages.message import Header, MessageData
 
 serialization = pytest.importorskip("rclpy.serialization", reason="rclpy is not installed")
 to_rclpy = importlib.import_module("iggt_ros.ros.convert").to_rclpy

@@ -19,11 +19,11 @@ from typing import Any
 import numpy as np
 import pytest
 
-from iggt_ros.bag import layouts as L
-from iggt_ros.bag.convention import optical_frame
-from iggt_ros.bag.message import Header, MessageData, stamp_ns
 from iggt_ros.engine.base import Engine
 from iggt_ros.engine.oracle import OracleEngine
+from iggt_ros.messages import layouts as L
+from iggt_ros.messages.convention import optical_frame
+from iggt_ros.messages.message import Header, MessageData, stamp_ns
 from iggt_ros.synthetic.sequence import make_sequence
 
 WIDTH, HEIGHT = 168, 112

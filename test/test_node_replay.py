@@ -23,13 +23,13 @@ import pytest
 from rosbags.rosbag2 import Reader
 from test_node import Harness, harness_factory, input_path, read_image, wait_for  # noqa: F401 (fixtures)
 
-from iggt_ros.bag import convention as C
-from iggt_ros.bag import layouts as L
-from iggt_ros.bag.message import Header, MessageData, stamp_ns
 from iggt_ros.bag.typestore import typestore
 from iggt_ros.bag.writer import BagWriter
 from iggt_ros.config import IggtConfig
 from iggt_ros.engine.oracle import OracleEngine
+from iggt_ros.messages import convention as C
+from iggt_ros.messages import layouts as L
+from iggt_ros.messages.message import Header, MessageData, stamp_ns
 from iggt_ros.synthetic.sequence import make_sequence
 
 WIDTH, HEIGHT = 168, 112

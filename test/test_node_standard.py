@@ -15,8 +15,8 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from iggt_ros.bag import layouts as L
-from iggt_ros.bag.message import Header, MessageData
+from iggt_ros.messages import layouts as L
+from iggt_ros.messages.message import Header, MessageData
 from iggt_ros.perception.frames import CameraFrame
 from iggt_ros.perception.window import ApproximateTimeSynchronizer
 
@@ -108,7 +108,7 @@ def test_tf2_ros_buffer_and_package_buffer_agree():
     from rclpy.duration import Duration
     from rclpy.time import Time
 
-    from iggt_ros.bag.tf_buffer import TransformBuffer
+    from iggt_ros.messages.tf_buffer import TransformBuffer
     from iggt_ros.ros.convert import to_rclpy
     from iggt_ros.spatial import transform_from
 

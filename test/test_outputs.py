@@ -4,13 +4,13 @@ from __future__ import annotations
 
 import numpy as np
 
-from iggt_ros.bag import layouts as L
 from iggt_ros.bag.convert import to_rosbags
-from iggt_ros.bag.message import stamp_ns
-from iggt_ros.bag.outputs import OutputAdapter, OutputTopics
 from iggt_ros.bag.typestore import typestore
 from iggt_ros.config import PublishConfig
 from iggt_ros.engine.preprocess import resize_nearest
+from iggt_ros.messages import layouts as L
+from iggt_ros.messages.message import stamp_ns
+from iggt_ros.messages.outputs import OutputAdapter, OutputTopics
 from iggt_ros.perception.object_map import ObjectInstance
 from iggt_ros.perception.pipeline import ViewInfo, WindowResult, pack_cloud
 from iggt_ros.perception.records import InstanceRecord, TrackState, instance_record

@@ -7,8 +7,8 @@ from pathlib import Path
 
 import numpy as np
 
-from iggt_ros.bag import layouts as L
-from iggt_ros.bag.message import Header
+from iggt_ros.messages import layouts as L
+from iggt_ros.messages.message import Header
 from iggt_ros.perception.records import STATE_CONFIRMED, STATE_LOST, STATE_TENTATIVE, InstanceRecord
 
 README = Path(__file__).resolve().parents[1] / "README.md"

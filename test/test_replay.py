@@ -12,8 +12,6 @@ import pytest
 from rosbags.rosbag2 import Reader
 
 from iggt_ros import cli
-from iggt_ros.bag import layouts as L
-from iggt_ros.bag.message import stamp_ns
 from iggt_ros.bag.reader import CameraImage
 from iggt_ros.bag.replay import ReplaySummary, default_report_dir, replay_bag
 from iggt_ros.bag.replay_truth import TruthStore
@@ -21,6 +19,8 @@ from iggt_ros.bag.sample import SampleBagSpec, write_sample_bag
 from iggt_ros.bag.typestore import typestore
 from iggt_ros.config import IggtConfig
 from iggt_ros.engine.base import ViewKey
+from iggt_ros.messages import layouts as L
+from iggt_ros.messages.message import stamp_ns
 from iggt_ros.spatial import umeyama_sim3
 from iggt_ros.vlm.state import load_query_state
 

@@ -10,15 +10,15 @@ import pytest
 from rosbags.rosbag2 import Reader
 
 from iggt_ros import cli
-from iggt_ros.bag import convention as C
-from iggt_ros.bag import layouts as L
 from iggt_ros.bag.convert import to_plain
-from iggt_ros.bag.message import MessageData
 from iggt_ros.bag.replay import ReplayError, replay_bag
 from iggt_ros.bag.sample import SampleBagSpec, write_sample_bag
 from iggt_ros.bag.typestore import typestore
 from iggt_ros.bag.writer import BagWriter
 from iggt_ros.config import IggtConfig
+from iggt_ros.messages import convention as C
+from iggt_ros.messages import layouts as L
+from iggt_ros.messages.message import MessageData
 
 W, H = 168, 112
 FRAMES = 12

@@ -9,10 +9,10 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from iggt_ros.bag import layouts as L
-from iggt_ros.bag.message import Header
-from iggt_ros.bag.tf_buffer import TransformBuffer
 from iggt_ros.config import IggtConfig
+from iggt_ros.messages import layouts as L
+from iggt_ros.messages.message import Header
+from iggt_ros.messages.tf_buffer import TransformBuffer
 from iggt_ros.perception.warn_once import WarnOnce
 from iggt_ros.ros.camera_input import CameraInputs, NumpyImageDecoder, PoseSource, rgb_from_pixels
 from iggt_ros.ros.param_rules import apply_update, check_update, is_runtime_key

@@ -5,10 +5,10 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from iggt_ros.bag import layouts as L
 from iggt_ros.bag.convert import to_rosbags
-from iggt_ros.bag.tf_buffer import ExtrapolationError, FrameNotFound, NotConnected, TransformBuffer
 from iggt_ros.bag.typestore import typestore
+from iggt_ros.messages import layouts as L
+from iggt_ros.messages.tf_buffer import ExtrapolationError, FrameNotFound, NotConnected, TransformBuffer
 from iggt_ros.spatial import invert, matrix_from_quaternion, yaw_quaternion
 
 S = 1_000_000_000

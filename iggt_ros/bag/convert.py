@@ -2,7 +2,7 @@
 
 The rosbags message classes need every field in their constructor and numpy arrays of the exact
 dtype for numeric arrays; this module walks the typestore's field definitions so layouts can stay
-plain and partial (`iggt_ros.bag.message`). `to_plain` goes the other way, for tests and reports
+plain and partial (`iggt_ros.messages.message`). `to_plain` goes the other way, for tests and reports
 that compare a deserialised message with what was meant to be written.
 """
 
@@ -15,8 +15,8 @@ import numpy as np
 from rosbags.interfaces import Nodetype
 from rosbags.typesys.store import Typestore
 
-from iggt_ros.bag.message import MessageData
 from iggt_ros.bag.typestore import typestore as default_typestore
+from iggt_ros.messages.message import MessageData
 
 NUMPY_DTYPES: dict[str, np.dtype] = {
     "bool": np.dtype(np.bool_),

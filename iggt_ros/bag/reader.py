@@ -29,13 +29,13 @@ from typing import Any
 import numpy as np
 from rosbags.rosbag2 import Reader
 
-from iggt_ros.bag import convention as C
-from iggt_ros.bag.images import UnsupportedEncoding, compressed_to_rgb, image_to_array, image_to_rgb, intrinsics_of
-from iggt_ros.bag.layouts import read_instances
 from iggt_ros.bag.mcap_scan import McapScan
-from iggt_ros.bag.message import stamp_ns
-from iggt_ros.bag.tf_buffer import TransformBuffer, TransformError
 from iggt_ros.bag.typestore import typestore
+from iggt_ros.messages import convention as C
+from iggt_ros.messages.images import UnsupportedEncoding, compressed_to_rgb, image_to_array, image_to_rgb, intrinsics_of
+from iggt_ros.messages.layouts import read_instances
+from iggt_ros.messages.message import stamp_ns
+from iggt_ros.messages.tf_buffer import TransformBuffer, TransformError
 from iggt_ros.perception.camera_frames import CameraCalibration, camera_frame
 from iggt_ros.perception.frames import CameraFrame
 from iggt_ros.perception.records import InstanceRecord

@@ -4,7 +4,7 @@
 feeds its frames through the same synchroniser and `Pipeline` the node uses, and writes an output
 bag (mcap by default) holding:
 
-* every output topic of `iggt_ros.bag.outputs` (points, instances, detections, markers, per-view
+* every output topic of `iggt_ros.messages.outputs` (points, instances, detections, markers, per-view
   instance and depth images), recorded at the bag time of the frame that completed the window,
   i.e. when the node would have published it;
 * the input images as decoded rgb8 on `/<camera>/image_raw` with their `/<camera>/camera_info`
@@ -47,10 +47,6 @@ from typing import Any
 
 import yaml
 
-from iggt_ros.bag import convention as C
-from iggt_ros.bag import layouts as L
-from iggt_ros.bag.message import Header
-from iggt_ros.bag.outputs import OutputAdapter
 from iggt_ros.bag.reader import BagError, BagReader, CameraImage, GroundTruthImage, TimeJump
 from iggt_ros.bag.replay_query import QueryStateRecorder
 from iggt_ros.bag.replay_truth import TruthStore
@@ -59,6 +55,10 @@ from iggt_ros.config import ENGINE_BACKENDS, MAX_VIEWS, ConfigError, IggtConfig,
 from iggt_ros.engine.base import Engine, EngineError, ViewKey
 from iggt_ros.eval.record import RunRecord
 from iggt_ros.eval.report import ReportFiles, write_report
+from iggt_ros.messages import convention as C
+from iggt_ros.messages import layouts as L
+from iggt_ros.messages.message import Header
+from iggt_ros.messages.outputs import OutputAdapter
 from iggt_ros.perception.engine_setup import create_window_engine
 from iggt_ros.perception.pipeline import Pipeline, WindowResult
 from iggt_ros.perception.warn_once import WarnOnce

@@ -52,10 +52,10 @@ from pathlib import Path
 
 import numpy as np
 
-from iggt_ros.bag import convention as C
-from iggt_ros.bag import layouts as L
-from iggt_ros.bag.message import Header
 from iggt_ros.bag.writer import STORAGES, BagWriter
+from iggt_ros.messages import convention as C
+from iggt_ros.messages import layouts as L
+from iggt_ros.messages.message import Header
 from iggt_ros.synthetic.types import RenderedView, Scene
 
 TRAJECTORIES = ("orbit", "walk", "pan")

@@ -15,8 +15,8 @@ from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, Qo
 from rosbags.rosbag2 import StoragePlugin, Writer
 
 from iggt_ros.bag.convert import to_rosbags
-from iggt_ros.bag.message import MessageData
 from iggt_ros.bag.typestore import typestore
+from iggt_ros.messages.message import MessageData
 
 STORAGES = {"mcap": StoragePlugin.MCAP, "sqlite3": StoragePlugin.SQLITE3}
 _DEFAULT_TIME = QosTime(0, 0)  # rmw: 0 means the default (no deadline, infinite lifespan)

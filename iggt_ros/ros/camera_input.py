@@ -1,7 +1,7 @@
 """Camera messages -> `CameraFrame`s for the node, without importing rclpy.
 
 Both decoding paths produce the same pixels: on a robot cv_bridge decodes the message buffer and
-the colour handling below turns it into RGB; elsewhere `iggt_ros.bag.images` (the replay's decoder)
+the colour handling below turns it into RGB; elsewhere `iggt_ros.messages.images` (the replay's decoder)
 does both. Anything that cannot be decoded is reported once per topic, naming the topic and the
 encoding, and the frame is skipped: a misconfigured camera must not flood the log or stop the node.
 """
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from iggt_ros.bag.images import (
+from iggt_ros.messages.images import (
     COLOR_ENCODINGS,
     YUV422_ORDER,
     UnsupportedEncoding,
@@ -25,7 +25,7 @@ from iggt_ros.bag.images import (
     intrinsics_of,
     rgb_from_pixels,
 )
-from iggt_ros.bag.message import stamp_ns
+from iggt_ros.messages.message import stamp_ns
 from iggt_ros.perception.camera_frames import CameraCalibration, PoseLookup, camera_frame
 from iggt_ros.perception.frames import CameraFrame
 from iggt_ros.perception.warn_once import Logger, WarnOnce
@@ -33,7 +33,7 @@ from iggt_ros.ros.tf_health import TfHealth
 
 
 class NumpyImageDecoder:
-    """The package's own decoder (`iggt_ros.bag.images`), used where cv_bridge is missing."""
+    """The package's own decoder (`iggt_ros.messages.images`), used where cv_bridge is missing."""
 
     name = "numpy decoder (fallback)"
 

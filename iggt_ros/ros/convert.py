@@ -1,6 +1,6 @@
 """Plain message data -> rclpy messages (the node's side of the shared layouts).
 
-The layouts in `iggt_ros.bag.layouts` describe each output once as plain data; this module turns
+The layouts in `iggt_ros.messages.layouts` describe each output once as plain data; this module turns
 that into the generated rclpy class by walking the class's rosidl slot types, so the node and the
 rosbags replay serialise the same bytes. Message packages are imported lazily, by type name, when a
 message of that type is first built: importing this module needs neither rclpy nor any package.
@@ -15,7 +15,7 @@ from typing import Any
 
 import numpy as np
 
-from iggt_ros.bag.message import MessageData
+from iggt_ros.messages.message import MessageData
 
 # rosidl BasicType names (as the generated classes report them) -> (numpy dtype, array.array typecode)
 _NUMERIC: dict[str, tuple[np.dtype, str]] = {

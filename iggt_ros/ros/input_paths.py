@@ -22,9 +22,9 @@ from typing import Any
 import numpy as np
 from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profile_sensor_data
 
-from iggt_ros.bag.message import stamp_ns
-from iggt_ros.bag.tf_buffer import TransformBuffer
 from iggt_ros.config import IggtConfig
+from iggt_ros.messages.message import stamp_ns
+from iggt_ros.messages.tf_buffer import TransformBuffer
 from iggt_ros.perception.frames import CameraFrame, FrameSet
 from iggt_ros.ros.camera_input import CameraInputs, PoseSource, make_image_decoder
 from iggt_ros.ros.tf_health import TfHealth

@@ -50,9 +50,9 @@ from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
-from iggt_ros.bag.outputs import OutputAdapter, OutputTopics
 from iggt_ros.config import NODE_NAME, ConfigError, IggtConfig
 from iggt_ros.engine.base import Engine, EngineError
+from iggt_ros.messages.outputs import OutputAdapter, OutputTopics
 from iggt_ros.perception.engine_setup import create_window_engine
 from iggt_ros.perception.frames import CameraFrame, FrameSet
 from iggt_ros.perception.pipeline import Collected, Pipeline, WindowResult

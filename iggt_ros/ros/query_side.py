@@ -19,9 +19,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from iggt_ros.bag import layouts as L
-from iggt_ros.bag.message import Header, MessageData
 from iggt_ros.config import QueryConfig
+from iggt_ros.messages import layouts as L
+from iggt_ros.messages.message import Header, MessageData
 from iggt_ros.perception.object_map import ObjectInstance
 from iggt_ros.perception.pipeline import MapSnapshot, WindowResult
 from iggt_ros.perception.records import InstanceRecord, instance_record

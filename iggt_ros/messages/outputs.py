@@ -40,10 +40,10 @@ import logging
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
-from iggt_ros.bag import layouts as L
-from iggt_ros.bag.message import Header, MessageData
 from iggt_ros.config import PublishConfig
 from iggt_ros.engine.preprocess import resize_nearest
+from iggt_ros.messages import layouts as L
+from iggt_ros.messages.message import Header, MessageData
 from iggt_ros.perception.pipeline import WindowResult
 from iggt_ros.perception.records import instance_record
 

@@ -16,7 +16,7 @@ from typing import Any
 
 import numpy as np
 
-from iggt_ros.bag.message import NS_PER_S, stamp_ns
+from iggt_ros.messages.message import NS_PER_S, stamp_ns
 from iggt_ros.spatial import interpolate_transform, invert, transform_from
 
 
