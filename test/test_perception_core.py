@@ -480,9 +480,6 @@ def test_object_map_bounds_points_and_fits_a_gravity_aligned_box():
     assert abs(np.degrees(inst.box_yaw) - 30) < 3
     assert np.allclose(inst.box_size, [0.8, 0.2, 0.3], atol=0.05)
     assert np.allclose(inst.box_center, [1.0, 2.0, 0.15], atol=0.03)
-    omap.add_embedding(7, np.array([1.0, 0.0]), 1.0)
-    omap.add_embedding(7, np.array([0.0, 1.0]), 3.0)
-    assert np.allclose(omap.instance(7).embedding, [0.25, 0.75])
 
 
 def test_object_map_merge_keeps_history():
@@ -491,12 +488,12 @@ def test_object_map_merge_keeps_history():
     omap.update(1, pts, np.zeros((300, 3), np.uint8), 3, 10, 0)
     omap.update(2, pts + 0.001, np.zeros((300, 3), np.uint8), 1, 50, 5)
     assert omap.overlap(1, 2) > 0.5
-    omap.add_embedding(2, np.ones(4), 2.0)
+    omap.set_label(2, "red cube", 0.8)
     omap.merge(1, 2)
     assert 2 not in omap and omap.merges == 1
     inst = omap.instance(1)
     assert (inst.first_seen_ns, inst.last_seen_ns, inst.views_seen) == (10, 50, 4)
-    assert inst.embedding is not None and inst.embedding_weight == 2.0
+    assert (inst.label, inst.score) == ("red cube", 0.8), "the kept instance had no label: it takes the merged one's"
 
 
 def test_object_map_reexpress_moves_every_instance():

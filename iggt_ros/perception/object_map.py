@@ -2,9 +2,9 @@
 
 Per instance: a bounded, voxel-downsampled point set with colours, its centroid, a gravity-aligned
 oriented box (yaw about world z, size along the box axes), views and windows seen, first and last
-seen stamps, and the slots the query service fills (an embedding vector with its accumulated weight,
-a label and a score). Sizes are in world units: metres when the frame is metric (TF or rig), the
-model's unit otherwise.
+seen stamps, and the label and score the query side gives it (instance embeddings live in the
+query index, `iggt_ros.vlm.query_index`, not here). Sizes are in world units: metres when the frame
+is metric (TF or rig), the model's unit otherwise.
 
 Rules:
 
@@ -16,17 +16,16 @@ Rules:
   by side stay apart) and at least half of the smaller one's voxels coincide with the larger's. This
   repairs an object that came back under a new ID because re-identification missed it. The merged
   instance keeps the earlier first-seen stamp, the union of the voxels and the summed counts, and
-  the embeddings are combined by weight.
+  a label when the kept instance has none.
 * Split. The map never splits an instance on its own: when clustering separates what one ID covered,
   the tracker gives the new part its own ID, and the old ID keeps what it matches. Removed tracks
   (forgotten after ``tracking.forget_windows``) are removed from the map with them.
-* Embeddings. `add_embedding` folds a vector in as a weighted running mean; `set_label` stores a
-  label and score. The query side writes labels as instance embeddings change; they survive merges.
+* Labels. `set_label` stores a label and score; the query side writes them as instance embeddings
+  change, and they survive merges.
 """
 
 from __future__ import annotations
 
-import copy
 import logging
 import threading
 from dataclasses import dataclass, field
@@ -59,8 +58,6 @@ class ObjectInstance:
     windows_seen: int
     first_seen_ns: int
     last_seen_ns: int
-    embedding: np.ndarray | None = None
-    embedding_weight: float = 0.0
     label: str = ""
     score: float = 0.0
     label_reason: str = ""
@@ -80,8 +77,6 @@ class _Entry:
     windows_seen: int = 0
     first_seen_ns: int = 0
     last_seen_ns: int = 0
-    embedding: np.ndarray | None = None
-    embedding_weight: float = 0.0
     label: str = ""
     score: float = 0.0
 
@@ -197,20 +192,6 @@ class ObjectMap:
         with self._lock:
             self._entries.pop(instance_id, None)
 
-    def add_embedding(self, instance_id: int, vector: np.ndarray, weight: float = 1.0) -> None:
-        """Fold an embedding into the instance's weighted mean (query service slot)."""
-        vec = np.asarray(vector, np.float32).reshape(-1)
-        with self._lock:
-            entry = self._entries.get(instance_id)
-            if entry is None or weight <= 0:
-                return
-            if entry.embedding is None or entry.embedding.shape != vec.shape:
-                entry.embedding, entry.embedding_weight = vec.copy(), float(weight)
-                return
-            total = entry.embedding_weight + float(weight)
-            entry.embedding = (entry.embedding * entry.embedding_weight + vec * weight) / total
-            entry.embedding_weight = total
-
     def set_label(self, instance_id: int, label: str, score: float) -> None:
         with self._lock:
             if instance_id in self._entries:
@@ -234,20 +215,11 @@ class ObjectMap:
                 return
             first = min(ek.first_seen_ns, ed.first_seen_ns)
             views, windows = ek.views_seen + ed.views_seen, ek.windows_seen + ed.windows_seen
-            emb, emb_w = ek.embedding, ek.embedding_weight
-            if ed.embedding is not None:
-                if emb is None or emb.shape != ed.embedding.shape:
-                    emb, emb_w = ed.embedding, ed.embedding_weight
-                else:
-                    total = emb_w + ed.embedding_weight
-                    emb = (emb * emb_w + ed.embedding * ed.embedding_weight) / max(total, 1e-12)
-                    emb_w = total
             # drop's voxels first so that keep's observation wins where they coincide
             self._store(ek, np.concatenate([ed.points, ek.points]), np.concatenate([ed.colors, ek.colors]),
                         np.concatenate([ed.age, ek.age]))
             ek.first_seen_ns, ek.views_seen, ek.windows_seen = first, views, windows
             ek.last_seen_ns = max(ek.last_seen_ns, ed.last_seen_ns)
-            ek.embedding, ek.embedding_weight = emb, emb_w
             if not ek.label and ed.label:
                 ek.label, ek.score = ed.label, ed.score
             self.merges += 1
@@ -276,5 +248,4 @@ class ObjectMap:
             id=int(instance_id), state=e.state, centroid=centroid, box_center=center, box_size=size, box_yaw=yaw,
             num_points=int(len(e.points)), views_seen=e.views_seen, windows_seen=e.windows_seen,
             first_seen_ns=e.first_seen_ns, last_seen_ns=e.last_seen_ns,
-            embedding=None if e.embedding is None else copy.deepcopy(e.embedding),
-            embedding_weight=e.embedding_weight, label=e.label, score=e.score)
+            label=e.label, score=e.score)
