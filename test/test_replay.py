@@ -176,18 +176,31 @@ def test_sqlite3_bag_two_cameras_paced_through_the_command_line(tmp_path, capsys
     assert metrics["num_views"] == 2 * 12 and metrics["instances"]["num_views"] == 2 * 12
 
 
-def test_truth_store_keeps_only_the_views_a_window_can_still_use():
+def test_truth_store_keeps_only_the_views_the_pipeline_still_holds():
+    from iggt_ros.bag.reader import GroundTruthImage
+    from iggt_ros.perception.pipeline import Pipeline
+
+    config = oracle_config(**{"input.cameras": ["front"], "window.size": 3, "window.stride": 1,
+                              "window.min_translation_m": 0.0,
+                              "window.min_rotation_deg": 0.0, "window.min_image_change": 0.0})
+    pipeline = Pipeline(config, engine=None)  # collecting frames never runs the engine
     store = TruthStore(window_size=3, cameras=1, sync_queue_size=2)
     rgb = np.zeros((4, 6, 3), np.uint8)
-    for stamp in range(10):
-        store.add_image(CameraImage("cam", "/cam/image_raw", stamp, stamp, "cam_optical_frame", rgb, np.eye(3)))
-        store.frameset_done({"cam": stamp}, keyframe=stamp % 3 == 0)
-    assert [t for t in range(10) if store.get(ViewKey("cam", t))] == [3, 6, 9]  # the last window.size keyframes
-    store.add_image(CameraImage("cam", "/cam/image_raw", 10, 10, "cam_optical_frame", rgb, np.eye(3)))
-    with pytest.raises(KeyError, match="no ground-truth instances, depth, pose"):
-        store.rendered_view(ViewKey("cam", 10))
-    for stamp in range(11, 11 + 2 * store.max_views):  # never synchronised: the cap bounds them
-        store.add_image(CameraImage("cam", "/cam/image_raw", stamp, stamp, "cam_optical_frame", rgb, np.eye(3)))
+    for stamp in range(1, 10):
+        image = CameraImage("front", "/front/image_raw", stamp, stamp, "front_optical_frame", rgb, np.eye(3))
+        store.add_image(image)
+        pipeline.add_frame(image.to_frame())
+        store.keep_only(pipeline.held_views())
+    assert [t for t in range(10) if store.get(ViewKey("front", t))] == [7, 8, 9]  # the buffered keyframes
+    # ground truth read ahead of its image is kept until the image has been offered
+    store.add_ground_truth(GroundTruthImage("front", "depth", 10, "front_optical_frame", np.ones((4, 6), np.float32)))
+    store.keep_only(pipeline.held_views())
+    assert store.get(ViewKey("front", 10)) is not None
+    store.add_image(CameraImage("front", "/front/image_raw", 10, 10, "front_optical_frame", rgb, np.eye(3)))
+    with pytest.raises(KeyError, match="no ground-truth instances, pose"):
+        store.rendered_view(ViewKey("front", 10))
+    for stamp in range(11, 11 + 2 * store.max_views):  # truth whose image never comes: the cap bounds it
+        store.add_ground_truth(GroundTruthImage("front", "depth", stamp, "f", np.ones((4, 6), np.float32)))
     assert len(store) == store.max_views
 
 

@@ -389,12 +389,12 @@ class _RunState:
         self.source_sizes[image.camera] = size
         self.truth.add_image(image)
         collected = self.pipeline.add_frame(image.to_frame())
+        self.truth.keep_only(self.pipeline.held_views())
         if collected.frameset is None:
             return
         self.summary.framesets += 1
         if collected.reset:  # time went backwards: instance IDs start over, so do their embeddings
             self.query.forget()
-        self.truth.frameset_done({c: f.stamp_ns for c, f in collected.frameset.frames.items()}, collected.keyframe)
         if collected.window is not None:
             result = self.pipeline.process_window(collected.window)
             if not result.discarded:

@@ -4,18 +4,18 @@ Two readers need the truth of a view after its image was read: the ground-truth 
 (which answers `infer` from it) and the evaluation (which compares each output view with it). Both
 only ever ask about views that can still be in a window, so the store keeps:
 
-* every frame not yet offered to the window buffer (waiting in the synchroniser), and
-* the frames of the last `window.size` keyframe steps;
+* the views the pipeline still holds (`Pipeline.held_views`: waiting in the synchroniser or among
+  the buffered keyframes), asked after every frame, so the store follows the core's own rules, and
+* ground truth read ahead of its image (the image is offered a moment later);
 
-and drops the rest as soon as the replay learns it is not needed: a synchronised frame set that
-did not become a keyframe, and anything older than the oldest keyframe still in the window. A
-hard cap on the number of views guards against frames the synchroniser never matches.
+and drops every other view. A hard cap on the number of views guards against truth whose image
+never comes.
 """
 
 from __future__ import annotations
 
 import logging
-from collections import OrderedDict, deque
+from collections import OrderedDict
 from dataclasses import dataclass
 
 import numpy as np
@@ -42,10 +42,8 @@ class TruthStore:
     """ViewKey -> `ViewTruth` for the views a window may still use (see the module docstring)."""
 
     def __init__(self, window_size: int, cameras: int, sync_queue_size: int) -> None:
-        self.window_size = int(window_size)
         self.max_views = max(16, 4 * max(cameras, 1) * (window_size + sync_queue_size + 2))
         self._views: OrderedDict[ViewKey, ViewTruth] = OrderedDict()
-        self._keyframe_stamps: deque[int] = deque(maxlen=self.window_size)
         self.evicted_by_cap = 0
 
     def __len__(self) -> int:
@@ -73,22 +71,14 @@ class TruthStore:
         elif gt.kind == "depth":
             entry.depth = np.asarray(gt.array, dtype=np.float32)
 
-    def frameset_done(self, stamps: dict[str, int], keyframe: bool) -> None:
-        """A synchronised frame set was offered to the window buffer; forget what no window can use."""
-        if not keyframe:
-            for camera, stamp in stamps.items():
-                self._views.pop(ViewKey(camera, stamp), None)
-            return
-        self._keyframe_stamps.append(min(stamps.values()))
-        if len(self._keyframe_stamps) == self.window_size:
-            oldest = self._keyframe_stamps[0]
-            for key in [k for k in self._views if k.stamp_ns < oldest]:
-                del self._views[key]
+    def keep_only(self, held: set[ViewKey]) -> None:
+        """Forget every view whose image was offered to the pipeline and that the pipeline no longer holds."""
+        for key in [k for k, v in self._views.items() if v.image is not None and k not in held]:
+            del self._views[key]
 
     def clear(self) -> None:
         """Forget everything (time jumped: stamps of the next loop would collide with this one's)."""
         self._views.clear()
-        self._keyframe_stamps.clear()
 
     # ------------------------------------------------------------------ oracle lookup
     def rendered_view(self, key: ViewKey) -> RenderedView:

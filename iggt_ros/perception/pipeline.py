@@ -243,6 +243,15 @@ class Pipeline:
                 window.generation = self._generation
         return Collected(frameset, window, keyframe, reset)
 
+    def held_views(self) -> set[ViewKey]:
+        """Views a coming window may still contain: frames waiting in the synchroniser and the buffered
+        keyframes. What an adapter keeps alongside frames (the replay's ground truth) follows this."""
+        with self._state_lock:
+            synchronizer, buffer = self.synchronizer, self.window_buffer
+        held = {ViewKey(cam, stamp) for cam in synchronizer.cameras for stamp in synchronizer.queued(cam)}
+        held.update(ViewKey(f.camera, f.stamp_ns) for step in buffer.held() for f in step.frames.values())
+        return held
+
     def is_current(self, window: Window) -> bool:
         """False once the pipeline was reset after `window` was collected."""
         with self._state_lock:

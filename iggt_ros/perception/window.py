@@ -233,6 +233,10 @@ class WindowBuffer:
         self._emitted_any = True
         return window
 
+    def held(self) -> list[FrameSet]:
+        """The keyframe steps buffered now (the next window holds them, or the newest of them)."""
+        return list(self._keyframes)
+
     # ------------------------------------------------------------------ keyframes
     def _reference(self, frameset: FrameSet) -> CameraFrame:
         for cam in self.cameras:
