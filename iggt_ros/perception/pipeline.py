@@ -200,6 +200,12 @@ class Pipeline:
         log.warning("perception pipeline reset (%s): instance IDs, the object map and the world frame start over",
                     reason)
 
+    def set_label(self, instance_id: int, label: str, score: float) -> None:
+        """A label for an instance of the map (from any thread); published with the next window."""
+        with self._state_lock:
+            omap = self.object_map
+        omap.set_label(instance_id, label, score)
+
     def snapshot(self) -> MapSnapshot:
         """The instances as of the last completed window."""
         with self._state_lock:

@@ -59,11 +59,12 @@ from iggt_ros.perception.pipeline import Collected, Pipeline, WindowResult
 from iggt_ros.perception.window import Window
 from iggt_ros.ros.camera_input import CameraInputs
 from iggt_ros.ros.convert import to_rclpy
+from iggt_ros.ros.diagnostics import diagnostic_array
 from iggt_ros.ros.input_paths import InputPaths
 from iggt_ros.ros.parameters import NodeParameters
 from iggt_ros.ros.query_side import QuerySide
 from iggt_ros.ros.ros_log import ForwardToRosLog
-from iggt_ros.ros.runtime_stats import ERROR, WARN, DiagnosticsReport, RuntimeStats
+from iggt_ros.ros.runtime_stats import RuntimeStats
 from iggt_ros.ros.tf_health import TfHealth
 from iggt_ros.ros.work_queue import DropOldestQueue
 from iggt_ros.ros.worker import InferenceWorker
@@ -238,26 +239,16 @@ class IggtNode(LifecycleNode):
         """From the query side's embedder thread: a label for the map (published with the next window)."""
         pipeline = self.pipeline
         if pipeline is not None:
-            pipeline.object_map.set_label(instance_id, label, score)
+            pipeline.set_label(instance_id, label, score)
 
     def _publish_diagnostics(self) -> None:
-        from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-
-        if self.stats is None or self.queue is None or self._diag_pub is None:
+        if self.stats is None or self.queue is None or self._diag_pub is None or self.config is None:
             return
-        def status(name: str, report: DiagnosticsReport) -> DiagnosticStatus:
-            level = {WARN: DiagnosticStatus.WARN, ERROR: DiagnosticStatus.ERROR}.get(report.level,
-                                                                                     DiagnosticStatus.OK)
-            return DiagnosticStatus(level=level, name=f"{self.get_name()}: {name}", message=report.message,
-                                    hardware_id=self.stats.engine,
-                                    values=[KeyValue(key=k, value=v) for k, v in report.values.items()])
-
-        statuses = [status("perception", self.stats.report(self.queue.stats()))]
-        if self.tf_health is not None and self.config is not None:
-            statuses.append(status("TF", self.tf_health.report(self.config.input.fallback_frame)))
-        msg = DiagnosticArray(status=statuses)
-        msg.header.stamp = self.get_clock().now().to_msg()
-        self._diag_pub.publish(msg)
+        reports = {"perception": self.stats.report(self.queue.stats())}
+        if self.tf_health is not None:
+            reports["TF"] = self.tf_health.report(self.config.input.fallback_frame)
+        self._diag_pub.publish(diagnostic_array(self.get_name(), self.stats.engine, reports,
+                                                self.get_clock().now().to_msg()))
 
     def _on_query(self, request: Any, response: Any) -> Any:
         if self.pipeline is None or self.query_side is None:
