@@ -1,7 +1,10 @@
 """The perception pipeline: synchronised frames in, one `WindowResult` per window out.
 
 Both ROS adapters (the node and the rosbag replay) drive this object and nothing else, so everything
-the node computes can be run and tested without ROS. Stages, each timed:
+the node computes can be run and tested without ROS. The calls they share: `add_frame` (one camera
+frame through the package's synchroniser) or `collect` (a set synchronised elsewhere) return a
+`Collected` (the set, a completed window, whether the pipeline reset itself), and `process_window`
+returns the window's `WindowResult`. Stages, each timed:
 
     frames -> WindowBuffer -> preprocess (engine.preprocess) -> Engine.infer -> validity -> WorldAligner (mapping)
            -> InstanceClusterer (clustering, assignment) -> InstanceTracker (tracking)
@@ -9,8 +12,9 @@ the node computes can be run and tested without ROS. Stages, each timed:
 
 Threading: the node processes windows on a worker thread while its service callbacks read the state.
 `reset()` and `snapshot()` never wait for a window to finish: `reset()` swaps in fresh components at
-once (a window already in flight finishes on the old ones and its result is discarded), and
-`snapshot()` returns the immutable state published by the last completed window.
+once, and `snapshot()` returns the immutable state published by the last completed window. Each
+window carries the reset generation it was collected in: one collected before a reset (queued, or
+in flight) comes back with `WindowResult.discarded` set, so no adapter keeps its own reset count.
 
 Frames: every result is in one frame (`WindowResult.frame_id`): input.fallback_frame until TF has settled,
 then input.world_frame for good (`mapping` has the rules). On the window that moves the output, the tracks and
@@ -129,8 +133,6 @@ class Collected:
     """The synchronised set the frame completed (None: it waits for the other cameras)."""
     window: Window | None
     """A completed window to process (`Pipeline.process_window`), possibly on another thread."""
-    keyframe: bool
-    """The set became a keyframe of the window buffer."""
     reset: bool
     """Time went backwards, so the pipeline started over: windows collected before are stale."""
 
@@ -223,7 +225,7 @@ class Pipeline:
             synchronizer = self.synchronizer
         frameset = synchronizer.add(frame)
         if frameset is None:
-            return Collected(None, None, False, False)
+            return Collected(None, None, False)
         return self.collect(frameset)
 
     def collect(self, frameset: FrameSet) -> Collected:
@@ -235,19 +237,17 @@ class Pipeline:
         """
         with self._state_lock:
             buffer = self.window_buffer
-        jumps, keyframes = buffer.time_jumps, buffer.keyframes
+        jumps = buffer.time_jumps
         window = buffer.push(frameset)
         reset = buffer.time_jumps != jumps
         if reset:
             self.time_jumps += 1
             self.reset("time went backwards")
-            buffer, keyframes = self.window_buffer, 0
-            window = buffer.push(frameset)
-        keyframe = buffer.keyframes > keyframes
+            window = self.window_buffer.push(frameset)
         if window is not None:
             with self._state_lock:
                 window.generation = self._generation
-        return Collected(frameset, window, keyframe, reset)
+        return Collected(frameset, window, reset)
 
     def held_views(self) -> set[ViewKey]:
         """Views a coming window may still contain: frames waiting in the synchroniser and the buffered
@@ -257,11 +257,6 @@ class Pipeline:
         held = {ViewKey(cam, stamp) for cam in synchronizer.cameras for stamp in synchronizer.queued(cam)}
         held.update(ViewKey(f.camera, f.stamp_ns) for step in buffer.held() for f in step.frames.values())
         return held
-
-    def is_current(self, window: Window) -> bool:
-        """False once the pipeline was reset after `window` was collected."""
-        with self._state_lock:
-            return window.generation == self._generation
 
     # ------------------------------------------------------------------ one window
     def process_window(self, window: Window) -> WindowResult:
