@@ -382,10 +382,8 @@ class Pipeline:
                             np.zeros(0, CLOUD_DTYPE), [], None, {"total": 0.0}, [msg], discarded=True)
 
     def _valid_pixels(self, pred: WindowPrediction, warnings: list[str], index: int) -> np.ndarray:
-        depth = pred.depth
-        pts = pred.world_points
-        sq = np.einsum("...i,...i->...", pts, pts)  # NaN or inf anywhere propagates
-        valid = np.isfinite(depth) & (depth > 0) & np.isfinite(sq) & np.isfinite(pred.depth_conf)
+        # on numpy or the clusterer's torch device (clustering.pixel_device): NaN or inf anywhere propagates
+        valid = self.clusterer.pixels.valid_pixels(pred.depth, pred.world_points, pred.depth_conf)
         bad = 1.0 - float(valid.mean())
         if bad > 0.01:
             msg = f"{100 * bad:.1f}% of the pixels have non-finite or non-positive depth/points; they stay unlabelled"
@@ -479,4 +477,6 @@ class Pipeline:
         if len(idx) > limit:
             rng = np.random.default_rng(self.seed + len(idx))
             idx = np.sort(rng.choice(idx, size=limit, replace=False))
-        return pack_cloud(pts[idx], grid["colors"][idx], lut[grid["labels"][idx]].astype(np.uint32))
+        words = self.clusterer.pixels.pack_cloud_columns(pts[idx], grid["colors"][idx],
+                                                         lut[grid["labels"][idx]].astype(np.uint32))
+        return words.view(CLOUD_DTYPE).reshape(-1)  # the pack_cloud layout, packed where the pixel passes run
