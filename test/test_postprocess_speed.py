@@ -176,3 +176,37 @@ def test_post_processing_settings_are_checked(key, value, message):
 
     with pytest.raises(ConfigError, match=message):
         ClusteringConfig(**{key: value}).validate()
+
+
+def test_pipeline_on_the_torch_pixel_path_publishes_what_numpy_does():
+    """Validity, assignment and cloud packing through the torch code (CPU device here, CUDA on a robot)."""
+    from iggt_ros.config import IggtConfig
+    from iggt_ros.perception.frames import CameraFrame, FrameSet
+    from iggt_ros.perception.pipeline import CLOUD_DTYPE, Pipeline
+
+    seq = make_sequence(6, num_steps=6, width=W, height=H, num_objects=6)
+    results = {}
+    for device in ("numpy", "cpu"):
+        config = IggtConfig().replace(**{
+            "input.cameras": seq.rig.names, "input.image_width": W, "input.image_height": H,
+            "window.size": 4, "window.stride": 2, "window.min_translation_m": 0.0, "window.min_rotation_deg": 0.0,
+            "window.min_image_change": 0.0, "clustering.min_instance_area_px": 20,
+            "clustering.pixel_device": device})
+        oracle = OracleEngine.from_sequence(seq, input_size=(H, W), window_local_features=True, boundary_px=1,
+                                            seed=6)
+        pipe = Pipeline(config, oracle)
+        assert pipe.clusterer.pixels.name == ("numpy" if device == "numpy" else "torch-cpu")
+        out = []
+        for step in seq.steps:
+            frames = {v.camera: CameraFrame(v.camera, v.stamp_ns, v.rgb, v.intrinsics, f"{v.camera}_optical")
+                      for v in step}
+            result = pipe.push(FrameSet(step[0].stamp_ns, frames))
+            if result is not None:
+                out.append(result)
+        results[device] = out
+    assert len(results["numpy"]) == len(results["cpu"]) >= 2
+    for a, b in zip(results["numpy"], results["cpu"], strict=True):
+        assert a.cloud.dtype == b.cloud.dtype == CLOUD_DTYPE and len(a.cloud) > 100
+        assert a.cloud.tobytes() == b.cloud.tobytes()
+        assert (a.instance_images == b.instance_images).mean() > 0.999
+        assert a.instance_images.max() >= 3
