@@ -11,6 +11,11 @@ import os
 
 import pytest
 
+# Test runs on one machine at the same time (several checkouts, CI jobs) must not see each other's nodes,
+# which share names like /iggt_node: each run gets its own DDS domain unless one is set. Subprocesses
+# (launch tests) inherit it.
+os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+
 
 def ros_available() -> tuple[bool, str]:
     try:
