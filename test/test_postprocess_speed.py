@@ -14,6 +14,7 @@ from iggt_ros.config import ClusteringConfig
 from iggt_ros.engine.base import ViewKey
 from iggt_ros.engine.oracle import OracleEngine
 from iggt_ros.eval.metrics import temporal_instance_metrics
+from iggt_ros.perception import pixel_kernels
 from iggt_ros.perception.clustering import InstanceClusterer
 from iggt_ros.perception.pipeline import pack_cloud
 from iggt_ros.perception.pixel_ops import NumpyPixels, TorchPixels, make_pixel_ops, min_cosine
@@ -84,6 +85,45 @@ def test_torch_pixels_on_the_cpu_match_numpy(window):
     c2f_t = torch_ops.assign_coarse_to_fine(dev, valid, protos, blocks_t, 4, min_cos)
     assert (c2f_np == c2f_t).mean() > 0.9999
     assert (c2f_np[~valid] == 0).all() and len(np.unique(c2f_np)) > 3
+
+
+@pytest.mark.skipif(not pixel_kernels.AVAILABLE, reason="numba is not installed")
+def test_compiled_pixel_passes_match_the_numpy_code(window):
+    """The numba kernels (validity, block sums, coarse-to-fine assignment) against the numpy code they replace,
+    on a window with invalid pixels, an odd block (not a multiple of 4) excluded."""
+    pred, _ = window
+    feats = pred.instance_features.astype(np.float32)
+    compiled, plain = NumpyPixels(), NumpyPixels(compiled=False)
+    assert compiled.compiled and not plain.compiled
+    depth = pred.depth.copy()
+    depth[0, :3] = np.nan
+    depth[1, :2] = -1.0
+    points = pred.world_points.copy()
+    points[2, 5:9, 10:20, 1] = np.inf
+    conf = pred.depth_conf.copy()
+    conf[3, -4:] = np.nan
+    valid = compiled.valid_pixels(depth, points, conf)
+    np.testing.assert_array_equal(valid, plain.valid_pixels(depth, points, conf))
+    assert not valid[2, 5:9, 10:20].any() and not valid[3, -4:].any() and valid.mean() > 0.9
+    blocks, ref = compiled.block_stats(feats, valid, 4), plain.block_stats(feats, valid, 4)
+    np.testing.assert_allclose(blocks.sum, ref.sum, rtol=1e-6, atol=1e-6)
+    np.testing.assert_allclose(blocks.norm_sum, ref.norm_sum, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(blocks.valid, ref.valid)
+    protos = InstanceClusterer(ClusteringConfig(min_instance_area_px=20)).cluster(feats).prototypes
+    min_cos = min_cosine(0.6)
+    fast = compiled.assign_coarse_to_fine(feats, valid, protos, blocks, 4, min_cos)
+    slow = plain.assign_coarse_to_fine(feats, valid, protos, ref, 4, min_cos)
+    assert (fast == slow).mean() > 0.9999  # ties at float rounding may differ
+    assert (fast[~valid] == 0).all() and len(np.unique(fast)) > 3
+    # the clean-up's counting and relabelling
+    labels = np.ascontiguousarray(slow.astype(np.int32))
+    k1 = int(labels.max()) + 1
+    counts = pixel_kernels.label_counts(labels, k1)
+    for i in range(labels.shape[0]):
+        np.testing.assert_array_equal(counts[i], np.bincount(labels[i].ravel(), minlength=k1))
+    lut = np.random.default_rng(0).integers(0, k1, size=(labels.shape[0], k1)).astype(np.int32)
+    expected = np.stack([lut[i][labels[i]] for i in range(labels.shape[0])])
+    np.testing.assert_array_equal(pixel_kernels.relabel(labels, lut), expected)
 
 
 def test_cloud_words_match_the_published_layout():

@@ -52,6 +52,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from iggt_ros.config import ClusteringConfig
+from iggt_ros.perception import pixel_kernels
 from iggt_ros.perception.blas import limit_openblas, single_threaded_blas
 from iggt_ros.perception.pixel_ops import BlockStats, make_pixel_ops, min_cosine
 from iggt_ros.perception.scaling import ViewScale, patch_grid_size, view_scale
@@ -156,6 +157,7 @@ class InstanceClusterer:
         """Per-pixel work (validity, block sums, assignment): numpy, or torch on a device."""
         import_backend(config.backend)  # at construction: the first window must not pay the import (~0.4 s)
         warm_up()  # and not the speckle kernel's compilation either
+        pixel_kernels.warm_up()  # nor the clean-up's counting and relabelling kernels
         limit_openblas(config.openblas_threads)  # after the imports above: their BLAS libraries are loaded now
 
     def cluster(self, features: np.ndarray, valid: np.ndarray | None = None,
@@ -468,8 +470,12 @@ class InstanceClusterer:
         v = labels.shape[0]
         k = protos.shape[0]
         # one pass over the window: per-view offsets make (view, label) a single bincount index
-        offsets = (np.arange(v, dtype=np.int64) * (k + 1))[:, None, None]
-        counts = np.bincount((labels + offsets).ravel(), minlength=v * (k + 1)).reshape(v, k + 1)
+        compiled = pixel_kernels.AVAILABLE and labels.dtype == np.int32 and labels.flags.c_contiguous
+        if compiled:
+            counts = pixel_kernels.label_counts(labels, k + 1)
+        else:
+            offsets = (np.arange(v, dtype=np.int64) * (k + 1))[:, None, None]
+            counts = np.bincount((labels + offsets).ravel(), minlength=v * (k + 1)).reshape(v, k + 1)
         background = self._structure(labels, counts, valid, points)
         # speckle removal after the structure test (speckle is far below its 30 % share) and only on the labels
         # that stay: the floor and walls cover most of every view and would cost most of the labelling
@@ -493,9 +499,12 @@ class InstanceClusterer:
         renumber = np.zeros(k + 1, np.int32)
         renumber[kept] = np.arange(1, int(kept.sum()) + 1, dtype=np.int32)
         lut = renumber[lut]
-        out = np.empty_like(labels)
-        for i in range(v):
-            out[i] = lut[i][labels[i]]
+        if compiled:
+            out = pixel_kernels.relabel(labels, lut)
+        else:
+            out = np.empty_like(labels)
+            for i in range(v):
+                out[i] = lut[i][labels[i]]
         new_k = int(kept.sum())
         new_counts = np.zeros((v, new_k + 1), np.int64)
         np.add.at(new_counts, (np.repeat(np.arange(v), k + 1), lut.ravel()), counts.ravel())

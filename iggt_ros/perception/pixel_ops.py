@@ -24,6 +24,8 @@ from typing import Any
 
 import numpy as np
 
+from iggt_ros.perception import pixel_kernels
+
 _EPS = 1e-12
 COHERENT_BLOCK = 0.95
 """A block whose summed reads keep this fraction of their summed lengths is coherent (one direction)."""
@@ -59,10 +61,20 @@ def refine_pixels(blocks: np.ndarray, shape: tuple[int, int, int], block: int) -
     return (base[:, None] + inside[None, :]).ravel()
 
 
+def _f32(*arrays: np.ndarray) -> bool:
+    return all(isinstance(a, np.ndarray) and a.dtype == np.float32 for a in arrays)
+
+
 class NumpyPixels:
-    """The per-pixel passes in numpy (the CPU path)."""
+    """The per-pixel passes in numpy (the CPU path); with numba, validity, block sums and the coarse-to-fine
+    assignment of float32 windows run as compiled single-pass kernels (pixel_kernels.py) giving the same results."""
 
     name = "numpy"
+
+    def __init__(self, compiled: bool = True) -> None:
+        self.compiled = compiled and pixel_kernels.AVAILABLE
+        if self.compiled:
+            pixel_kernels.warm_up()
 
     def prepare(self, feats: np.ndarray) -> np.ndarray:
         """The window's features where this backend computes on them (numpy: as given)."""
@@ -77,11 +89,18 @@ class NumpyPixels:
 
     def valid_pixels(self, depth: np.ndarray, points: np.ndarray, conf: np.ndarray) -> np.ndarray:
         """[V,H,W] pixels with finite positive depth, finite points and finite confidence."""
+        if self.compiled and _f32(depth, points, conf) and points.ndim == 4:
+            return pixel_kernels.valid_pixels(np.ascontiguousarray(depth), np.ascontiguousarray(points),
+                                              np.ascontiguousarray(conf))
         sq = np.einsum("...i,...i->...", points, points)
         return np.isfinite(depth) & (depth > 0) & np.isfinite(sq) & np.isfinite(conf)
 
     def block_stats(self, feats: np.ndarray, valid: np.ndarray, block: int) -> BlockStats:
         """Strided slices added together: numpy reductions over small inner axes are several times slower."""
+        if self.compiled and _f32(feats):
+            fsum, nsum, bvalid = pixel_kernels.block_stats(np.ascontiguousarray(feats),
+                                                           np.ascontiguousarray(valid, dtype=bool), block)
+            return BlockStats(fsum, nsum, bvalid)
         fsum = np.zeros(feats[:, ::block, ::block].shape, np.float32)
         nsum = np.zeros(fsum.shape[:3], np.float32)
         bvalid = np.ones(fsum.shape[:3], bool)
@@ -117,6 +136,13 @@ class NumpyPixels:
                               block: int, min_cos: float) -> np.ndarray:
         v, h, w, c = feats.shape
         fsum = blocks.sum
+        if self.compiled and _f32(feats) and h % block == 0 and w % block == 0:
+            labels, _ = pixel_kernels.assign_coarse_to_fine(
+                np.ascontiguousarray(feats), np.ascontiguousarray(valid, dtype=bool),
+                np.ascontiguousarray(protos, dtype=np.float32), np.ascontiguousarray(fsum, dtype=np.float32),
+                np.ascontiguousarray(blocks.norm_sum, dtype=np.float32), np.ascontiguousarray(blocks.valid),
+                block, np.float32(min_cos), np.float32(COHERENT_BLOCK))
+            return labels
         bh, bw = fsum.shape[1:3]
         block_labels = self.assign(fsum.reshape(-1, c), protos, min_cos).reshape(v, bh, bw)
         length = np.sqrt(np.einsum("...i,...i->...", fsum, fsum))

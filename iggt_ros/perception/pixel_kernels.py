@@ -1,0 +1,181 @@
+"""Compiled (numba) versions of the CPU per-pixel passes: one read of the window per pass instead of several.
+
+numpy spends the per-pixel passes of a window on temporaries: validity squares and sums the points in
+three arrays before testing them, the block sums slice, add and take square roots in separate sweeps,
+and the coarse-to-fine assignment builds the label image, a refinement index and a gather of the
+features to refine. Each sweep reads or writes tens of MB on a 2-core machine whose memory bandwidth is
+shared. These kernels do the same arithmetic in float32 in the same order, in one loop each, so
+`NumpyPixels` gives the same masks with them as without (test_postprocess_speed holds them equal).
+Without numba (a dependency through fast_hdbscan) `AVAILABLE` is False and the numpy code runs.
+"""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+
+try:
+    import numba
+except ImportError:  # pragma: no cover - numba comes with fast_hdbscan, a dependency
+    numba = None
+
+AVAILABLE = numba is not None
+
+if numba is not None:
+
+    @numba.njit(cache=True, nogil=True)
+    def valid_pixels(depth, points, conf):
+        """[V,H,W] finite positive depth, finite points (their squared length too), finite confidence."""
+        v, h, w = depth.shape
+        out = np.empty((v, h, w), np.bool_)
+        for a in range(v):
+            for y in range(h):
+                for x in range(w):
+                    d = depth[a, y, x]
+                    px, py, pz = points[a, y, x, 0], points[a, y, x, 1], points[a, y, x, 2]
+                    sq = px * px + py * py + pz * pz
+                    out[a, y, x] = (math.isfinite(d) and d > 0 and math.isfinite(sq)
+                                    and math.isfinite(conf[a, y, x]))
+        return out
+
+    @numba.njit(cache=True, nogil=True)
+    def block_stats(feats, valid, block):
+        """Per `block` x `block` block, from every second pixel: feature sum, sum of lengths, all reads valid."""
+        v, h, w, c = feats.shape
+        bh, bw = (h + block - 1) // block, (w + block - 1) // block
+        fsum = np.zeros((v, bh, bw, c), np.float32)
+        nsum = np.zeros((v, bh, bw), np.float32)
+        bvalid = np.ones((v, bh, bw), np.bool_)
+        for a in range(v):
+            for by in range(bh):
+                for bx in range(bw):
+                    for i in range(0, block, 2):
+                        y = by * block + i
+                        if y >= h:
+                            continue
+                        for j in range(0, block, 2):
+                            x = bx * block + j
+                            if x >= w:
+                                continue
+                            sq = np.float32(0.0)
+                            for k in range(c):
+                                f = np.float32(feats[a, y, x, k])
+                                fsum[a, by, bx, k] += f
+                                sq += f * f
+                            nsum[a, by, bx] += np.float32(math.sqrt(sq))
+                            if not valid[a, y, x]:
+                                bvalid[a, by, bx] = False
+        return fsum, nsum, bvalid
+
+    # no-NaN/no-inf flags are left out: the features reaching these kernels are finite, and the tests below must
+    # not be folded away; reassociation lets the short dot products use vector registers
+    _FAST = {"reassoc", "contract", "arcp", "nsz"}
+
+    @numba.njit(cache=True, nogil=True, inline="always", fastmath=_FAST)
+    def _nearest(row, protos, min_cos):
+        """1-based nearest prototype of one feature by raw dot product; 0 below `min_cos` x its length."""
+        k_n, c = protos.shape
+        if k_n == 0:
+            return 0
+        sq = np.float32(0.0)
+        for k in range(c):
+            sq += row[k] * row[k]
+        best, top = 0, np.float32(-np.inf)
+        for p in range(k_n):
+            dot = np.float32(0.0)
+            for k in range(c):
+                dot += row[k] * protos[p, k]
+            if dot > top:
+                best, top = p, dot
+        if not (top >= min_cos * max(np.float32(math.sqrt(sq)), np.float32(1e-12))):
+            return 0
+        return best + 1
+
+    @numba.njit(cache=True, nogil=True, fastmath=_FAST)
+    def assign_coarse_to_fine(feats, valid, protos, fsum, norm_sum, block_valid, block, min_cos, coherent):
+        """Labels [V,H,W]: a coherent block whose label its four neighbours share gives it to all its pixels;
+        the pixels of every other block are assigned one by one; invalid pixels are 0. Returns (labels,
+        number of refined blocks)."""
+        v, h, w, c = feats.shape
+        bh, bw = fsum.shape[1], fsum.shape[2]
+        block_labels = np.empty((v, bh, bw), np.int32)
+        pure = np.empty((v, bh, bw), np.bool_)
+        for a in range(v):
+            for by in range(bh):
+                for bx in range(bw):
+                    row = fsum[a, by, bx]
+                    block_labels[a, by, bx] = _nearest(row, protos, min_cos)
+                    sq = np.float32(0.0)
+                    for k in range(c):
+                        sq += row[k] * row[k]
+                    pure[a, by, bx] = block_valid[a, by, bx] and \
+                        np.float32(math.sqrt(sq)) >= coherent * max(norm_sum[a, by, bx], np.float32(1e-12))
+        # -1: refine the block pixel by pixel; otherwise the label all its pixels take
+        fill = np.empty((v, bh, bw), np.int32)
+        refined = 0
+        for a in range(v):
+            for by in range(bh):
+                for bx in range(bw):
+                    lab = block_labels[a, by, bx]
+                    ok = pure[a, by, bx]
+                    if ok and by > 0 and block_labels[a, by - 1, bx] != lab:
+                        ok = False
+                    if ok and by < bh - 1 and block_labels[a, by + 1, bx] != lab:
+                        ok = False
+                    if ok and bx > 0 and block_labels[a, by, bx - 1] != lab:
+                        ok = False
+                    if ok and bx < bw - 1 and block_labels[a, by, bx + 1] != lab:
+                        ok = False
+                    fill[a, by, bx] = lab if ok else -1
+                    refined += not ok
+        labels = np.empty((v, h, w), np.int32)
+        for a in range(v):
+            for by in range(bh):
+                for y in range(by * block, min((by + 1) * block, h)):
+                    for bx in range(bw):
+                        lab = fill[a, by, bx]
+                        for x in range(bx * block, min((bx + 1) * block, w)):
+                            if not valid[a, y, x]:
+                                labels[a, y, x] = 0
+                            elif lab >= 0:
+                                labels[a, y, x] = lab
+                            else:
+                                labels[a, y, x] = _nearest(feats[a, y, x], protos, min_cos)
+        return labels, refined
+
+    @numba.njit(cache=True, nogil=True)
+    def label_counts(labels, k1):
+        """[V,K+1] int64 pixels per view and label (labels 0..K of a [V,H,W] int32 window)."""
+        v = labels.shape[0]
+        flat = labels.reshape(v, -1)
+        counts = np.zeros((v, k1), np.int64)
+        for a in range(v):
+            for p in range(flat.shape[1]):
+                counts[a, flat[a, p]] += 1
+        return counts
+
+    @numba.njit(cache=True, nogil=True)
+    def relabel(labels, lut):
+        """out[a, y, x] = lut[a, labels[a, y, x]]: a per-view lookup table over a [V,H,W] int32 window."""
+        v = labels.shape[0]
+        flat = labels.reshape(v, -1)
+        out = np.empty_like(flat)
+        for a in range(v):
+            for p in range(flat.shape[1]):
+                out[a, p] = lut[a, flat[a, p]]
+        return out.reshape(labels.shape)
+
+
+def warm_up() -> None:
+    """Compile (or load from numba's cache) the kernels for float32 windows now, not in the first window."""
+    if not AVAILABLE:
+        return
+    feats = np.zeros((1, 4, 4, 2), np.float32)
+    ok = np.ones((1, 4, 4), bool)
+    valid_pixels(np.ones((1, 4, 4), np.float32), np.zeros((1, 4, 4, 3), np.float32), np.ones((1, 4, 4), np.float32))
+    fsum, nsum, bvalid = block_stats(feats, ok, 4)
+    labels, _ = assign_coarse_to_fine(feats, ok, np.ones((1, 2), np.float32), fsum, nsum, bvalid, 4,
+                                      np.float32(0.8), np.float32(0.95))
+    relabel(labels, np.zeros((1, 2), np.int32))
+    label_counts(labels, 2)
