@@ -104,6 +104,12 @@ class TrackingResult:
 class InstanceTracker:
     """Assigns persistent IDs to the window-local instances of successive windows."""
 
+    iou_grid_px = 2
+    """Mask IoU on shared views is counted on a grid of this pixel stride: the IDs of every view are kept
+    for the next window and compared with its labels, and at full resolution that was a fifth of the
+    post-processing. A mask's IoU on a 2-px grid differs from the full-resolution one only along its
+    boundary, far below what decides a match (min_match_score)."""
+
     def __init__(self, config: TrackingConfig) -> None:
         self.config = config
         self.tracks: dict[int, Track] = {}
@@ -173,7 +179,8 @@ class InstanceTracker:
             self.tracks[tid].co_visible |= seen - {tid}
         self._age_unmatched(seen)
 
-        self._last_ids = {key: lut[labels[i]] for i, key in enumerate(views)}
+        g = self.iou_grid_px
+        self._last_ids = {key: lut[labels[i, ::g, ::g]] for i, key in enumerate(views)}
         if reidentified:
             log.info("re-identified instances %s after they were lost", reidentified)
         return TrackingResult(lut, {k: v for k, v in matched.items()}, created, reidentified, match_scores)
@@ -196,9 +203,10 @@ class InstanceTracker:
         for lab, i in det_index.items():
             if lab <= max_label:
                 det_row[lab] = i
+        g = self.iou_grid_px
         for i, key in shared:
             prev = self._last_ids[key]
-            cur = labels[i]
+            cur = labels[i, ::g, ::g]
             if prev.shape != cur.shape:
                 continue
             present = np.bincount(prev.ravel(), minlength=1) > 0  # IDs are uint16: a lookup beats np.unique
@@ -219,8 +227,9 @@ class InstanceTracker:
         iou = np.where(union > 0, inter / np.maximum(union, 1), 0.0)
         # how much the shared views say about a pair: a detection (or track) with a fifth of its pixels
         # there is fully judged by IoU; a few stray pixels say nothing
-        det_total = np.array([max(d.pixel_count, 1) for d in detections], float)
-        trk_total = np.array([max(t.last_pixel_count, 1) for t in tracks], float)
+        # pixel counts are at full resolution, the shared areas on the grid: one grid cell stands for g x g pixels
+        det_total = np.array([max(d.pixel_count, 1) for d in detections], float) / (g * g)
+        trk_total = np.array([max(t.last_pixel_count, 1) for t in tracks], float) / (g * g)
         evidence = np.maximum(det_area[:, None] / det_total[:, None], trk_area[None, :] / trk_total[None, :])
         iou_available = np.clip(evidence / 0.2, 0.0, 1.0)
 
