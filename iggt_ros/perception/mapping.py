@@ -137,10 +137,12 @@ class Alignment:
 
     def apply(self, points: np.ndarray) -> np.ndarray:
         """Model-frame points [...,3] -> world frame (float32)."""
-        m = (self.scale * self.rotation).astype(np.float32)
-        t = self.translation.astype(np.float32)
-        # einsum: BLAS handles [N,3] x [3,3] products poorly (tens of ms for 100k points)
-        return np.einsum("ij,...j->...i", m, np.asarray(points, np.float32)) + t
+        m_t = np.ascontiguousarray((self.scale * self.rotation).T, dtype=np.float32)
+        # a C-contiguous right operand keeps the product in one BLAS call (a transposed view, or einsum, is
+        # 2 to 5 times slower on the 85 k points of a window's grid)
+        out = np.asarray(points, np.float32) @ m_t
+        out += self.translation.astype(np.float32)
+        return out
 
     def view_points(self, pred: WindowPrediction, step: int = 1) -> np.ndarray:
         """[V,h,w,3] output-frame points of every `step`-th pixel (rows and columns) of each view (float32).

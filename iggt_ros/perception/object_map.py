@@ -72,6 +72,9 @@ class _Entry:
     colors: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.uint8))
     age: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     """Window index at which each voxel was last observed."""
+    geometry: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None
+    """(centroid, box centre, box size, yaw) of `points`, computed at the first read after they changed: most
+    instances are not seen in a given window, and their box percentiles were most of the map's time."""
     state: TrackState = TrackState.TENTATIVE
     views_seen: int = 0
     windows_seen: int = 0
@@ -182,6 +185,7 @@ class ObjectMap:
             keep = np.sort(order[: cfg.max_points_per_object])
             keys, pts, cols, age = keys[keep], pts[keep], cols[keep], age[keep]
         entry.keys, entry.points, entry.colors, entry.age = keys, pts, cols, age
+        entry.geometry = None
 
     def set_state(self, instance_id: int, state: TrackState) -> None:
         with self._lock:
@@ -242,10 +246,13 @@ class ObjectMap:
 
     @staticmethod
     def _describe(instance_id: int, e: _Entry) -> ObjectInstance:
-        centroid = e.points.mean(0).astype(np.float64) if len(e.points) else np.zeros(3)
-        center, size, yaw = gravity_aligned_box(e.points)
+        if e.geometry is None:  # points are only replaced (in _store), never changed in place
+            centroid = e.points.mean(0).astype(np.float64) if len(e.points) else np.zeros(3)
+            e.geometry = (centroid, *gravity_aligned_box(e.points))
+        centroid, center, size, yaw = e.geometry
         return ObjectInstance(
-            id=int(instance_id), state=e.state, centroid=centroid, box_center=center, box_size=size, box_yaw=yaw,
+            id=int(instance_id), state=e.state, centroid=centroid.copy(), box_center=center.copy(),
+            box_size=size.copy(), box_yaw=yaw,
             num_points=int(len(e.points)), views_seen=e.views_seen, windows_seen=e.windows_seen,
             first_seen_ns=e.first_seen_ns, last_seen_ns=e.last_seen_ns,
             label=e.label, score=e.score)
