@@ -123,7 +123,7 @@ def test_compiled_pixel_passes_match_the_numpy_code(window):
         np.testing.assert_array_equal(counts[i], np.bincount(labels[i].ravel(), minlength=k1))
     lut = np.random.default_rng(0).integers(0, k1, size=(labels.shape[0], k1)).astype(np.int32)
     expected = np.stack([lut[i][labels[i]] for i in range(labels.shape[0])])
-    np.testing.assert_array_equal(pixel_kernels.relabel(labels, lut), expected)
+    np.testing.assert_array_equal(pixel_kernels.relabel(labels.copy(), lut), expected)
 
 
 def test_cloud_words_match_the_published_layout():

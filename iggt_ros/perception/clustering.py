@@ -500,7 +500,7 @@ class InstanceClusterer:
         renumber[kept] = np.arange(1, int(kept.sum()) + 1, dtype=np.int32)
         lut = renumber[lut]
         if compiled:
-            out = pixel_kernels.relabel(labels, lut)
+            out = pixel_kernels.relabel(labels, lut)  # in place: the assignment's image is ours
         else:
             out = np.empty_like(labels)
             for i in range(v):

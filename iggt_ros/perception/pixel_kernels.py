@@ -149,22 +149,31 @@ if numba is not None:
         """[V,K+1] int64 pixels per view and label (labels 0..K of a [V,H,W] int32 window)."""
         v = labels.shape[0]
         flat = labels.reshape(v, -1)
-        counts = np.zeros((v, k1), np.int64)
+        n = flat.shape[1]
+        # four banks of counters, pixel p counting in bank p % 4: neighbouring pixels share a label, and one
+        # counter incremented pixel after pixel waits on its own previous store
+        banks = np.zeros((v, 4, k1), np.int64)
         for a in range(v):
-            for p in range(flat.shape[1]):
-                counts[a, flat[a, p]] += 1
-        return counts
+            end = n - n % 4
+            for p in range(0, end, 4):
+                banks[a, 0, flat[a, p]] += 1
+                banks[a, 1, flat[a, p + 1]] += 1
+                banks[a, 2, flat[a, p + 2]] += 1
+                banks[a, 3, flat[a, p + 3]] += 1
+            for p in range(end, n):
+                banks[a, 0, flat[a, p]] += 1
+        return banks.sum(axis=1)
 
     @numba.njit(cache=True, nogil=True)
     def relabel(labels, lut):
-        """out[a, y, x] = lut[a, labels[a, y, x]]: a per-view lookup table over a [V,H,W] int32 window."""
+        """labels[a, y, x] = lut[a, labels[a, y, x]] in place: a per-view lookup table over a [V,H,W] int32
+        window (in place: a fresh 5.6 MB image costs more in page faults than the lookups)."""
         v = labels.shape[0]
         flat = labels.reshape(v, -1)
-        out = np.empty_like(flat)
         for a in range(v):
             for p in range(flat.shape[1]):
-                out[a, p] = lut[a, flat[a, p]]
-        return out.reshape(labels.shape)
+                flat[a, p] = lut[a, flat[a, p]]
+        return labels
 
 
 def warm_up() -> None:
