@@ -8,19 +8,16 @@ the launch file is checked where launch_ros exists.
 
 from __future__ import annotations
 
-import importlib.util
-from pathlib import Path
 from types import SimpleNamespace
 
 import numpy as np
 import pytest
+from test_launch import _launch_module
 
 from iggt_ros.messages import layouts as L
 from iggt_ros.messages.message import Header, MessageData
 from iggt_ros.perception.frames import CameraFrame
 from iggt_ros.perception.window import ApproximateTimeSynchronizer
-
-REPO = Path(__file__).resolve().parents[1]
 
 
 def _rclpy_msg(data: MessageData):
@@ -148,16 +145,10 @@ def test_sensor_msgs_py_reads_the_cloud_layout():
     np.testing.assert_array_equal(read["label"], labels)
 
 
-def _load_launch_module():
-    pytest.importorskip("launch_ros")
-    spec = importlib.util.spec_from_file_location("iggt_launch", REPO / "launch" / "iggt.launch.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
 
 
 def test_launch_file_declares_its_arguments_and_a_lifecycle_node():
-    module = _load_launch_module()
+    module = _launch_module()
     from launch import LaunchContext
     from launch.actions import DeclareLaunchArgument, OpaqueFunction
     from launch_ros.actions import LifecycleNode
