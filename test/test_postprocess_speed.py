@@ -126,6 +126,27 @@ def test_compiled_pixel_passes_match_the_numpy_code(window):
     np.testing.assert_array_equal(pixel_kernels.relabel(labels.copy(), lut), expected)
 
 
+@pytest.mark.skipif(not pixel_kernels.AVAILABLE, reason="numba is not installed")
+def test_compiled_voxel_keys_match_numpy():
+    """Voxel keys of the cloud and the object map, compiled, against numpy's conversion; NaN, inf and values out of
+    range give a valid key."""
+    from iggt_ros.perception.object_map import _OFFSET, voxel_keys
+
+    rng = np.random.default_rng(2)
+    pts = (rng.normal(size=(2000, 3)) * 5).astype(np.float32)
+    pts[:5] = [[np.nan, 1, 2], [np.inf, -np.inf, 3], [1e30, -1e30, 0], [2e5, -2e5, 0.0], [-0.0, 0.05, -0.05]]
+    for dtype in (np.float32, np.float64):
+        p = pts.astype(dtype)
+        with np.errstate(invalid="ignore"):
+            q = np.clip(np.floor(p.astype(np.float64) / 0.02).astype(np.int64) + _OFFSET, 0, 2 * _OFFSET - 1)
+        expected = (q[:, 0] << 42) | (q[:, 1] << 21) | q[:, 2]
+        keys = voxel_keys(p, 0.02)
+        # numpy's conversion of NaN, inf or out-of-range values is platform-defined: compare representable rows
+        np.testing.assert_array_equal(keys[3:], expected[3:])
+        assert (keys[:3] >= 0).all()
+    assert len(np.unique(voxel_keys(pts, 0.02))) > 1900
+
+
 def test_cloud_words_match_the_published_layout():
     rng = np.random.default_rng(1)
     pts = rng.normal(size=(50, 3)).astype(np.float32)

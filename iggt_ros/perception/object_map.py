@@ -33,6 +33,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from iggt_ros.config import MappingConfig
+from iggt_ros.perception import pixel_kernels
 from iggt_ros.perception.records import TrackState
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,9 @@ class _Entry:
 
 def voxel_keys(points: np.ndarray, voxel: float) -> np.ndarray:
     """Packed int64 voxel index per point."""
+    pts = np.asarray(points)
+    if pixel_kernels.AVAILABLE and pts.dtype in (np.float32, np.float64) and pts.ndim == 2 and pts.shape[1] == 3:
+        return pixel_kernels.voxel_keys(pts, float(voxel), _OFFSET)
     q = np.floor(np.asarray(points, np.float64) / voxel).astype(np.int64) + _OFFSET
     q = np.clip(q, 0, 2 * _OFFSET - 1)
     return (q[:, 0] << 42) | (q[:, 1] << 21) | q[:, 2]

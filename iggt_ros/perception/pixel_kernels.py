@@ -175,6 +175,27 @@ if numba is not None:
                 flat[a, p] = lut[a, flat[a, p]]
         return labels
 
+    @numba.njit(cache=True, nogil=True)
+    def voxel_keys(points, voxel, offset):
+        """Packed int64 voxel index per point [N,3] (21 bits per axis, `offset` added, clipped to the range);
+        a coordinate no int64 represents (NaN, inf, beyond int64) gives 0, as numpy's conversion followed by
+        the clip does on x86 (callers pass finite points)."""
+        n = points.shape[0]
+        out = np.empty(n, np.int64)
+        top = 2 * offset - 1
+        for i in range(n):
+            key = 0
+            for axis in range(3):
+                f = math.floor(np.float64(points[i, axis]) / voxel)
+                if math.isfinite(f) and abs(f) < 9.2e18:
+                    q = np.int64(f) + offset
+                    q = 0 if q < 0 else (top if q > top else q)
+                else:
+                    q = 0
+                key = (key << 21) | q
+            out[i] = key
+        return out
+
 
 def warm_up() -> None:
     """Compile (or load from numba's cache) the kernels for float32 windows now, not in the first window."""
@@ -188,3 +209,4 @@ def warm_up() -> None:
                                       np.float32(0.8), np.float32(0.95))
     relabel(labels, np.zeros((1, 2), np.int32))
     label_counts(labels, 2)
+    voxel_keys(np.zeros((1, 3), np.float32), 0.1, 1 << 20)
