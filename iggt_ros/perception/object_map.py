@@ -126,11 +126,14 @@ def gravity_aligned_box(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, flo
     yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2  # a box is symmetric: keep yaw in [-pi/2, pi/2)
     c, s = np.cos(yaw), np.sin(yaw)
     rot = np.array([[c, s], [-s, c]])  # world xy -> box xy
-    local = pts[:, :2] @ rot.T
-    lo = np.percentile(local, 1, axis=0) if len(pts) > 50 else local.min(0)
-    hi = np.percentile(local, 99, axis=0) if len(pts) > 50 else local.max(0)
-    z_lo = np.percentile(pts[:, 2], 1) if len(pts) > 50 else pts[:, 2].min()
-    z_hi = np.percentile(pts[:, 2], 99) if len(pts) > 50 else pts[:, 2].max()
+    box = np.empty((len(pts), 3))  # box-frame x, y and world z: one percentile call for all three axes
+    box[:, :2] = pts[:, :2] @ rot.T
+    box[:, 2] = pts[:, 2]
+    if len(pts) > 50:
+        (lo_x, lo_y, z_lo), (hi_x, hi_y, z_hi) = np.percentile(box, [1, 99], axis=0)
+    else:
+        (lo_x, lo_y, z_lo), (hi_x, hi_y, z_hi) = box.min(0), box.max(0)
+    lo, hi = np.array([lo_x, lo_y]), np.array([hi_x, hi_y])
     centre_local = (lo + hi) / 2
     centre_xy = centre_local @ rot  # back to world
     center = np.array([centre_xy[0], centre_xy[1], (z_lo + z_hi) / 2])
