@@ -15,7 +15,7 @@ from iggt_ros.engine.base import ViewKey
 from iggt_ros.engine.oracle import OracleEngine
 from iggt_ros.eval.metrics import temporal_instance_metrics
 from iggt_ros.perception import pixel_kernels
-from iggt_ros.perception.clustering import InstanceClusterer
+from iggt_ros.perception.clustering import InstanceClusterer, l2_normalize
 from iggt_ros.perception.pipeline import pack_cloud
 from iggt_ros.perception.pixel_ops import NumpyPixels, TorchPixels, make_pixel_ops, min_cosine
 from iggt_ros.perception.speckle import _window_pieces_python, drop_small_pieces_window
@@ -124,6 +124,11 @@ def test_compiled_pixel_passes_match_the_numpy_code(window):
     lut = np.random.default_rng(0).integers(0, k1, size=(labels.shape[0], k1)).astype(np.int32)
     expected = np.stack([lut[i][labels[i]] for i in range(labels.shape[0])])
     np.testing.assert_array_equal(pixel_kernels.relabel(labels.copy(), lut), expected)
+    # the sampler's unit patch features
+    flat = blocks.sum.reshape(-1, feats.shape[-1])
+    rows = np.flatnonzero(blocks.valid.ravel())
+    np.testing.assert_array_equal(pixel_kernels.unit_rows(flat, rows),
+                                  l2_normalize(flat[rows].astype(np.float64)).astype(np.float32))
 
 
 @pytest.mark.skipif(not pixel_kernels.AVAILABLE, reason="numba is not installed")

@@ -196,6 +196,23 @@ if numba is not None:
             out[i] = key
         return out
 
+    @numba.njit(cache=True, nogil=True)
+    def unit_rows(x, rows):
+        """float32 unit vectors of the given rows of [N,C] float32 `x`, normalised in float64 (as l2_normalize
+        of the float64 rows, then cast): the gather, the cast and the division in one pass."""
+        c = x.shape[1]
+        out = np.empty((rows.shape[0], c), np.float32)
+        for i in range(rows.shape[0]):
+            r = rows[i]
+            sq = 0.0
+            for k in range(c):
+                f = np.float64(x[r, k])
+                sq += f * f
+            norm = max(math.sqrt(sq), 1e-12)
+            for k in range(c):
+                out[i, k] = np.float32(np.float64(x[r, k]) / norm)
+        return out
+
 
 def warm_up() -> None:
     """Compile (or load from numba's cache) the kernels for float32 windows now, not in the first window."""
@@ -210,3 +227,4 @@ def warm_up() -> None:
     relabel(labels, np.zeros((1, 2), np.int32))
     label_counts(labels, 2)
     voxel_keys(np.zeros((1, 3), np.float32), 0.1, 1 << 20)
+    unit_rows(np.ones((2, 2), np.float32), np.zeros(1, np.int64))
