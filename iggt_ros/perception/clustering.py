@@ -440,7 +440,7 @@ class InstanceClusterer:
         """Labels that are scene structure: more than ``background_fraction`` of the window's valid pixels and,
         with points, at least half the window's 3D extent (5th-95th percentile box) on a 4-px grid."""
         cfg = self.config
-        total_valid = max(int(valid.sum()), 1)
+        total_valid = max(int(np.count_nonzero(valid)), 1)
         share = counts[:, 1:].sum(axis=0) / total_valid
         candidates = [int(i + 1) for i in np.flatnonzero(share > cfg.background_fraction)]
         if not candidates or points is None:
