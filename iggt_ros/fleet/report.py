@@ -188,6 +188,14 @@ def _save(fig: Figure, path: Path) -> None:
     fig.savefig(path, dpi=100)
 
 
+def _save_empty(fig: Figure, ax, path: Path, message: str) -> int:
+    """A plot with nothing to draw still gets written, saying why, so the fleet report never links a missing file."""
+    ax.text(0.5, 0.5, message, ha="center", va="center")
+    ax.set_axis_off()
+    _save(fig, path)
+    return 0
+
+
 def plot_fleet_tmiou(outcomes: Sequence[BagOutcome], path: Path) -> int:
     """T-mIoU of every true object, one column of points per bag, with each bag's mean and the fleet's.
 
@@ -199,10 +207,7 @@ def plot_fleet_tmiou(outcomes: Sequence[BagOutcome], path: Path) -> int:
     fig = Figure(figsize=(max(6.0, 0.6 * len(bags) + 2.5), 4.0), layout="constrained")
     ax = fig.add_subplot()
     if not bags:
-        ax.text(0.5, 0.5, "no bag with instance ground truth finished", ha="center", va="center")
-        ax.set_axis_off()
-        _save(fig, path)
-        return 0
+        return _save_empty(fig, ax, path, "no bag with instance ground truth finished")
     rng = np.random.default_rng(0)
     for x, (_name, values) in enumerate(bags):
         v = np.asarray(values)
@@ -231,10 +236,7 @@ def plot_fleet_latency(outcomes: Sequence[BagOutcome], path: Path) -> int:
     fig = Figure(figsize=(max(6.0, 0.8 * len(rows) + 2.5), 4.0), layout="constrained")
     ax = fig.add_subplot()
     if not rows:
-        ax.text(0.5, 0.5, "no latency recorded", ha="center", va="center")
-        ax.set_axis_off()
-        _save(fig, path)
-        return 0
+        return _save_empty(fig, ax, path, "no latency recorded")
     width = 0.8 / len(LATENCY_STAGES)
     colours = {"inference": "tab:blue", "postprocess": "tab:orange", "total": "tab:grey"}
     for k, stage in enumerate(LATENCY_STAGES):
