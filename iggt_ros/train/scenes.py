@@ -25,11 +25,6 @@ TRAJECTORIES = ("orbit", "walk", "pan")
 ROOMS = ("room", "room", "hall")
 
 
-def is_training_seed(seed: int) -> bool:
-    """True for scene seeds the trainer may draw; evaluation must use the others."""
-    return seed >= TRAIN_SEED_BASE
-
-
 @dataclass
 class Curriculum:
     """How hard windows are at a point of training (progress in [0, 1]).
