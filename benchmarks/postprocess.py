@@ -351,9 +351,9 @@ def node_overhead(seed: int, steps: int) -> dict:
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image, PointCloud2
 
-    from iggt_ros.bag import layouts as L
-    from iggt_ros.bag.convention import optical_frame
-    from iggt_ros.bag.message import Header
+    from iggt_ros.messages import layouts as L
+    from iggt_ros.messages.convention import optical_frame
+    from iggt_ros.messages.message import Header
     from iggt_ros.msg import InstanceArray
     from iggt_ros.ros.convert import to_rclpy
     from iggt_ros.ros.node import IggtNode

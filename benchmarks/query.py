@@ -66,7 +66,7 @@ def run_scene(seed: int, args, cfg: QueryConfig, text_encoder, region_encoder) -
 
 def run_pipeline_scene(seed: int, args, text_encoder, workdir: Path) -> tuple[list, dict]:
     """Sample bag -> replay (oracle engine, embedded region encoder) -> saved state -> queries."""
-    from iggt_ros.bag.replay import replay_bag
+    from iggt_ros.apps.replay import replay_bag
     from iggt_ros.bag.sample import SampleBagSpec, write_sample_bag
     from iggt_ros.config import IggtConfig
     from iggt_ros.synthetic.sequence import plan_sequence

@@ -16,9 +16,9 @@ from collections.abc import Sequence
 
 # name -> (module, one-line help)
 COMMANDS: dict[str, tuple[str, str]] = {
-    "demo": ("iggt_ros.eval.demo", "make a sample bag, replay it on the embedded model, write the report"),
+    "demo": ("iggt_ros.apps.demo", "make a sample bag, replay it on the embedded model, write the report"),
     "make-sample-bag": ("iggt_ros.bag.sample", "write a synthetic rosbag2 with ground truth"),
-    "replay": ("iggt_ros.bag.replay", "run the pipeline over a rosbag2, write an output bag and a report"),
+    "replay": ("iggt_ros.apps.replay", "run the pipeline over a rosbag2, write an output bag and a report"),
     "evaluate": ("iggt_ros.fleet.cli", "replay many bags (one after another, or as Ray tasks), write a fleet report"),
     "query": ("iggt_ros.vlm.query_cli", "answer a text query against the last state of a replay"),
     "train": ("iggt_ros.train.cli", "train or fine-tune IGGT with the paper's losses"),

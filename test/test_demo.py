@@ -9,7 +9,7 @@ from PIL import Image
 from rosbags.rosbag2 import Reader
 
 from iggt_ros import cli
-from iggt_ros.eval.demo import DEFAULT_COVERAGE, DEFAULT_OBJECTS, DEFAULT_SCENE, embedded_weights_installed
+from iggt_ros.apps.demo import DEFAULT_COVERAGE, DEFAULT_OBJECTS, DEFAULT_SCENE, embedded_weights_installed
 from iggt_ros.train.evaluate import HELD_OUT_SCENARIOS
 
 

@@ -173,7 +173,7 @@ def test_ray_is_imported_by_the_fleet_runner_only():
             if any(n == "ray" or n.startswith("ray.") for n in names):
                 importers.append(path.relative_to(package).as_posix())
     assert importers == ["fleet/runners.py"]
-    code = ("import sys, iggt_ros.cli, iggt_ros.bag.replay, iggt_ros.perception.pipeline, iggt_ros.fleet.cli\n"
+    code = ("import sys, iggt_ros.cli, iggt_ros.apps.replay, iggt_ros.perception.pipeline, iggt_ros.fleet.cli\n"
             "try:\n    import iggt_ros.ros.node\nexcept ImportError:\n    pass\n"
             "assert 'ray' not in sys.modules, 'ray was imported'")
     subprocess.run([sys.executable, "-c", code], check=True)

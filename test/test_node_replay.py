@@ -139,7 +139,7 @@ def _same_k(k: np.ndarray, info: MessageData) -> bool:
 def run_both(h: Harness, tmp_path: Path, seq, info: dict[str, str]) -> tuple[dict, dict, Any]:
     from rclpy.lifecycle import TransitionCallbackReturn
 
-    from iggt_ros.bag.replay import replay_bag
+    from iggt_ros.apps.replay import replay_bag
 
     static, steps = inputs(seq, info)
     write_bag(tmp_path / "in", static, steps)

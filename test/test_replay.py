@@ -12,9 +12,9 @@ import pytest
 from rosbags.rosbag2 import Reader
 
 from iggt_ros import cli
+from iggt_ros.apps.replay import ReplaySummary, default_report_dir, replay_bag
+from iggt_ros.apps.replay_truth import TruthStore
 from iggt_ros.bag.reader import CameraImage
-from iggt_ros.bag.replay import ReplaySummary, default_report_dir, replay_bag
-from iggt_ros.bag.replay_truth import TruthStore
 from iggt_ros.bag.sample import SampleBagSpec, write_sample_bag
 from iggt_ros.bag.typestore import typestore
 from iggt_ros.config import IggtConfig

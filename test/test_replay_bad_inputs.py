@@ -10,8 +10,8 @@ import pytest
 from rosbags.rosbag2 import Reader
 
 from iggt_ros import cli
+from iggt_ros.apps.replay import ReplayError, replay_bag
 from iggt_ros.bag.convert import to_plain
-from iggt_ros.bag.replay import ReplayError, replay_bag
 from iggt_ros.bag.sample import SampleBagSpec, write_sample_bag
 from iggt_ros.bag.typestore import typestore
 from iggt_ros.bag.writer import BagWriter

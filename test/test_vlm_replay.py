@@ -34,7 +34,7 @@ this is the benchmarked rate minus a margin for one small scene."""
 
 @pytest.fixture(scope="module")
 def replayed(tmp_path_factory):
-    from iggt_ros.bag.replay import replay_bag
+    from iggt_ros.apps.replay import replay_bag
     from iggt_ros.bag.sample import SampleBagSpec, write_sample_bag
     from iggt_ros.synthetic.sequence import plan_sequence
 

@@ -79,7 +79,7 @@ class BagOutcome:
 
 def _replay(job: BagJob, bag_dir: Path, settings: ReplaySettings) -> BagOutcome:
     """Replay in this process; every error becomes an outcome (the driver must go on with the others)."""
-    from iggt_ros.bag.replay import ReplayError, replay_bag
+    from iggt_ros.apps.replay import ReplayError, replay_bag
 
     started = time.monotonic()
     host = socket.gethostname()

@@ -47,9 +47,9 @@ from typing import Any
 
 import yaml
 
+from iggt_ros.apps.replay_query import QueryStateRecorder
+from iggt_ros.apps.replay_truth import TruthStore
 from iggt_ros.bag.reader import BagError, BagReader, CameraImage, GroundTruthImage, TimeJump
-from iggt_ros.bag.replay_query import QueryStateRecorder
-from iggt_ros.bag.replay_truth import TruthStore
 from iggt_ros.bag.writer import STORAGES, BagWriter
 from iggt_ros.config import ENGINE_BACKENDS, MAX_VIEWS, ConfigError, IggtConfig, load_config
 from iggt_ros.engine.base import Engine, EngineError, ViewKey

@@ -2,7 +2,7 @@
 
 The first command to run after installing: it renders a synthetic scene into a rosbag2 with
 ground truth (`iggt_ros.bag.sample`), replays it through the same pipeline the node runs
-(`iggt_ros.bag.replay`), and writes into the output directory:
+(`iggt_ros.apps.replay`), and writes into the output directory:
 
 * `input.mcap/`  the sample bag (a rosbag2 directory: camera images, camera_info, TF, ground truth);
 * `output.mcap/` the replay's output bag (every /iggt topic plus the inputs) and its query state;
@@ -126,7 +126,7 @@ def _clear_previous(paths: DemoPaths) -> None:
 
 def run(args: argparse.Namespace) -> int:
     logging.basicConfig(level=logging.ERROR, format="%(levelname)s %(name)s: %(message)s")
-    from iggt_ros.bag.replay import ReplayError, print_summary, replay_bag
+    from iggt_ros.apps.replay import ReplayError, print_summary, replay_bag
     from iggt_ros.bag.sample import SampleBagSpec, write_sample_bag
 
     if args.frames < 1 or args.cameras < 1 or args.objects < 0:
