@@ -16,7 +16,7 @@ import dataclasses
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import yaml
 
@@ -34,8 +34,47 @@ def _check(cond: bool, key: str, value: Any, allowed: str) -> None:
         raise ConfigError(f"config key '{key}' = {value!r} is invalid: {allowed}")
 
 
-def _check_choice(key: str, value: Any, choices: tuple[str, ...]) -> None:
-    _check(value in choices, key, value, "allowed values are " + ", ".join(repr(c) for c in choices))
+@dataclass(frozen=True)
+class Bound:
+    """What one setting may hold, declared beside the section's fields (`BOUNDS`) and checked by one rule.
+
+    lo/hi are inclusive unless lo_open/hi_open; `choices` lists the allowed strings; `integer` refuses
+    non-integers; `note` is appended to the message ("must be > 0 seconds")."""
+
+    lo: float | None = None
+    hi: float | None = None
+    lo_open: bool = False
+    hi_open: bool = False
+    choices: tuple[str, ...] = ()
+    integer: bool = False
+    note: str = ""
+
+    def allows(self, value: Any) -> bool:
+        if self.choices:
+            return value in self.choices
+        if self.integer and (not isinstance(value, int) or isinstance(value, bool)):
+            return False
+        if self.lo is not None and (value <= self.lo if self.lo_open else value < self.lo):
+            return False
+        return self.hi is None or (value < self.hi if self.hi_open else value <= self.hi)
+
+    def describe(self) -> str:
+        if self.choices:
+            return "allowed values are " + ", ".join(repr(c) for c in self.choices)
+        kind = "an integer " if self.integer else ""
+        if self.hi is None:
+            text = f"must be {kind}{'>' if self.lo_open else '>='} {self.lo:g}"
+        else:
+            text = (f"must be {kind}in {'(' if self.lo_open else '['}{self.lo:g}, {self.hi:g}"
+                    f"{')' if self.hi_open else ']'}")
+        return text + (f" {self.note}" if self.note else "")
+
+
+def _check_bounds(section: Any, prefix: str) -> None:
+    """Every declared bound of a section: the one place simple range and choice rules are checked."""
+    for key, bound in type(section).BOUNDS.items():
+        value = getattr(section, key)
+        _check(bound.allows(value), f"{prefix}.{key}", value, bound.describe())
 
 
 @dataclass
@@ -62,7 +101,16 @@ class InputConfig:
     tf_lag_warn_s: float = 0.1
     """/diagnostics warns when /tf messages arrive later than this after their stamps."""
 
+    BOUNDS: ClassVar[dict[str, Bound]] = {
+        "sync_slop_s": Bound(0, lo_open=True, note="seconds"),
+        "sync_queue_size": Bound(1),
+        "qos": Bound(choices=("sensor_data", "reliable")),
+        "tf_timeout_s": Bound(0),
+        "tf_lag_warn_s": Bound(0, lo_open=True, note="seconds"),
+    }
+
     def validate(self, prefix: str = "input") -> None:
+        _check_bounds(self, prefix)
         _check(len(self.cameras) > 0, f"{prefix}.cameras", self.cameras, "list at least one camera name")
         _check(len(set(self.cameras)) == len(self.cameras), f"{prefix}.cameras", self.cameras,
                "camera names must be unique")
@@ -73,13 +121,8 @@ class InputConfig:
             v = getattr(self, key)
             _check(isinstance(v, int) and v > 0 and v % PATCH_MULTIPLE == 0, f"{prefix}.{key}", v,
                    f"must be a positive multiple of {PATCH_MULTIPLE} (e.g. 504x336 or 504x392)")
-        _check(self.sync_slop_s > 0, f"{prefix}.sync_slop_s", self.sync_slop_s, "must be > 0 seconds")
-        _check(self.sync_queue_size >= 1, f"{prefix}.sync_queue_size", self.sync_queue_size, "must be >= 1")
-        _check_choice(f"{prefix}.qos", self.qos, ("sensor_data", "reliable"))
         _check(bool(self.world_frame), f"{prefix}.world_frame", self.world_frame, "must not be empty")
         _check(bool(self.fallback_frame), f"{prefix}.fallback_frame", self.fallback_frame, "must not be empty")
-        _check(self.tf_timeout_s >= 0, f"{prefix}.tf_timeout_s", self.tf_timeout_s, "must be >= 0")
-        _check(self.tf_lag_warn_s > 0, f"{prefix}.tf_lag_warn_s", self.tf_lag_warn_s, "must be > 0 seconds")
 
 
 @dataclass
@@ -99,16 +142,19 @@ class WindowConfig:
     max_queue: int = 2
     """Windows waiting for inference; beyond this the oldest is dropped and counted."""
 
+    BOUNDS: ClassVar[dict[str, Bound]] = {
+        "min_translation_m": Bound(0),
+        "min_rotation_deg": Bound(0),
+        "min_image_change": Bound(0, 1),
+        "max_interval_s": Bound(0, lo_open=True),
+        "max_queue": Bound(1),
+    }
+
     def validate(self, prefix: str = "window") -> None:
+        _check_bounds(self, prefix)
         _check(1 <= self.size <= MAX_VIEWS, f"{prefix}.size", self.size,
                f"must be in 1..{MAX_VIEWS} (IGGT's frame limit)")
         _check(1 <= self.stride <= self.size, f"{prefix}.stride", self.stride, "must be in 1..window.size")
-        _check(self.min_translation_m >= 0, f"{prefix}.min_translation_m", self.min_translation_m, "must be >= 0")
-        _check(self.min_rotation_deg >= 0, f"{prefix}.min_rotation_deg", self.min_rotation_deg, "must be >= 0")
-        _check(0 <= self.min_image_change <= 1, f"{prefix}.min_image_change", self.min_image_change,
-               "must be in [0, 1]")
-        _check(self.max_interval_s > 0, f"{prefix}.max_interval_s", self.max_interval_s, "must be > 0")
-        _check(self.max_queue >= 1, f"{prefix}.max_queue", self.max_queue, "must be >= 1")
 
 
 ENGINE_BACKENDS = ("torch", "onnxruntime", "tensorrt", "oracle")
@@ -134,11 +180,15 @@ class EngineConfig:
     build_if_missing: bool = False
     """tensorrt: build the plan at configure time when the cache has none (minutes on a Jetson)."""
 
+    BOUNDS: ClassVar[dict[str, Bound]] = {
+        "backend": Bound(choices=ENGINE_BACKENDS),
+        "precision": Bound(choices=("fp32", "fp16", "bf16")),
+    }
+
     def validate(self, prefix: str = "engine") -> None:
-        _check_choice(f"{prefix}.backend", self.backend, ENGINE_BACKENDS)
+        _check_bounds(self, prefix)
         _check(self.device == "cpu" or self.device.startswith("cuda"), f"{prefix}.device", self.device,
                "allowed values are 'cpu', 'cuda' or 'cuda:N'")
-        _check_choice(f"{prefix}.precision", self.precision, ("fp32", "fp16", "bf16"))
         _check(bool(self.model), f"{prefix}.model", self.model, "'tiny', 'official' or a JSON config path")
 
 
@@ -193,36 +243,30 @@ class ClusteringConfig:
     are. Post-processing's products are too small to gain from threads, and idle OpenBLAS threads spin on the cores
     the pipeline needs (2-3x slower windows on 2 shared cores)."""
 
+    BOUNDS: ClassVar[dict[str, Bound]] = {
+        "backend": Bound(choices=("fast_hdbscan", "hdbscan")),
+        "max_samples": Bound(50),
+        "min_cluster_size": Bound(2),
+        "min_samples": Bound(1),
+        "cluster_selection_epsilon": Bound(0),
+        "min_instance_area": Bound(0, 1, hi_open=True, note="(a fraction of the view)"),
+        "min_instance_area_px": Bound(0, note="(0 = use min_instance_area)"),
+        "confidence_percentile": Bound(0, 100, hi_open=True),
+        "max_assign_distance": Bound(0, lo_open=True),
+        "position_weight": Bound(0),
+        "patches_per_view": Bound(100),
+        "min_patch_coherence": Bound(0, 1),
+        "background_fraction": Bound(0, 1, lo_open=True),
+        "min_piece_fraction": Bound(0, 1, note="(0 keeps every piece of at least half the minimum area)"),
+        "merge_cosine": Bound(0, 1, lo_open=True, note="(1 never merges clusters)"),
+        "assignment": Bound(choices=("coarse_to_fine", "exact")),
+        "openblas_threads": Bound(0, note="(0 leaves the BLAS threads as they are)"),
+    }
+
     def validate(self, prefix: str = "clustering") -> None:
-        _check_choice(f"{prefix}.backend", self.backend, ("fast_hdbscan", "hdbscan"))
-        _check(self.max_samples >= 50, f"{prefix}.max_samples", self.max_samples, "must be >= 50")
-        _check(self.min_cluster_size >= 2, f"{prefix}.min_cluster_size", self.min_cluster_size, "must be >= 2")
-        _check(self.min_samples >= 1, f"{prefix}.min_samples", self.min_samples, "must be >= 1")
-        _check(self.cluster_selection_epsilon >= 0, f"{prefix}.cluster_selection_epsilon",
-               self.cluster_selection_epsilon, "must be >= 0")
-        _check(0 <= self.min_instance_area < 1, f"{prefix}.min_instance_area", self.min_instance_area,
-               "must be a fraction of the view in [0, 1)")
-        _check(self.min_instance_area_px >= 0, f"{prefix}.min_instance_area_px", self.min_instance_area_px,
-               "must be >= 0 (0 = use min_instance_area)")
-        _check(0 <= self.confidence_percentile < 100, f"{prefix}.confidence_percentile",
-               self.confidence_percentile, "must be in [0, 100)")
-        _check(self.max_assign_distance > 0, f"{prefix}.max_assign_distance", self.max_assign_distance,
-               "must be > 0")
-        _check(self.position_weight >= 0, f"{prefix}.position_weight", self.position_weight, "must be >= 0")
-        _check(self.patches_per_view >= 100, f"{prefix}.patches_per_view", self.patches_per_view, "must be >= 100")
-        _check(0 <= self.min_patch_coherence <= 1, f"{prefix}.min_patch_coherence", self.min_patch_coherence,
-               "must be in [0, 1]")
-        _check(0 < self.background_fraction <= 1, f"{prefix}.background_fraction", self.background_fraction,
-               "must be in (0, 1]")
-        _check(0 <= self.min_piece_fraction <= 1, f"{prefix}.min_piece_fraction", self.min_piece_fraction,
-               "must be in [0, 1] (0 keeps every piece of at least half the minimum area)")
-        _check(0 < self.merge_cosine <= 1, f"{prefix}.merge_cosine", self.merge_cosine,
-               "must be in (0, 1] (1 never merges clusters)")
-        _check_choice(f"{prefix}.assignment", self.assignment, ("coarse_to_fine", "exact"))
+        _check_bounds(self, prefix)
         _check(self.pixel_device in ("auto", "numpy", "cpu", "cuda") or self.pixel_device.startswith("cuda:"),
                f"{prefix}.pixel_device", self.pixel_device, "must be 'auto', 'numpy', 'cpu', 'cuda' or 'cuda:N'")
-        _check(self.openblas_threads >= 0, f"{prefix}.openblas_threads", self.openblas_threads,
-               "must be >= 0 (0 leaves the BLAS threads as they are)")
 
 
 @dataclass
@@ -244,14 +288,19 @@ class TrackingConfig:
     """Smallest width (standard deviation, metres) of the centroid-distance kernel when the frame is metric;
     otherwise the width is half the object's size."""
 
+    BOUNDS: ClassVar[dict[str, Bound]] = {
+        "confirm_windows": Bound(1, integer=True),
+        "lost_windows": Bound(1, integer=True),
+        "forget_windows": Bound(1, integer=True),
+        "min_match_score": Bound(0, 1),
+        "mask_iou_weight": Bound(0),
+        "feature_weight": Bound(0),
+        "position_weight": Bound(0),
+        "position_scale_m": Bound(0, lo_open=True),
+    }
+
     def validate(self, prefix: str = "tracking") -> None:
-        for key in ("confirm_windows", "lost_windows", "forget_windows"):
-            v = getattr(self, key)
-            _check(isinstance(v, int) and v >= 1, f"{prefix}.{key}", v, "must be an integer >= 1")
-        _check(0 <= self.min_match_score <= 1, f"{prefix}.min_match_score", self.min_match_score, "must be in [0, 1]")
-        for key in ("mask_iou_weight", "feature_weight", "position_weight"):
-            _check(getattr(self, key) >= 0, f"{prefix}.{key}", getattr(self, key), "must be >= 0")
-        _check(self.position_scale_m > 0, f"{prefix}.position_scale_m", self.position_scale_m, "must be > 0")
+        _check_bounds(self, prefix)
 
 
 @dataclass
@@ -272,16 +321,18 @@ class MappingConfig:
     started without TF is re-expressed in input.world_frame and published there; 1 switches at the first such
     window."""
 
+    BOUNDS: ClassVar[dict[str, Bound]] = {
+        "voxel_size_m": Bound(0, lo_open=True, note="metres"),
+        "max_points_per_object": Bound(10),
+        "max_cloud_points": Bound(100),
+        "rig_baseline_m": Bound(0),
+        "tf_settle_windows": Bound(1, integer=True),
+    }
+
     def validate(self, prefix: str = "mapping") -> None:
-        _check(self.voxel_size_m > 0, f"{prefix}.voxel_size_m", self.voxel_size_m, "must be > 0 metres")
-        _check(self.max_points_per_object >= 10, f"{prefix}.max_points_per_object", self.max_points_per_object,
-               "must be >= 10")
-        _check(self.max_cloud_points >= 100, f"{prefix}.max_cloud_points", self.max_cloud_points, "must be >= 100")
+        _check_bounds(self, prefix)
         _check(0 <= self.min_depth_m < self.max_depth_m, f"{prefix}.min_depth_m", self.min_depth_m,
                "must be >= 0 and below mapping.max_depth_m")
-        _check(self.rig_baseline_m >= 0, f"{prefix}.rig_baseline_m", self.rig_baseline_m, "must be >= 0")
-        _check(isinstance(self.tf_settle_windows, int) and self.tf_settle_windows >= 1,
-               f"{prefix}.tf_settle_windows", self.tf_settle_windows, "must be an integer >= 1")
 
 
 @dataclass
@@ -296,9 +347,10 @@ class PublishConfig:
     detections: bool = True
     diagnostics_period_s: float = 1.0
 
+    BOUNDS: ClassVar[dict[str, Bound]] = {"diagnostics_period_s": Bound(0, lo_open=True, note="seconds")}
+
     def validate(self, prefix: str = "publish") -> None:
-        _check(self.diagnostics_period_s > 0, f"{prefix}.diagnostics_period_s", self.diagnostics_period_s,
-               "must be > 0 seconds")
+        _check_bounds(self, prefix)
 
 
 @dataclass
@@ -337,17 +389,23 @@ class QueryConfig:
     """Words /iggt/instances labels are chosen from (best match of the region embedding); empty = every
     colour and shape of the attribute vocabulary ('red cube', ...)."""
 
+    BOUNDS: ClassVar[dict[str, Bound]] = {
+        "text_encoder": Bound(choices=("embedded", "open_clip", "none")),
+        "region_encoder": Bound(choices=("embedded", "open_clip", "none")),
+        "max_results": Bound(1),
+        "max_text_length": Bound(1),
+        "lmm_timeout_s": Bound(0, lo_open=True, note="seconds"),
+        "min_score": Bound(0, 1),
+        "embed_min_area_px": Bound(1),
+        "embed_refresh_views": Bound(1),
+        "embed_max_views": Bound(1),
+        "embed_queue_size": Bound(1),
+        "lmm_max_views": Bound(1),
+        "embed_area_growth": Bound(0),
+    }
+
     def validate(self, prefix: str = "query") -> None:
-        _check_choice(f"{prefix}.text_encoder", self.text_encoder, ("embedded", "open_clip", "none"))
-        _check_choice(f"{prefix}.region_encoder", self.region_encoder, ("embedded", "open_clip", "none"))
-        _check(self.max_results >= 1, f"{prefix}.max_results", self.max_results, "must be >= 1")
-        _check(self.max_text_length >= 1, f"{prefix}.max_text_length", self.max_text_length, "must be >= 1")
-        _check(self.lmm_timeout_s > 0, f"{prefix}.lmm_timeout_s", self.lmm_timeout_s, "must be > 0 seconds")
-        _check(0 <= self.min_score <= 1, f"{prefix}.min_score", self.min_score, "must be in [0, 1]")
-        _check(self.embed_min_area_px >= 1, f"{prefix}.embed_min_area_px", self.embed_min_area_px, "must be >= 1")
-        for key in ("embed_refresh_views", "embed_max_views", "embed_queue_size", "lmm_max_views"):
-            _check(getattr(self, key) >= 1, f"{prefix}.{key}", getattr(self, key), "must be >= 1")
-        _check(self.embed_area_growth >= 0, f"{prefix}.embed_area_growth", self.embed_area_growth, "must be >= 0")
+        _check_bounds(self, prefix)
 
 
 @dataclass

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import pytest
@@ -91,3 +92,34 @@ def test_window_of_too_many_images_is_refused_with_the_size_that_fits():
         IggtConfig().replace(**{"input.cameras": ["left", "right"]})
     cfg = IggtConfig().replace(**{"input.cameras": ["left", "right"], "window.size": 6})
     assert cfg.window.size * len(cfg.input.cameras) == 12
+
+
+def _outside(bound):
+    """A value the bound refuses (just past its lower or upper end), or None for choice bounds."""
+    if bound.choices:
+        return "not-a-choice"
+    if bound.hi is not None and bound.hi_open:
+        return bound.hi
+    if bound.hi is not None:
+        return bound.hi + 1
+    return bound.lo if bound.lo_open else bound.lo - 1
+
+
+def test_declared_bounds_hold_the_defaults_and_refuse_values_outside_with_the_rule():
+    cfg = IggtConfig()
+    checked = 0
+    for section in dataclasses.fields(cfg):
+        part = getattr(cfg, section.name)
+        bounds = getattr(type(part), "BOUNDS", {})
+        names = {f.name for f in dataclasses.fields(part)}
+        assert set(bounds) <= names, f"{section.name}: bounds for unknown keys {set(bounds) - names}"
+        for key, bound in bounds.items():
+            assert bound.allows(getattr(part, key)), f"default of {section.name}.{key} breaks its own bound"
+            value = _outside(bound)
+            if isinstance(getattr(part, key), int) and not isinstance(value, str):
+                value = int(value) if float(value).is_integer() else value
+            with pytest.raises(ConfigError) as err:
+                cfg.replace(**{f"{section.name}.{key}": value}).validate()
+            assert f"'{section.name}.{key}'" in str(err.value) and bound.describe() in str(err.value)
+            checked += 1
+    assert checked >= 50
