@@ -241,3 +241,32 @@ def test_tf_can_start_late_and_drop_out(tmp_path, capsys):
     assert len(msgs["/front/image_raw"]) == 20 and len(msgs["/tf_static"]) == 1
     assert main(["make-sample-bag", str(tmp_path / "bad"), "--frames", "2", "--tf-gap", "1", "0"]) == 2
     assert "positive durations" in capsys.readouterr().err
+
+
+def _first_image(path: Path) -> np.ndarray:
+    store = get_typestore(Stores.ROS2_JAZZY)
+    with AnyReader([path], default_typestore=store) as reader:
+        conn = next(c for c in reader.connections if c.topic.endswith("/image_raw"))
+        _, _, raw = next(reader.messages(connections=[conn]))
+        msg = reader.deserialize(raw, conn.msgtype)
+        return np.asarray(msg.data).reshape(msg.height, msg.width, -1)
+
+
+def test_sample_bags_take_the_benchmarks_scene_spec_including_its_look(tmp_path):
+    """A sample bag is described by the same SceneSpec as the benchmark scenarios: the same scene and poses
+    for the same fields, and a randomised look when the spec names one."""
+    from dataclasses import asdict
+
+    from iggt_ros.bag.sample import SampleBagSpec, write_sample_bag
+    from iggt_ros.train.evaluate import TRAIN_DOMAIN_SCENARIOS
+
+    scene = TRAIN_DOMAIN_SCENARIOS[0].scene
+    spec = SampleBagSpec(**{**asdict(scene), "frames": 2, "width": W, "height": H})
+    bag_plan, scene_plan = spec.plan(), type(scene)(**{**asdict(scene), "frames": 2, "width": W, "height": H}).plan()
+    assert bag_plan.stamps_ns == scene_plan.stamps_ns
+    assert np.allclose(np.stack(bag_plan.world_from_base), np.stack(scene_plan.world_from_base))
+    assert [o.shape for o in bag_plan.scene.objects] == [o.shape for o in scene_plan.scene.objects]
+    write_sample_bag(tmp_path / "look", spec)
+    write_sample_bag(tmp_path / "plain", SampleBagSpec(**{**asdict(spec), "domain": None, "duplicate_pairs": None}))
+    looked, plain = _first_image(tmp_path / "look"), _first_image(tmp_path / "plain")
+    assert looked.shape == plain.shape and np.abs(looked.astype(int) - plain.astype(int)).mean() > 5

@@ -49,6 +49,6 @@ def test_demo_writes_bags_and_a_report_with_real_plots(tmp_path, capsys):
 
 def test_default_demo_scene_is_the_first_quality_benchmark_scene():
     """The demo report is meant to be read next to benchmarks/results/quality.md: same scene, same settings."""
-    first = HELD_OUT_SCENARIOS[0]
+    first = HELD_OUT_SCENARIOS[0].scene
     assert (first.seed, first.num_objects, first.coverage) == (DEFAULT_SCENE, DEFAULT_OBJECTS, DEFAULT_COVERAGE)
     assert (first.room, first.trajectory, first.cameras) == ("room", "orbit", 1)

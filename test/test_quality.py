@@ -38,7 +38,7 @@ def test_embedded_weights_are_small_fp16_and_self_describing():
 
 @pytest.fixture(scope="module")
 def scores():
-    assert all(s.seed < HELD_OUT_SEED_LIMIT for s in HELD_OUT_SCENARIOS)
+    assert all(s.scene.seed < HELD_OUT_SEED_LIMIT for s in HELD_OUT_SCENARIOS)
     engine = tiny_engine_factory(threads=2)
     return [evaluate_sequence(scenario, engine) for scenario in HELD_OUT_SCENARIOS]
 

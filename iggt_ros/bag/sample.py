@@ -56,29 +56,17 @@ from iggt_ros.bag.writer import STORAGES, BagWriter
 from iggt_ros.messages import convention as C
 from iggt_ros.messages import layouts as L
 from iggt_ros.messages.message import Header
+from iggt_ros.synthetic.spec import SceneSpec
 from iggt_ros.synthetic.types import RenderedView, Scene
 
 TRAJECTORIES = ("orbit", "walk", "pan")
 
 
-@dataclass
-class SampleBagSpec:
-    """What to render into a sample bag."""
+@dataclass(frozen=True)
+class SampleBagSpec(SceneSpec):
+    """What to render into a sample bag: the scene (every `SceneSpec` field) and what only a bag has."""
 
-    seed: int = 0
-    cameras: int = 1
-    frames: int = 60
     storage: str = "mcap"
-    trajectory: str = "orbit"
-    width: int = 504
-    height: int = 336
-    rate_hz: float = 10.0
-    num_objects: int | None = None
-    """Objects in the scene; None draws 5-30 from the seed."""
-    room: str = "room"
-    """'room' or 'hall'."""
-    coverage: float = 1.0
-    """Fraction of the trajectory's full loop or sweep the bag spans."""
     tf_start_s: float = 0.0
     """/tf is left out for this long after the first image (TF arriving late)."""
     tf_gaps: tuple[tuple[float, float], ...] = ()
@@ -150,7 +138,7 @@ def ground_truth_objects(scene: Scene, visibility: _Visibility, pixels: dict[int
 
 def write_sample_bag(out: str | Path, spec: SampleBagSpec) -> SampleBagSummary:
     """Render `spec` and write it as a rosbag2 directory at `out` following the ground-truth convention."""
-    from iggt_ros.synthetic.sequence import iter_steps, plan_sequence
+    from iggt_ros.synthetic.sequence import iter_steps
 
     if spec.trajectory not in TRAJECTORIES:
         raise ValueError(f"unknown trajectory '{spec.trajectory}'; choose from {', '.join(TRAJECTORIES)}")
@@ -159,9 +147,7 @@ def write_sample_bag(out: str | Path, spec: SampleBagSpec) -> SampleBagSummary:
     if spec.tf_start_s < 0 or any(start < 0 or duration <= 0 for start, duration in spec.tf_gaps):
         raise ValueError(f"TF start and gaps must be >= 0 s with positive durations (got start {spec.tf_start_s} s, "
                          f"gaps {list(spec.tf_gaps)})")
-    plan = plan_sequence(spec.seed, num_steps=spec.frames, cameras=spec.cameras, trajectory=spec.trajectory,
-                         width=spec.width, height=spec.height, rate_hz=spec.rate_hz, num_objects=spec.num_objects,
-                         room=spec.room, coverage=spec.coverage)
+    plan = spec.plan()
     rig = plan.rig
     visibility = _Visibility(plan.scene)
     with BagWriter(out, spec.storage) as bag:

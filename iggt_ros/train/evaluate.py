@@ -12,7 +12,7 @@ from __future__ import annotations
 import math
 import time
 from collections.abc import Callable, Sequence
-from dataclasses import asdict, dataclass, field, replace
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 
 import numpy as np
@@ -24,71 +24,62 @@ from iggt_ros.eval.metrics import depth_metrics, drop_small_instances, pose_ate
 from iggt_ros.eval.record import RunRecord
 from iggt_ros.perception.frames import CameraFrame, FrameSet
 from iggt_ros.perception.pipeline import Pipeline
-from iggt_ros.synthetic import SyntheticSequence, make_sequence
-from iggt_ros.synthetic.style import sample_style
+from iggt_ros.synthetic import SyntheticSequence
+from iggt_ros.synthetic.spec import SceneSpec
 from iggt_ros.train.scenes import HELD_OUT_SEED_LIMIT
 
 TINY_INPUT_HW = (84, 140)
 """Input size of models without their own `input_hw` in the weights' configuration."""
-STYLE_STREAM = 7
-"""Sub-stream of a scenario's seed that draws its randomised look."""
 
 
 @dataclass(frozen=True)
 class Scenario:
-    """One held-out synthetic sequence."""
+    """One named held-out synthetic sequence."""
 
     name: str
-    seed: int
-    room: str = "room"
-    trajectory: str = "orbit"
-    cameras: int = 1
-    num_objects: int = 8
-    num_steps: int = 24
-    coverage: float = 0.5
-    width: int = 504
-    height: int = 336
-    domain: str | None = None
-    """Randomised look drawn from this factor pool ('train', 'foreign'); None: the default look."""
-    duplicate_pairs: int | None = None
+    scene: SceneSpec
 
     def make(self) -> SyntheticSequence:
-        if self.seed >= HELD_OUT_SEED_LIMIT:
-            raise ValueError(f"scenario {self.name}: seed {self.seed} is in the training range")
-        style = None
-        if self.domain is not None:
-            style = replace(sample_style(self.domain, np.random.default_rng([self.seed, STYLE_STREAM])),
-                            duplicate_pairs=self.duplicate_pairs)
-        return make_sequence(self.seed, num_steps=self.num_steps, cameras=self.cameras, trajectory=self.trajectory,
-                             width=self.width, height=self.height, num_objects=self.num_objects,
-                             coverage=self.coverage, room=self.room, style=style)
+        if self.scene.seed >= HELD_OUT_SEED_LIMIT:
+            raise ValueError(f"scenario {self.name}: seed {self.scene.seed} is in the training range")
+        return self.scene.make()
+
+
+def _held_out(seed: int, room: str, trajectory: str, cameras: int, num_objects: int = 8, num_steps: int = 24,
+              domain: str | None = None, duplicate_pairs: int | None = None) -> SceneSpec:
+    """The benchmarks' sequences: half a loop or sweep, 8 objects, 24 steps unless said."""
+    return SceneSpec(seed=seed, cameras=cameras, frames=num_steps, trajectory=trajectory, num_objects=num_objects,
+                     room=room, coverage=0.5, domain=domain, duplicate_pairs=duplicate_pairs)
 
 
 HELD_OUT_SCENARIOS = (
-    Scenario("room-orbit-1cam", 900_101, "room", "orbit", 1),
-    Scenario("room-walk-1cam", 900_102, "room", "walk", 1),
-    Scenario("hall-pan-1cam", 900_103, "hall", "pan", 1, num_objects=10),
-    Scenario("room-orbit-2cam", 900_104, "room", "orbit", 2, num_steps=16),
-    Scenario("hall-walk-2cam", 900_105, "hall", "walk", 2, num_objects=10, num_steps=16),
-    Scenario("room-pan-2cam", 900_106, "room", "pan", 2, num_steps=16),
+    Scenario("room-orbit-1cam", _held_out(900_101, "room", "orbit", 1)),
+    Scenario("room-walk-1cam", _held_out(900_102, "room", "walk", 1)),
+    Scenario("hall-pan-1cam", _held_out(900_103, "hall", "pan", 1, num_objects=10)),
+    Scenario("room-orbit-2cam", _held_out(900_104, "room", "orbit", 2, num_steps=16)),
+    Scenario("hall-walk-2cam", _held_out(900_105, "hall", "walk", 2, num_objects=10, num_steps=16)),
+    Scenario("room-pan-2cam", _held_out(900_106, "room", "pan", 2, num_steps=16)),
 )
 """Several room kinds, trajectories and rigs in the default look; seeds far below the training range."""
 
 TRAIN_DOMAIN_SCENARIOS = (
-    Scenario("train-room-orbit-1cam", 905_101, "room", "orbit", 1, domain="train"),
-    Scenario("train-hall-walk-2cam", 905_102, "hall", "walk", 2, num_objects=10, num_steps=16, domain="train"),
-    Scenario("train-room-pan-2cam", 905_103, "room", "pan", 2, num_steps=16, domain="train", duplicate_pairs=3),
+    Scenario("train-room-orbit-1cam", _held_out(905_101, "room", "orbit", 1, domain="train")),
+    Scenario("train-hall-walk-2cam", _held_out(905_102, "hall", "walk", 2, num_objects=10, num_steps=16,
+                                               domain="train")),
+    Scenario("train-room-pan-2cam", _held_out(905_103, "room", "pan", 2, num_steps=16, domain="train",
+                                              duplicate_pairs=3)),
 )
 """In-distribution for the randomised training: looks drawn from the training factor pool, held-out seeds."""
 
 FOREIGN_SCENARIOS = (
-    Scenario("foreign-corridor-walk-1cam", 910_101, "corridor", "walk", 1, domain="foreign"),
-    Scenario("foreign-room-orbit-1cam", 910_102, "room", "orbit", 1, domain="foreign"),
-    Scenario("foreign-duplicates-1cam", 910_103, "room", "orbit", 1, domain="foreign", duplicate_pairs=4),
-    Scenario("foreign-room-pan-2cam", 910_104, "room", "pan", 2, num_steps=16, domain="foreign"),
-    Scenario("foreign-hall-orbit-2cam", 910_105, "hall", "orbit", 2, num_objects=10, num_steps=16, domain="foreign"),
-    Scenario("foreign-corridor-orbit-2cam", 910_106, "corridor", "orbit", 2, num_steps=16, domain="foreign",
-             duplicate_pairs=2),
+    Scenario("foreign-corridor-walk-1cam", _held_out(910_101, "corridor", "walk", 1, domain="foreign")),
+    Scenario("foreign-room-orbit-1cam", _held_out(910_102, "room", "orbit", 1, domain="foreign")),
+    Scenario("foreign-duplicates-1cam", _held_out(910_103, "room", "orbit", 1, domain="foreign", duplicate_pairs=4)),
+    Scenario("foreign-room-pan-2cam", _held_out(910_104, "room", "pan", 2, num_steps=16, domain="foreign")),
+    Scenario("foreign-hall-orbit-2cam", _held_out(910_105, "hall", "orbit", 2, num_objects=10, num_steps=16,
+                                                  domain="foreign")),
+    Scenario("foreign-corridor-orbit-2cam", _held_out(910_106, "corridor", "orbit", 2, num_steps=16, domain="foreign",
+                                                      duplicate_pairs=2)),
 )
 """Validation only: every factor value training never draws (`synthetic.style.DOMAINS['foreign']`: held-out
 textures, a held-out shape, the corridor layout, a field-of-view band, cel shading with outlines, vignetting).
