@@ -196,10 +196,11 @@ class EngineConfig:
 class ClusteringConfig:
     """Instance clustering of the 8-D per-pixel features of a window."""
 
-    backend: str = "hdbscan"
-    """'hdbscan' or 'fast_hdbscan' (the same algorithm; on 2 cores at 8-D and a few thousand samples the classic
-    hdbscan measured 1.5-2x faster, see benchmarks/results/postprocess.md)."""
-    max_samples: int = 1500
+    backend: str = "fast_hdbscan"
+    """'fast_hdbscan' or 'hdbscan' for the first clustering pass (the same algorithm, near-identical clusters;
+    fast_hdbscan runs on every core and took 8-10 ms where hdbscan took 20 on 1200 samples over 2 cores). The passes
+    that may return a single cluster always run hdbscan (see clustering.run_hdbscan)."""
+    max_samples: int = 1200
     """Feature patches clustered per window; every pixel is then assigned to the nearest cluster prototype."""
     patches_per_view: int = 10000
     """Candidate patches (one clustering sample each: their mean feature) per view, whatever the model input
@@ -238,6 +239,9 @@ class ClusteringConfig:
     pixel_device: str = "auto"
     """Where the per-pixel passes run: 'numpy', or a torch device ('cpu', 'cuda', 'cuda:N'); 'auto' = 'cuda' when
     PyTorch sees a CUDA GPU, else 'numpy' (faster than torch on a CPU)."""
+    threads: int = 0
+    """Threads of the compiled per-pixel passes and of fast_hdbscan (they split a window's views); 0 = every core.
+    On 2 cores two threads halve those passes; set fewer to leave cores to other work on the robot."""
     openblas_threads: int = 1
     """Threads of numpy's and scipy's OpenBLAS for the whole process (PyTorch keeps its own); 0 leaves them as they
     are. Post-processing's products are too small to gain from threads, and idle OpenBLAS threads spin on the cores
@@ -246,6 +250,7 @@ class ClusteringConfig:
     BOUNDS: ClassVar[dict[str, Bound]] = {
         "backend": Bound(choices=("fast_hdbscan", "hdbscan")),
         "max_samples": Bound(50),
+        "threads": Bound(0, note="(0 = every core)"),
         "min_cluster_size": Bound(2),
         "min_samples": Bound(1),
         "cluster_selection_epsilon": Bound(0),

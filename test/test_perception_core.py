@@ -210,6 +210,23 @@ def test_tracker_keeps_ids_of_identical_duplicates_side_by_side():
     assert all(t.state == CONFIRMED for t in tr.tracks.values())
 
 
+@pytest.mark.parametrize("pass_table", [True, False])
+def test_tracker_merge_carries_the_dropped_ids_pixels_to_the_next_window(pass_table):
+    """After merging track b into a, the next window sees b's pixels of the shared view as a's: a detection on them,
+    placed far off (only the strong overlap can match it), continues a."""
+    tr = InstanceTracker(TrackingConfig())
+    proto = np.eye(8)[0]
+    first = tr.update([det(1, [0, 0, 0], proto), det(2, [0.5, 0, 0], proto)], two_object_labels(), keys(1, 2), 2)
+    a, b = int(first.label_to_id[1]), int(first.label_to_id[2])
+    tr.merge(a, b, first.label_to_id if pass_table else None)
+    assert b not in tr.tracks
+    lab = two_object_labels()
+    lab[lab == 1] = 0  # only b's pixels, now labelled 1
+    lab[lab == 2] = 1
+    second = tr.update([det(1, [5.0, 5.0, 0], proto)], lab, keys(2, 3), 3)
+    assert int(second.label_to_id[1]) == a
+
+
 def test_tracker_states_and_reidentification():
     cfg = TrackingConfig(confirm_windows=2, lost_windows=2, forget_windows=3)
     tr = InstanceTracker(cfg)

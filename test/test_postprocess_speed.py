@@ -152,6 +152,62 @@ def test_compiled_voxel_keys_match_numpy():
     assert len(np.unique(voxel_keys(pts, 0.02))) > 1900
 
 
+@pytest.mark.skipif(not pixel_kernels.AVAILABLE, reason="numba is not installed")
+def test_compiled_window_outputs_and_checks_match_numpy(window):
+    """The kernels added for speed against the numpy they replace: block sums with the finiteness check in the same
+    pass (a NaN on a pixel no block sum reads is still seen), ID images, published depth, the cloud's grid gather,
+    the tracker's label-pair counts, the residual pass's 'explained' test and first-per-voxel selection."""
+    pred, _ = window
+    feats = np.ascontiguousarray(pred.instance_features.astype(np.float32))
+    compiled, plain = NumpyPixels(), NumpyPixels(compiled=False)
+    valid = compiled.valid_pixels(pred.depth, pred.world_points, pred.depth_conf)
+    checked, ref = compiled.block_stats_if_finite(feats, valid, 4), plain.block_stats(feats, valid, 4)
+    np.testing.assert_allclose(checked.sum, ref.sum, rtol=1e-6, atol=1e-6)
+    np.testing.assert_array_equal(checked.valid, ref.valid)
+    for where in [(1, 5, 7, 3), (2, 0, 0, 0), (0, H - 1, W - 1, 7)]:  # unread (odd) pixels, a read one, the last
+        bad = feats.copy()
+        bad[where] = np.nan if where[0] != 2 else np.inf
+        assert compiled.block_stats_if_finite(bad, valid, 4) is None
+        assert not plain.finite(bad)[where[:3]]
+    rng = np.random.default_rng(4)
+    labels = np.ascontiguousarray(rng.integers(0, 6, size=valid.shape).astype(np.int32))
+    lut = rng.integers(0, 60000, size=6).astype(np.uint16)
+    np.testing.assert_array_equal(compiled.id_image(labels, lut), plain.id_image(labels, lut))
+    np.testing.assert_array_equal(compiled.scaled_depth(pred.depth, valid, 2.5),
+                                  plain.scaled_depth(pred.depth, valid, 2.5))
+    step = 3
+    grid_pts = np.ascontiguousarray(pred.world_points[:, ::step, ::step])
+    ok = np.ascontiguousarray(valid[:, ::step, ::step])
+    images = rng.integers(0, 256, size=(*valid.shape, 3)).astype(np.uint8)
+    pts, cols, labs = pixel_kernels.grid_gather(grid_pts, ok, images, labels, step)
+    np.testing.assert_array_equal(pts, grid_pts[ok])
+    np.testing.assert_array_equal(cols, images[:, ::step, ::step][ok])
+    np.testing.assert_array_equal(labs, labels[:, ::step, ::step][ok])
+    a, b = labels[0, ::2, ::2], labels[1, ::2, ::2]  # strided, as the tracker passes them
+    expected = np.bincount(a.ravel() * 6 + b.ravel(), minlength=36).reshape(6, 6)
+    np.testing.assert_array_equal(pixel_kernels.pair_counts(a, b, 6, 6), expected)
+    np.testing.assert_array_equal(pixel_kernels.pair_counts(a, b, 4, 6), expected[:4])  # labels beyond: not counted
+    x = l2_normalize(rng.normal(size=(500, 8))).astype(np.float32)
+    protos, rows = x[:3].copy(), np.arange(0, 500, 3)
+    np.testing.assert_array_equal(pixel_kernels.near_any(x, rows, protos, np.float32(0.7)),
+                                  (x[rows] @ protos.T).max(axis=1) >= np.float32(0.7))
+    keys = rng.integers(-40, 40, size=3000) * (1 << 42) + rng.integers(0, 9, size=3000)
+    np.testing.assert_array_equal(pixel_kernels.first_of_each_key(keys), np.sort(np.unique(keys, return_index=True)[1]))
+
+
+def test_single_cluster_passes_find_a_lone_group_with_either_backend():
+    """A residual pass holding one group and noise must return that group: fast_hdbscan alone returns none."""
+    from iggt_ros.perception.clustering import run_hdbscan
+
+    rng = np.random.default_rng(5)
+    group = np.tile(np.eye(8)[1], (9, 1)) + 1e-3 * rng.normal(size=(9, 8))
+    noise = l2_normalize(rng.normal(size=(4, 8)))
+    x = np.concatenate([group, noise])
+    for backend in ("hdbscan", "fast_hdbscan"):
+        labels = run_hdbscan(x, backend, 5, 5, allow_single_cluster=True)
+        assert labels.max() == 0 and (labels[:9] == 0).sum() >= 5, (backend, labels)
+
+
 def test_cloud_words_match_the_published_layout():
     rng = np.random.default_rng(1)
     pts = rng.normal(size=(50, 3)).astype(np.float32)

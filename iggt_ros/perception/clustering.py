@@ -126,7 +126,21 @@ def merge_duplicates(protos: np.ndarray, counts: np.ndarray, c: int, max_cos: fl
 
 def run_hdbscan(samples: np.ndarray, backend: str, min_cluster_size: int, min_samples: int,
                 cluster_selection_epsilon: float = 0.0, allow_single_cluster: bool = False) -> np.ndarray:
-    """HDBSCAN labels (-1 = noise) with either library; the parameters mean the same in both."""
+    """HDBSCAN labels (-1 = noise) with either library; the parameters mean the same in both.
+
+    fast_hdbscan (0.3) returns no cluster, even with ``allow_single_cluster``, when the cluster hierarchy
+    never splits (one group, the rest falling off as noise): exactly the lone tiny object a residual pass
+    exists to find. Such an all-noise answer is asked of the classic ``hdbscan`` again.
+    """
+    labels = _hdbscan_once(samples, backend, min_cluster_size, min_samples, cluster_selection_epsilon,
+                           allow_single_cluster)
+    if allow_single_cluster and backend != "hdbscan" and labels.size and labels.max() < 0:
+        labels = _hdbscan_once(samples, "hdbscan", min_cluster_size, min_samples, cluster_selection_epsilon, True)
+    return labels
+
+
+def _hdbscan_once(samples: np.ndarray, backend: str, min_cluster_size: int, min_samples: int,
+                  cluster_selection_epsilon: float, allow_single_cluster: bool) -> np.ndarray:
     min_samples = max(1, min(min_samples, len(samples) - 1))
     library = import_backend(backend)
     if backend == "hdbscan":
@@ -155,14 +169,18 @@ class InstanceClusterer:
         self._pos_scale = 1.0
         self.pixels = make_pixel_ops(config.pixel_device)
         """Per-pixel work (validity, block sums, assignment): numpy, or torch on a device."""
-        import_backend(config.backend)  # at construction: the first window must not pay the import (~0.4 s)
+        # at construction: the first window must not pay the imports (~0.4 s each) nor fast_hdbscan's first call
+        # (its compiled code loads then); hdbscan answers the single-cluster passes fast_hdbscan cannot (run_hdbscan)
+        import_backend("hdbscan")
+        if config.backend != "hdbscan":
+            run_hdbscan(np.random.default_rng(0).normal(size=(32, 4)), config.backend, 5, 3)
         warm_up()  # and not the speckle kernel's compilation either
         pixel_kernels.warm_up()  # nor the clean-up's counting and relabelling kernels
         limit_openblas(config.openblas_threads)  # after the imports above: their BLAS libraries are loaded now
 
     def cluster(self, features: np.ndarray, valid: np.ndarray | None = None,
                 confidence: np.ndarray | None = None, points: np.ndarray | None = None) -> ClusterResult:
-        """Label every pixel of every view (with one BLAS thread: see blas.py).
+        """Label every pixel of every view (with one BLAS thread, see blas.py, and `threads` compiled ones).
 
         Args:
             features: [V,H,W,C] raw instance features (not normalised).
@@ -171,7 +189,7 @@ class InstanceClusterer:
             points: [V,H,W,3] points in any frame: tell scene structure from big objects, and join the
                 features when ``position_weight`` > 0.
         """
-        with single_threaded_blas():
+        with pixel_kernels.parallel_section(self.config.threads), single_threaded_blas():
             return self._cluster(features, valid, confidence, points)
 
     def _cluster(self, features: np.ndarray, valid: np.ndarray | None, confidence: np.ndarray | None,
@@ -182,15 +200,21 @@ class InstanceClusterer:
         scale = view_scale(cfg, h, w)
         feats = np.asarray(features, dtype=np.float32)
         pixels = self.pixels
-        finite = pixels.finite(feats)  # NaN/inf anywhere propagates
-        valid = finite if valid is None else (np.asarray(valid, bool) & finite)
-        if not finite.all():
-            feats = np.where(finite[..., None], feats, 0.0).astype(np.float32)
+        given = np.ones((v, h, w), bool) if valid is None else np.asarray(valid, bool)
+        # usually every feature is finite, which the block sums can tell in their own pass over the window
+        blocks = pixels.block_stats_if_finite(feats, given, self.block_px)
+        if blocks is not None:
+            valid = given
+        else:
+            finite = pixels.finite(feats)  # NaN/inf anywhere propagates
+            valid = given & finite
+            if not finite.all():
+                feats = np.where(finite[..., None], feats, 0.0).astype(np.float32)
         dev_feats = pixels.prepare(feats)
         conf = None if confidence is None else np.asarray(confidence, dtype=np.float32)
         threshold = None
         if conf is not None and cfg.confidence_percentile > 0:
-            sub_conf = conf[:, ::4, ::4][valid[:, ::4, ::4]]
+            sub_conf = conf[:, ::8, ::8][valid[:, ::8, ::8]]  # a percentile needs thousands of values, not all
             sub_conf = sub_conf[np.isfinite(sub_conf)]
             if sub_conf.size:
                 threshold = float(np.percentile(sub_conf, cfg.confidence_percentile))
@@ -207,8 +231,8 @@ class InstanceClusterer:
 
         if not valid.any():
             return nothing("no valid pixels in the window (non-finite features or depth everywhere): no instances")
-        blocks = (pixels.block_stats(dev_feats, valid, self.block_px)
-                  if (h % self.block_px == 0 and w % self.block_px == 0) else None)
+        if blocks is None and h % self.block_px == 0 and w % self.block_px == 0:
+            blocks = pixels.block_stats(dev_feats, valid, self.block_px)
         cand, cand_pos, cand_w = self._sample(feats, valid, conf, points, blocks, scale, threshold)
         timings["sampling"] = (time.perf_counter() - t0) * 1e3
         need = max(2 * scale.min_cluster_size, 10)
@@ -265,19 +289,20 @@ class InstanceClusterer:
             return a[:, i:i + (ph - 1) * g + 1:g, j:j + (pw - 1) * g + 1:g]
 
         if blocks is not None and (g, r) == (self.block_px, self.block_px // 2):
-            # the patches are the coarse assignment's blocks: their sums exist already
+            # the patches are the coarse assignment's blocks: their sums and validity exist already
             fsum, nsum = blocks.sum[:, :ph, :pw], blocks.norm_sum[:, :ph, :pw]
+            pvalid = blocks.valid[:, :ph, :pw].copy()
         else:
             fsum = np.zeros((v, ph, pw, c), np.float32)
             nsum = np.zeros((v, ph, pw), np.float32)
+            pvalid = np.ones((v, ph, pw), bool)
             for i, j in reads:
                 part = grid(feats, i, j)
                 fsum += part
                 nsum += np.sqrt(np.einsum("...i,...i->...", part, part))
-        pvalid = np.ones((v, ph, pw), bool)
-        for i, j in reads:
-            pvalid &= grid(valid, i, j)
-            if conf_threshold is not None:
+                pvalid &= grid(valid, i, j)
+        if conf_threshold is not None:
+            for i, j in reads:
                 pvalid &= grid(conf, i, j) >= conf_threshold
         length = np.sqrt(np.einsum("...i,...i->...", fsum, fsum))
         coherence = length / np.maximum(nsum, _EPS)
@@ -365,8 +390,11 @@ class InstanceClusterer:
             protos.extend(new.astype(np.float32))
             if round_index == 2:
                 break  # no later pass needs the residual
-            feature_protos = np.stack(protos)[:, :c]
-            explained = (x_all[remaining, :c] @ np.ascontiguousarray(feature_protos.T)).max(axis=1) >= min_cos
+            feature_protos = np.ascontiguousarray(np.stack(protos)[:, :c], dtype=np.float32)
+            if pixel_kernels.AVAILABLE and x_all.dtype == np.float32 and x_all.flags.c_contiguous:
+                explained = pixel_kernels.near_any(x_all, remaining, feature_protos, np.float32(min_cos))
+            else:
+                explained = (x_all[remaining, :c] @ np.ascontiguousarray(feature_protos.T)).max(axis=1) >= min_cos
             remaining = remaining[~explained]
         if not protos:
             return np.zeros((0, x_all.shape[1]), np.float32), total_samples, noise_fraction
@@ -385,11 +413,12 @@ class InstanceClusterer:
         # bit i of the bucket is projection i's sign: one BLAS product with the powers of two (exact in float32;
         # shifting and summing the bits in int16 cost more than the rest of the sampling)
         bucket = (bits.view(np.uint8).astype(np.float32) @ (2.0 ** np.arange(10)).astype(np.float32)).astype(np.int16)
-        # random order within a bucket: shuffle, then a stable (radix) sort by bucket. Inside a bucket the
-        # order is drawn by confidence: a candidate's chance to come early grows with its weight.
+        # random order within a bucket, drawn by confidence: a candidate's chance to come early grows with its
+        # weight. One sort: the random key, mapped into [0, 0.5), added to the bucket number.
         n_rows = len(feats)
-        perm = np.argsort(-weight * self._rng.random(n_rows))  # random keys: no ties, no stable sort needed
-        order = perm[np.argsort(bucket[perm], kind="stable")]  # int16: a radix sort
+        key = -weight * self._rng.random(n_rows)
+        span = float(key.max() - key.min()) if n_rows else 0.0
+        order = np.argsort(bucket + (0.5 / max(span, 1e-300)) * (key - key.min()))
         sorted_bucket = bucket[order]
         sizes = np.bincount(bucket, minlength=1024)
         starts = (np.cumsum(sizes) - sizes)[sorted_bucket]

@@ -543,30 +543,34 @@ class WorldAligner:
                    fixed_scale: float | None = None) -> tuple[float, np.ndarray, np.ndarray, float, int] | None:
         if self._last is None:
             return None
-        src, dst, wts = [], [], []
+        # the correspondences are chosen first (by index) and only the chosen ones gathered: a window shares tens of
+        # thousands of grid points with the previous one, a few thousand pin a Sim(3) down
+        grid = pred.world_points[0, ::GRID_STEP, ::GRID_STEP].shape[:2]
+        chosen: list[tuple[int, np.ndarray, _GridView]] = []
         for i, key in enumerate(views):
             stored = self._grid.get(key)
-            if stored is None:
+            if stored is None or len(stored.weights) != grid[0] * grid[1]:
                 continue
-            pts_prev, w_prev = stored.points, stored.weights
-            pts = pred.world_points[i, ::GRID_STEP, ::GRID_STEP].reshape(-1, 3).astype(np.float64)
-            conf = pred.world_points_conf[i, ::GRID_STEP, ::GRID_STEP].reshape(-1).astype(np.float64)
-            ok = valid[i, ::GRID_STEP, ::GRID_STEP].reshape(-1)
-            if pts.shape != pts_prev.shape:
-                continue
-            src.append(pts[ok])
-            dst.append(pts_prev[ok])
-            wts.append(np.minimum(np.nan_to_num(conf[ok]), w_prev[ok]))
-        if not src:
+            # the stored grid is NaN with weight 0 where it was not valid; valid pixels have finite points
+            ok = valid[i, ::GRID_STEP, ::GRID_STEP].reshape(-1) & (stored.weights > 0)
+            chosen.append((i, np.flatnonzero(ok), stored))
+        total = sum(len(idx) for _, idx, _ in chosen)
+        if total < 10:
             return None
+        if total > MAX_CORRESPONDENCES:
+            pick = np.sort(np.random.default_rng(total).choice(total, MAX_CORRESPONDENCES, replace=False))
+            starts = np.cumsum([0] + [len(idx) for _, idx, _ in chosen])
+            chosen = [(i, idx[pick[(pick >= a) & (pick < b)] - a], stored)
+                      for (i, idx, stored), a, b in zip(chosen, starts[:-1], starts[1:], strict=True)]
+        src, dst, wts = [], [], []
+        for i, idx, stored in chosen:
+            rows, cols = np.divmod(idx, grid[1])
+            rows, cols = rows * GRID_STEP, cols * GRID_STEP
+            src.append(pred.world_points[i, rows, cols].astype(np.float64))
+            dst.append(stored.points[idx])
+            conf = np.nan_to_num(pred.world_points_conf[i, rows, cols].astype(np.float64))
+            wts.append(np.minimum(conf, stored.weights[idx]))
         src_a, dst_a, w_a = np.concatenate(src), np.concatenate(dst), np.concatenate(wts)
-        ok = np.isfinite(dst_a).all(1) & np.isfinite(src_a).all(1) & (w_a > 0)
-        src_a, dst_a, w_a = src_a[ok], dst_a[ok], w_a[ok]
-        if len(src_a) < 10:
-            return None
-        if len(src_a) > MAX_CORRESPONDENCES:  # a few thousand points pin a Sim(3) down; more only cost time
-            pick = np.random.default_rng(len(src_a)).choice(len(src_a), MAX_CORRESPONDENCES, replace=False)
-            src_a, dst_a, w_a = src_a[pick], dst_a[pick], w_a[pick]
         if fixed_scale is not None:
             s, r, t, rms, n = robust_sim3(src_a * fixed_scale, dst_a, w_a, with_scale=False)
             return fixed_scale, r, t, rms, n

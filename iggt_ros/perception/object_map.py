@@ -95,18 +95,29 @@ def voxel_keys(points: np.ndarray, voxel: float) -> np.ndarray:
     return (q[:, 0] << 42) | (q[:, 1] << 21) | q[:, 2]
 
 
+def _first_of_each(keys: np.ndarray) -> np.ndarray:
+    """Ascending indices of the first occurrence of each distinct key."""
+    if pixel_kernels.AVAILABLE:
+        return pixel_kernels.first_of_each_key(keys)
+    _, idx = np.unique(keys, return_index=True)
+    return np.sort(idx)
+
+
+def first_per_voxel(points: np.ndarray, voxel: float) -> np.ndarray:
+    """Ascending indices of the first point in each occupied voxel."""
+    return _first_of_each(voxel_keys(points, voxel))
+
+
 def voxel_downsample(points: np.ndarray, voxel: float, *arrays: np.ndarray,
                      keep: str = "first") -> tuple[np.ndarray, ...]:
-    """One point per voxel (the first or last occurrence), with the matching rows of `arrays`."""
+    """One point per voxel (the first or last occurrence), with the matching rows of `arrays`, in their order."""
     if len(points) == 0:
         return (np.zeros(0, np.int64), points, *arrays)
     keys = voxel_keys(points, voxel)
     if keep == "last":
-        rev_keys = keys[::-1]
-        _, idx = np.unique(rev_keys, return_index=True)
-        idx = len(keys) - 1 - idx
+        idx = (len(keys) - 1 - _first_of_each(np.ascontiguousarray(keys[::-1])))[::-1]
     else:
-        _, idx = np.unique(keys, return_index=True)
+        idx = _first_of_each(keys)
     return (keys[idx], points[idx], *(a[idx] for a in arrays))
 
 

@@ -27,6 +27,7 @@ defined result (possibly without instances) and a warning in the log and in `Win
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import threading
@@ -38,10 +39,11 @@ import numpy as np
 from iggt_ros.config import IggtConfig
 from iggt_ros.engine.base import Engine, EngineError, ViewKey, WindowPrediction
 from iggt_ros.engine.preprocess import preprocess_images
+from iggt_ros.perception import pixel_kernels
 from iggt_ros.perception.clustering import ClusterResult, InstanceClusterer
 from iggt_ros.perception.frames import CameraFrame, FrameSet
 from iggt_ros.perception.mapping import Alignment, WorldAligner
-from iggt_ros.perception.object_map import ObjectInstance, ObjectMap, voxel_keys
+from iggt_ros.perception.object_map import ObjectInstance, ObjectMap, first_per_voxel
 from iggt_ros.perception.reframe import ReexpressibleObjectMap
 from iggt_ros.perception.tracking import LOST, Detection, InstanceTracker
 from iggt_ros.perception.window import ApproximateTimeSynchronizer, Window, WindowBuffer
@@ -53,6 +55,16 @@ CLOUD_DTYPE = np.dtype([("x", "<f4"), ("y", "<f4"), ("z", "<f4"), ("rgb", "<f4")
 
 MERGE_OVERLAP = 0.5
 """Voxel overlap (of the smaller instance) above which a new instance is folded into a lost one."""
+
+
+STAT_POINTS = 2000
+"""Points an instance's centroid and extent are computed from (every n-th of its grid points: spread over its
+views and rows); medians and percentiles of a few thousand points are as good as of all of them."""
+
+
+def _spread_subset(points: np.ndarray) -> np.ndarray:
+    """At most about STAT_POINTS rows of `points`, every n-th."""
+    return points[:: max(1, math.ceil(len(points) / STAT_POINTS))]
 
 
 @dataclass
@@ -261,6 +273,10 @@ class Pipeline:
     # ------------------------------------------------------------------ one window
     def process_window(self, window: Window) -> WindowResult:
         """Run the engine and post-processing on one window."""
+        with contextlib.ExitStack() as post_processing:
+            return self._process_window(window, post_processing)
+
+    def _process_window(self, window: Window, post_processing: contextlib.ExitStack) -> WindowResult:
         with self._state_lock:
             generation = self._generation
             clusterer, tracker, aligner, omap = self.clusterer, self.tracker, self.aligner, self.object_map
@@ -308,6 +324,8 @@ class Pipeline:
         timings["inference"] = (time.perf_counter() - t) * 1e3
         if pred.num_views != len(frames):
             return empty(f"engine returned {pred.num_views} views for {len(frames)} images; window skipped")
+        # from here on the compiled per-pixel passes split the views among the configured threads
+        post_processing.enter_context(pixel_kernels.parallel_section(self.config.clustering.threads))
 
         t = time.perf_counter()
         valid = self._valid_pixels(pred, warnings, window.index)
@@ -339,12 +357,12 @@ class Pipeline:
 
         t = time.perf_counter()
         self._update_map(omap, tracker, detections, det_points, lut, track_result.created, window)
-        id_images = lut[cluster.labels]
+        id_images = clusterer.pixels.id_image(cluster.labels, lut)
         timings["object_map"] = (time.perf_counter() - t) * 1e3
 
         t = time.perf_counter()
         cloud = self._cloud(grid, lut)
-        depth = np.where(valid, pred.depth * np.float32(alignment.scale), np.nan).astype(np.float32)
+        depth = clusterer.pixels.scaled_depth(pred.depth, valid, alignment.scale)
         timings["cloud"] = (time.perf_counter() - t) * 1e3
 
         poses = alignment.camera_poses(pred.extrinsics)
@@ -384,7 +402,7 @@ class Pipeline:
     def _valid_pixels(self, pred: WindowPrediction, warnings: list[str], index: int) -> np.ndarray:
         # on numpy or the clusterer's torch device (clustering.pixel_device): NaN or inf anywhere propagates
         valid = self.clusterer.pixels.valid_pixels(pred.depth, pred.world_points, pred.depth_conf)
-        bad = 1.0 - float(valid.mean())
+        bad = 1.0 - np.count_nonzero(valid) / max(valid.size, 1)
         if bad > 0.01:
             msg = f"{100 * bad:.1f}% of the pixels have non-finite or non-positive depth/points; they stay unlabelled"
             log.warning("window %d: %s", index, msg)
@@ -400,20 +418,25 @@ class Pipeline:
     @staticmethod
     def _grid(pred: WindowPrediction, valid: np.ndarray, cluster: ClusterResult, alignment: Alignment,
               step: int) -> dict[str, np.ndarray]:
+        """Output-frame points, colours and window-local labels of the valid pixels of every `step`-th row, column."""
         ok = valid[:, ::step, ::step]
-        return {
-            "points": alignment.view_points(pred, step)[ok],
-            "colors": pred.images[:, ::step, ::step][ok],
-            "labels": cluster.labels[:, ::step, ::step][ok],
-            "view": np.nonzero(ok)[0],
-        }
+        points = alignment.view_points(pred, step)
+        images = np.asarray(pred.images)
+        if pixel_kernels.AVAILABLE and images.dtype == np.uint8 and cluster.labels.dtype == np.int32:
+            pts, cols, labels = pixel_kernels.grid_gather(np.ascontiguousarray(points, np.float32),
+                                                          np.ascontiguousarray(ok), np.ascontiguousarray(images),
+                                                          np.ascontiguousarray(cluster.labels), step)
+            return {"points": pts, "colors": cols, "labels": labels}
+        return {"points": points[ok], "colors": images[:, ::step, ::step][ok],
+                "labels": cluster.labels[:, ::step, ::step][ok]}
 
     @staticmethod
     def _detections(cluster: ClusterResult, grid: dict[str, np.ndarray]) -> tuple[list[Detection], dict]:
         labels = grid["labels"]
         sel = labels > 0
         lab, pts, cols = labels[sel], grid["points"][sel], grid["colors"][sel]
-        order = np.argsort(lab, kind="stable")
+        # a 16-bit key sorts by radix (a few labels over tens of thousands of points)
+        order = np.argsort(lab.astype(np.int16) if cluster.num_instances < 2 ** 15 else lab, kind="stable")
         lab, pts, cols = lab[order], pts[order], cols[order]
         bounds = np.searchsorted(lab, np.arange(1, cluster.num_instances + 2))
         detections: list[Detection] = []
@@ -425,14 +448,15 @@ class Pipeline:
                 continue
             p, c = pts[a:b], cols[a:b]
             # pixels on a depth edge carry the background's depth: drop points far from the instance's median
-            centre = np.median(p, axis=0)
-            d = np.linalg.norm(p - centre, axis=1)
-            near = d <= 3.0 * max(float(np.median(d)), 1e-9)
+            centre = np.median(_spread_subset(p), axis=0)
+            near = np.linalg.norm(p - centre, axis=1) <= 3.0 * max(
+                float(np.median(np.linalg.norm(_spread_subset(p) - centre, axis=1))), 1e-9)
             if near.sum() >= 3:
                 p, c = p[near], c[near]
-            lo, hi = np.percentile(p, [5, 95], axis=0)
+            stats = _spread_subset(p)
+            lo, hi = np.percentile(stats, [5, 95], axis=0)
             detections.append(Detection(label=k, prototype=cluster.prototypes[k - 1].astype(np.float64),
-                                        centroid=np.median(p, axis=0).astype(np.float64),
+                                        centroid=np.median(stats, axis=0).astype(np.float64),
                                         extent=(hi - lo).astype(np.float64),
                                         pixel_count=int(cluster.pixel_counts[:, k].sum()),
                                         views=int(views_per_label[k - 1])))
@@ -471,8 +495,7 @@ class Pipeline:
         pts = grid["points"]
         if len(pts) == 0:
             return np.zeros(0, CLOUD_DTYPE)
-        keys = voxel_keys(pts, self.config.mapping.voxel_size_m)
-        _, idx = np.unique(keys, return_index=True)
+        idx = first_per_voxel(pts, self.config.mapping.voxel_size_m)
         limit = self.config.mapping.max_cloud_points
         if len(idx) > limit:
             rng = np.random.default_rng(self.seed + len(idx))

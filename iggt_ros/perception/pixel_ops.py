@@ -82,6 +82,8 @@ class NumpyPixels:
 
     def finite(self, feats: np.ndarray) -> np.ndarray:
         """[V,H,W] True where every feature channel is finite (NaN/inf propagate through the dot product)."""
+        if self.compiled and _f32(feats) and feats.ndim == 4:
+            return pixel_kernels.finite_features(np.ascontiguousarray(feats))
         flat = feats.reshape(-1)
         if flat.size and np.isfinite(np.dot(flat, flat)):  # one BLAS pass settles the usual case
             return np.ones(feats.shape[:3], bool)
@@ -111,6 +113,16 @@ class NumpyPixels:
                 nsum += np.sqrt(np.einsum("...i,...i->...", part, part))
                 bvalid &= valid[:, i::block, j::block]
         return BlockStats(fsum, nsum, bvalid)
+
+    def block_stats_if_finite(self, feats: np.ndarray, valid: np.ndarray, block: int) -> BlockStats | None:
+        """The block stats when every feature of the window is finite, checked in the same pass; None when some
+        is not, or when this backend cannot check in one pass (the caller then checks first)."""
+        v, h, w, _ = feats.shape
+        if not (self.compiled and _f32(feats) and h % block == 0 and w % block == 0):
+            return None
+        fsum, nsum, bvalid, finite = pixel_kernels.block_stats_checked(
+            np.ascontiguousarray(feats), np.ascontiguousarray(valid, dtype=bool), block)
+        return BlockStats(fsum, nsum, bvalid) if finite else None
 
     def assign(self, flat: np.ndarray, protos: np.ndarray, min_cos: float) -> np.ndarray:
         """Nearest prototype (1-based) per row of raw features, 0 when the cosine is below `min_cos`."""
@@ -161,6 +173,19 @@ class NumpyPixels:
             labels[~valid] = 0
         return labels
 
+    def id_image(self, labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
+        """[V,H,W] uint16 instance IDs of window-local labels through one lookup table."""
+        if self.compiled and labels.dtype == np.int32 and lut.dtype == np.uint16:
+            return pixel_kernels.id_image(np.ascontiguousarray(labels), lut)
+        return lut[labels].astype(np.uint16)
+
+    def scaled_depth(self, depth: np.ndarray, valid: np.ndarray, scale: float) -> np.ndarray:
+        """[V,H,W] float32 depth times `scale` where valid, NaN elsewhere (the published depth)."""
+        if self.compiled and _f32(depth):
+            return pixel_kernels.scaled_depth(np.ascontiguousarray(depth), np.ascontiguousarray(valid, dtype=bool),
+                                              np.float32(scale))
+        return np.where(valid, depth * np.float32(scale), np.nan).astype(np.float32)
+
     def pack_cloud_columns(self, points: np.ndarray, colors: np.ndarray, ids: np.ndarray) -> np.ndarray:
         """[N,5] uint32 words of the CLOUD_DTYPE layout: x, y, z float32 bits, 0x00RRGGBB, instance ID."""
         out = np.empty((len(points), 5), np.uint32)
@@ -207,6 +232,10 @@ class TorchPixels:
         d, p, c = self._t(depth), self._t(points), self._t(conf)
         ok = torch.isfinite(d) & (d > 0) & torch.isfinite((p * p).sum(-1)) & torch.isfinite(c)
         return self._np(ok)
+
+    def block_stats_if_finite(self, feats, valid: np.ndarray, block: int) -> None:
+        """Not in one pass here: the caller checks finiteness first."""
+        return None
 
     def block_stats(self, feats, valid: np.ndarray, block: int) -> BlockStats:
         torch = self.torch
@@ -269,6 +298,16 @@ class TorchPixels:
         flat_labels[idx] = self._assign(f.reshape(-1, c)[idx], p, min_cos)
         labels[~self._t(valid)] = 0
         return self._np(labels)
+
+    def id_image(self, labels: np.ndarray, lut: np.ndarray) -> np.ndarray:
+        table = self._t(np.asarray(lut, np.int32))
+        return self._np(table[self._t(labels).long()]).astype(np.uint16)
+
+    def scaled_depth(self, depth: np.ndarray, valid: np.ndarray, scale: float) -> np.ndarray:
+        torch = self.torch
+        d = self._t(np.asarray(depth, np.float32))
+        out = torch.where(self._t(valid), d * np.float32(scale), torch.full_like(d, float("nan")))
+        return self._np(out)
 
     def pack_cloud_columns(self, points: np.ndarray, colors: np.ndarray, ids: np.ndarray) -> np.ndarray:
         torch = self.torch

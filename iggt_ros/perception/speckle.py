@@ -133,19 +133,27 @@ if numba is not None:
                 removed[view, lab] += run_len[i]
         return removed
 
+    @numba.njit(cache=True, nogil=True, parallel=True)
+    def _window_pieces_parallel(labels: np.ndarray, min_px: float, fraction: float, skip: np.ndarray) -> np.ndarray:
+        # the views are independent: one per thread
+        v = labels.shape[0]
+        removed = np.zeros((v, skip.shape[0]), np.int64)
+        for a in numba.prange(v):
+            removed[a] = _window_pieces_numba(labels[a:a + 1], min_px, fraction, skip)[0]
+        return removed
+
 
 def drop_small_pieces_window(labels: np.ndarray, min_px: float, fraction: float,
                              skip: np.ndarray | None = None) -> np.ndarray:
     """`drop_small_pieces` on every view of a [V,H,W] int32 window, in place, labels 0..K with `skip` [K+1].
 
     Returns the pixels zeroed per view and label, [V,K+1] int64."""
-    k1 = int(labels.max()) + 1 if labels.size else 1
-    skip = np.zeros(k1, bool) if skip is None else np.asarray(skip, bool)
-    if len(skip) < k1:
-        skip = np.concatenate([skip, np.zeros(k1 - len(skip), bool)])
+    if skip is None:  # with `skip` the caller says K: no pass over the window to find it
+        skip = np.zeros(int(labels.max()) + 1 if labels.size else 1, bool)
+    skip = np.asarray(skip, bool)
     if numba is None or labels.dtype != np.int32 or not labels.flags.c_contiguous:
         return _window_pieces_python(labels, min_px, fraction, skip)
-    return _window_pieces_numba(labels, float(min_px), float(fraction), skip)
+    return _window_pieces_parallel(labels, float(min_px), float(fraction), skip)
 
 
 def warm_up() -> None:

@@ -31,6 +31,7 @@ from scipy.optimize import linear_sum_assignment
 
 from iggt_ros.config import TrackingConfig
 from iggt_ros.engine.base import ViewKey
+from iggt_ros.perception import pixel_kernels
 from iggt_ros.perception.records import TrackState
 
 if TYPE_CHECKING:
@@ -115,14 +116,17 @@ class InstanceTracker:
         self.tracks: dict[int, Track] = {}
         self._next_id = 1
         self._window = 0
-        self._last_ids: dict[ViewKey, np.ndarray] = {}
+        self._last_labels: dict[ViewKey, np.ndarray] = {}
+        """Window-local labels of the last window's views on the IoU grid; through `_last_lut` they are its IDs
+        (looked up only for the views the next window shares)."""
+        self._last_lut = np.zeros(1, np.uint16)
         self.reidentifications = 0
 
     def reset(self) -> None:
         self.tracks.clear()
         self._next_id = 1
         self._window = 0
-        self._last_ids.clear()
+        self._last_labels.clear()
 
     def reexpress(self, similarity: Similarity) -> None:
         """Move every track's centroid and extent into another frame (the world frame changed under them)."""
@@ -152,7 +156,8 @@ class InstanceTracker:
         max_label = max(max_label, max((d.label for d in detections), default=0))
         lut = np.zeros(max_label + 1, np.uint16)
         track_list = list(self.tracks.values())
-        scores = self._score(detections, track_list, labels, views, metric) if detections and track_list else None
+        scores = (self._score(detections, track_list, labels, views, metric, max_label)
+                  if detections and track_list else None)
 
         matched: dict[int, int] = {}
         match_scores: dict[int, float] = {}
@@ -180,13 +185,14 @@ class InstanceTracker:
         self._age_unmatched(seen)
 
         g = self.iou_grid_px
-        self._last_ids = {key: lut[labels[i, ::g, ::g]] for i, key in enumerate(views)}
+        self._last_labels = {key: labels[i, ::g, ::g] for i, key in enumerate(views)}
+        self._last_lut = lut
         if reidentified:
             log.info("re-identified instances %s after they were lost", reidentified)
         return TrackingResult(lut, {k: v for k, v in matched.items()}, created, reidentified, match_scores)
 
     def _score(self, detections: Sequence[Detection], tracks: list[Track], labels: np.ndarray,
-               views: Sequence[ViewKey], metric: bool) -> np.ndarray:
+               views: Sequence[ViewKey], metric: bool, max_label: int) -> np.ndarray:
         """[D,T] match scores in [0, 1]; 0 where the position gate rejects the pair."""
         cfg = self.config
         n_d, n_t = len(detections), len(tracks)
@@ -197,25 +203,27 @@ class InstanceTracker:
         inter = np.zeros((n_d, n_t))
         det_area = np.zeros(n_d)
         trk_area = np.zeros(n_t)
-        shared = [(i, key) for i, key in enumerate(views) if key in self._last_ids]
-        max_label = int(labels.max()) if labels.size else 0
+        shared = [(i, key) for i, key in enumerate(views) if key in self._last_labels]
         det_row = np.full(max_label + 1, -1, np.int64)
         for lab, i in det_index.items():
             if lab <= max_label:
                 det_row[lab] = i
         g = self.iou_grid_px
         for i, key in shared:
-            prev = self._last_ids[key]
+            prev = self._last_labels[key]
             cur = labels[i, ::g, ::g]
             if prev.shape != cur.shape:
                 continue
-            present = np.bincount(prev.ravel(), minlength=1) > 0  # IDs are uint16: a lookup beats np.unique
-            prev_ids = np.flatnonzero(present)
-            compact = np.cumsum(present) - 1
-            prev_inv = compact[prev]
-            n_p = len(prev_ids)
-            joint = np.bincount(cur.ravel().astype(np.int64) * n_p + prev_inv.ravel(),
-                                minlength=(max_label + 1) * n_p).reshape(max_label + 1, n_p)
+            # counted by (label now, label then), both window-local and few; then the labels then become their IDs
+            n_prev = len(self._last_lut)
+            if pixel_kernels.AVAILABLE and cur.dtype == np.int32 and prev.dtype == np.int32:
+                by_label = pixel_kernels.pair_counts(cur, prev, max_label + 1, n_prev)
+            else:
+                by_label = np.bincount(cur.ravel().astype(np.int64) * n_prev + prev.ravel(),
+                                       minlength=(max_label + 1) * n_prev).reshape(max_label + 1, n_prev)
+            prev_ids, to_id = np.unique(self._last_lut, return_inverse=True)
+            joint = np.zeros((max_label + 1, len(prev_ids)), np.int64)
+            np.add.at(joint.T, to_id, by_label.T)
             rows = det_row[: max_label + 1]
             cols = np.array([track_index.get(int(p), -1) for p in prev_ids])
             r_ok = rows >= 0
@@ -340,5 +348,5 @@ class InstanceTracker:
                 t.co_visible.add(keep)
         if lut is not None:
             lut[lut == drop] = keep
-        self._last_ids = {key: np.where(img == drop, keep, img).astype(np.uint16)
-                          for key, img in self._last_ids.items()}
+        if lut is not self._last_lut:  # the last window's table (the same object when merging in that window)
+            self._last_lut[self._last_lut == drop] = keep
