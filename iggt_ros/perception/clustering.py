@@ -16,8 +16,8 @@ changes where the work is spent:
    consistent across views. Because the grid scales with the image, an object covering a given share
    of the view gives the same number of samples at 140x84 as at 504x336; with a fixed pixel grid a
    small model input leaves small objects fewer samples than HDBSCAN's ``min_cluster_size``.
-2. HDBSCAN on those few thousand samples (``hdbscan`` or ``fast_hdbscan``; on 2 cores at 8-D the
-   classic ``hdbscan`` is the faster of the two at these sizes: see benchmarks/results/postprocess.md).
+2. HDBSCAN on those thousand-odd samples (``fast_hdbscan``, which runs on every core, or the classic
+   ``hdbscan``; a pass that may return one cluster falls back to ``hdbscan``: see `run_hdbscan`).
    A window that shows one structure (floor or wall) and only small objects is a single dense cluster
    plus a few small groups; HDBSCAN without ``allow_single_cluster`` then calls everything noise, so a
    first pass that finds nothing is repeated with a single cluster allowed, and the small objects are

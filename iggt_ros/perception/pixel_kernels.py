@@ -413,4 +413,5 @@ def warm_up() -> None:
     first_of_each_key(np.zeros(3, np.int64))
     pair_counts(labels[0, ::2, ::2], labels[0, ::2, ::2], 2, 2)
     near_any(np.ones((2, 2), np.float32), np.zeros(1, np.int64), np.ones((1, 2), np.float32), np.float32(0.5))
-    grid_gather(np.zeros((1, 2, 2, 3), np.float32), ok[:, :2, :2], np.zeros((1, 4, 4, 3), np.uint8), labels, 2)
+    grid_gather(np.zeros((1, 2, 2, 3), np.float32), np.ones((1, 2, 2), bool), np.zeros((1, 4, 4, 3), np.uint8),
+                labels, 2)
