@@ -412,6 +412,26 @@ def test_tf_scale_of_cameras_that_only_turn_is_unobservable(caplog):
     assert "metric scale is unobservable" in caplog.text
 
 
+def test_tf_scale_of_cameras_that_mostly_turn_needs_a_sharp_fit():
+    """A 4 cm step per view against a scene 1-3 m away (a pan): the fit's minimum is shallow (contrast about 1.7)
+    and not trusted; twice the step gives a sharp one, which is; a walking baseline needs no more than the
+    usual contrast."""
+    from iggt_ros.perception.metric_scale import LOW_PARALLAX_CONTRAST, MIN_PARALLAX, fit_metric_scale
+
+    k = np.repeat(SCENE_K[None], 4, 0)
+    fits = {}
+    for step in (0.04, 0.08, 0.3):
+        poses = [cam_pose(step * i, 0.1 * i) for i in range(4)]
+        pred, _ = textured_scene(poses, 0.37, np.eye(3), np.zeros(3))
+        fits[step] = fit_metric_scale(pred.depth, np.ones((4, 56, 84), bool), pred.images, k, np.stack(poses))
+    weak = fits[0.04]
+    assert weak.scale is None and weak.parallax < MIN_PARALLAX and weak.contrast < LOW_PARALLAX_CONTRAST
+    assert "mostly turn" in weak.reason
+    for step in (0.08, 0.3):
+        assert fits[step].scale == pytest.approx(1 / 0.37, rel=0.02), step
+    assert fits[0.08].parallax < MIN_PARALLAX <= fits[0.3].parallax
+
+
 def test_tf_scale_is_carried_through_shared_views():
     """A window that only turns keeps the metric scale through the views it shares with the previous one."""
     aligner = WorldAligner(MappingConfig(), InputConfig(world_frame="odom"))
