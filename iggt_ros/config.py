@@ -250,7 +250,7 @@ class ClusteringConfig:
     BOUNDS: ClassVar[dict[str, Bound]] = {
         "backend": Bound(choices=("fast_hdbscan", "hdbscan")),
         "max_samples": Bound(50),
-        "threads": Bound(0, note="(0 = every core)"),
+        "threads": Bound(0, integer=True, note="(0 = every core)"),
         "min_cluster_size": Bound(2),
         "min_samples": Bound(1),
         "cluster_selection_epsilon": Bound(0),

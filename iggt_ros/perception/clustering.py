@@ -44,6 +44,7 @@ changes where the work is spent:
 
 from __future__ import annotations
 
+import functools
 import logging
 import time
 import warnings
@@ -156,6 +157,12 @@ def _hdbscan_once(samples: np.ndarray, backend: str, min_cluster_size: int, min_
         return np.asarray(model.fit_predict(np.ascontiguousarray(samples, dtype=np.float64)), dtype=np.int64)
 
 
+@functools.cache
+def _warm_backend(backend: str) -> None:
+    """One small fit, once per process: fast_hdbscan loads its compiled code at its first call."""
+    run_hdbscan(np.random.default_rng(0).normal(size=(32, 4)), backend, 5, 3)
+
+
 class InstanceClusterer:
     """Clusters the instance features of a window into labels shared by all its views."""
 
@@ -172,8 +179,7 @@ class InstanceClusterer:
         # at construction: the first window must not pay the imports (~0.4 s each) nor fast_hdbscan's first call
         # (its compiled code loads then); hdbscan answers the single-cluster passes fast_hdbscan cannot (run_hdbscan)
         import_backend("hdbscan")
-        if config.backend != "hdbscan":
-            run_hdbscan(np.random.default_rng(0).normal(size=(32, 4)), config.backend, 5, 3)
+        _warm_backend(config.backend)
         warm_up()  # and not the speckle kernel's compilation either
         pixel_kernels.warm_up()  # nor the clean-up's counting and relabelling kernels
         limit_openblas(config.openblas_threads)  # after the imports above: their BLAS libraries are loaded now

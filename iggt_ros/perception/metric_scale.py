@@ -223,7 +223,7 @@ def fit_metric_scale(depth: np.ndarray, valid: np.ndarray, images: np.ndarray, i
         return ScaleFit(None, cost, contrast, int(counts[best]), baseline,
                         f"the views agree about equally at every scale (contrast {contrast:.2f} < {MIN_CONTRAST}): "
                         "too little camera translation in this window")
-    depths = np.asarray(depth, np.float64)[np.asarray(valid, bool)]
+    depths = np.asarray(depth)[np.asarray(valid, bool)]
     parallax = baseline / max(scale * float(np.median(depths)), 1e-9) if depths.size else math.nan
     if parallax < MIN_PARALLAX and contrast < LOW_PARALLAX_CONTRAST:
         return ScaleFit(None, cost, contrast, int(counts[best]), baseline,

@@ -448,9 +448,10 @@ class Pipeline:
                 continue
             p, c = pts[a:b], cols[a:b]
             # pixels on a depth edge carry the background's depth: drop points far from the instance's median
-            centre = np.median(_spread_subset(p), axis=0)
-            near = np.linalg.norm(p - centre, axis=1) <= 3.0 * max(
-                float(np.median(np.linalg.norm(_spread_subset(p) - centre, axis=1))), 1e-9)
+            sub = _spread_subset(p)
+            centre = np.median(sub, axis=0)
+            radius = 3.0 * max(float(np.median(np.linalg.norm(sub - centre, axis=1))), 1e-9)
+            near = np.linalg.norm(p - centre, axis=1) <= radius
             if near.sum() >= 3:
                 p, c = p[near], c[near]
             stats = _spread_subset(p)

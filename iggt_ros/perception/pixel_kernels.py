@@ -18,6 +18,7 @@ process when two threads launch parallel work at once.
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 import threading
 from collections.abc import Iterator
@@ -392,8 +393,10 @@ if numba is not None:
         return out
 
 
+@functools.cache
 def warm_up() -> None:
-    """Compile (or load from numba's cache) the kernels for float32 windows now, not in the first window."""
+    """Compile (or load from numba's cache) the kernels for float32 windows now, not in the first window (once per
+    process: every pipeline reset builds its components again)."""
     if not AVAILABLE:
         return
     feats = np.zeros((1, 4, 4, 2), np.float32)

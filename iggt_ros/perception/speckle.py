@@ -11,6 +11,8 @@ runs; both give the same result.
 
 from __future__ import annotations
 
+import functools
+
 import numpy as np
 from scipy import ndimage
 
@@ -156,6 +158,7 @@ def drop_small_pieces_window(labels: np.ndarray, min_px: float, fraction: float,
     return _window_pieces_parallel(labels, float(min_px), float(fraction), skip)
 
 
+@functools.cache
 def warm_up() -> None:
-    """Compile (or load from numba's cache) the kernel now, not in the first window."""
+    """Compile (or load from numba's cache) the kernel now, not in the first window (once per process)."""
     drop_small_pieces_window(np.zeros((1, 4, 4), np.int32), 1.0, 0.1)

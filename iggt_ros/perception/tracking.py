@@ -127,6 +127,7 @@ class InstanceTracker:
         self._next_id = 1
         self._window = 0
         self._last_labels.clear()
+        self._last_lut = np.zeros(1, np.uint16)
 
     def reexpress(self, similarity: Similarity) -> None:
         """Move every track's centroid and extent into another frame (the world frame changed under them)."""
@@ -209,19 +210,20 @@ class InstanceTracker:
             if lab <= max_label:
                 det_row[lab] = i
         g = self.iou_grid_px
+        # the last window's labels become their IDs through its table: columns of the same ID are summed
+        prev_ids, to_id = np.unique(self._last_lut, return_inverse=True)
+        n_prev = len(self._last_lut)
         for i, key in shared:
             prev = self._last_labels[key]
             cur = labels[i, ::g, ::g]
             if prev.shape != cur.shape:
                 continue
-            # counted by (label now, label then), both window-local and few; then the labels then become their IDs
-            n_prev = len(self._last_lut)
+            # counted by (label now, label then), both window-local and few
             if pixel_kernels.AVAILABLE and cur.dtype == np.int32 and prev.dtype == np.int32:
                 by_label = pixel_kernels.pair_counts(cur, prev, max_label + 1, n_prev)
             else:
                 by_label = np.bincount(cur.ravel().astype(np.int64) * n_prev + prev.ravel(),
                                        minlength=(max_label + 1) * n_prev).reshape(max_label + 1, n_prev)
-            prev_ids, to_id = np.unique(self._last_lut, return_inverse=True)
             joint = np.zeros((max_label + 1, len(prev_ids)), np.int64)
             np.add.at(joint.T, to_id, by_label.T)
             rows = det_row[: max_label + 1]
