@@ -96,11 +96,9 @@ class DeviceInfo:
     @classmethod
     def current(cls, device: str = "cuda") -> DeviceInfo:
         """The running machine's GPU (via torch) and TensorRT version; EngineError when either is missing."""
-        try:
-            import tensorrt as trt
-        except ImportError as exc:
-            raise EngineError("engine.backend 'tensorrt' needs the tensorrt Python package "
-                              "(JetPack ships it; elsewhere pip install 'iggt_ros[tensorrt]')") from exc
+        from iggt_ros.engine.tensorrt_support import import_tensorrt
+
+        trt = import_tensorrt()
         import torch
 
         if not torch.cuda.is_available():

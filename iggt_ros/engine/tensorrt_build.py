@@ -27,6 +27,7 @@ from pathlib import Path
 
 from iggt_ros.engine.base import EngineError
 from iggt_ros.engine.plan_cache import DeviceInfo, PlanMetadata, Profile, check_profiles
+from iggt_ros.engine.tensorrt_support import import_tensorrt
 
 log = logging.getLogger(__name__)
 
@@ -101,11 +102,7 @@ def _pin_fp32_layers(network, trt, settings: BuildSettings) -> tuple[int, int]:
 def build_plan(onnx_file: str | Path, plan_file: str | Path, settings: BuildSettings, model_sha256: str,
                device: str = "cuda") -> PlanMetadata:
     """Parse the ONNX, build and serialise the plan, write `<plan>.json`; returns its metadata."""
-    try:
-        import tensorrt as trt
-    except ImportError as exc:
-        raise EngineError("building a TensorRT plan needs the tensorrt package "
-                          "(JetPack ships it; elsewhere pip install 'iggt_ros[tensorrt]')") from exc
+    trt = import_tensorrt()
     settings.validate()
     info = DeviceInfo.current(device)
     onnx_file, plan_file = Path(onnx_file), Path(plan_file)

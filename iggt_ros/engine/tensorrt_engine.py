@@ -15,6 +15,7 @@ from iggt_ros.engine.base import Engine, EngineError, ViewKey, WindowPrediction
 from iggt_ros.engine.plan_cache import DeviceInfo, PlanMetadata, check_plan_compatible
 from iggt_ros.engine.postprocess import OUTPUT_NAMES, run_window
 from iggt_ros.engine.preprocess import check_window
+from iggt_ros.engine.tensorrt_support import import_tensorrt
 
 
 class TensorRTEngine(Engine):
@@ -35,8 +36,9 @@ class TensorRTEngine(Engine):
             raise EngineError(f"engine.device is {device!r}; the tensorrt backend runs on 'cuda' or 'cuda:N'")
         self.meta = PlanMetadata.read(plan)
         check_plan_compatible(self.meta, DeviceInfo.current(device), plan)
-        import tensorrt as trt
         import torch
+
+        trt = import_tensorrt()
 
         self._torch = torch
         self.device = torch.device(device)
