@@ -9,7 +9,7 @@ from __future__ import annotations
 import torch
 from torch import nn
 
-from iggt_ros.model.dpt import tokens_to_map
+from iggt_ros.model.dpt import DPT_SCALES, check_scales, resample_layer, tokens_to_map
 
 
 class ProjectionBlock(nn.Module):
@@ -38,22 +38,23 @@ class ProjectionBlock(nn.Module):
         return self.output_proj(self.residual_conv(x) + x)
 
 
-def build_adaptor_resize_layers(channels: tuple[int, ...]) -> nn.ModuleList:
-    """x4 (two stride-2 transposed convs), x2, x1 and /2 stages, each followed by a ProjectionBlock."""
-    c0, c1, c2, c3 = channels
-    return nn.ModuleList(
-        [
-            nn.Sequential(
-                nn.ConvTranspose2d(c0, c0, kernel_size=4, stride=2, padding=1),
-                ProjectionBlock(c0),
-                nn.ConvTranspose2d(c0, c0, kernel_size=4, stride=2, padding=1),
-                ProjectionBlock(c0),
-            ),
-            nn.Sequential(nn.ConvTranspose2d(c1, c1, kernel_size=2, stride=2), ProjectionBlock(c1)),
-            nn.Sequential(nn.Identity(), ProjectionBlock(c2)),
-            nn.Sequential(nn.Conv2d(c3, c3, kernel_size=3, stride=2, padding=1), ProjectionBlock(c3)),
-        ]
-    )
+def build_adaptor_resize_layers(channels: tuple[int, ...], scales: tuple[float, ...] = DPT_SCALES) -> nn.ModuleList:
+    """Each level resampled by its scale, then a ProjectionBlock.
+
+    The released layout (x4, x2, x1, /2) reaches x4 with two stride-2 transposed convs, each followed
+    by a ProjectionBlock; the other factors use one resampling layer (`dpt.resample_layer`).
+    """
+    check_scales(tuple(scales))
+    levels = []
+    for c, scale in zip(channels, scales, strict=True):
+        if scale == 4:
+            levels.append(nn.Sequential(
+                nn.ConvTranspose2d(c, c, kernel_size=4, stride=2, padding=1), ProjectionBlock(c),
+                nn.ConvTranspose2d(c, c, kernel_size=4, stride=2, padding=1), ProjectionBlock(c),
+            ))
+        else:
+            levels.append(nn.Sequential(resample_layer(c, scale), ProjectionBlock(c)))
+    return nn.ModuleList(levels)
 
 
 class PartAdaptor(nn.Module):
@@ -67,17 +68,19 @@ class PartAdaptor(nn.Module):
         patch_size: patch side in pixels.
         out_channels: widths of the four levels.
         layer_indices: aggregator layers to read.
+        scales: resampling of the four levels.
     """
 
     def __init__(
-        self, dim_in: int, patch_size: int, out_channels: tuple[int, ...], layer_indices: tuple[int, ...]
+        self, dim_in: int, patch_size: int, out_channels: tuple[int, ...], layer_indices: tuple[int, ...],
+        scales: tuple[float, ...] = DPT_SCALES,
     ) -> None:
         super().__init__()
         self.patch_size = patch_size
         self.layer_indices = tuple(layer_indices)
         self.norm = nn.LayerNorm(dim_in)
         self.projects = nn.ModuleList(nn.Conv2d(dim_in, oc, 1) for oc in out_channels)
-        self.resize_layers = build_adaptor_resize_layers(tuple(out_channels))
+        self.resize_layers = build_adaptor_resize_layers(tuple(out_channels), tuple(scales))
 
     def forward(
         self, layers: list[torch.Tensor], image_hw: tuple[int, int], patch_start_idx: int

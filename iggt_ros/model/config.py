@@ -10,8 +10,10 @@ from __future__ import annotations
 
 import dataclasses
 import json
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
+
+from iggt_ros.model.dpt import check_scales
 
 OFFICIAL_DPT_CHANNELS = (256, 512, 1024, 1024)
 
@@ -58,6 +60,8 @@ class IggtModelConfig:
     # Depth and point heads.
     dpt_features: int = 256
     dpt_out_channels: tuple[int, ...] = OFFICIAL_DPT_CHANNELS
+    dense_scales: tuple[float, ...] = (4.0, 2.0, 1.0, 0.5)
+    """Resampling of the four token maps in the depth, point and instance decoders (finest first)."""
 
     # Instance branch.
     adaptor_channels: tuple[int, ...] = (256, 256, 256, 256)
@@ -73,6 +77,10 @@ class IggtModelConfig:
     cab_compress_ratio: int = 3
     cab_squeeze_factor: int = 30
     cab_scale: float = 0.01
+    image_features: int = 0
+    """Width of a light full-resolution convolution branch on the input image whose output the instance
+    head fuses before its last layer, so masks can follow object boundaries finer than a token; 0 builds none
+    (the released architecture)."""
 
     # Parameter groups that the forward pass never reads.
     part_head_legacy_channels: tuple[int, ...] | None = OFFICIAL_DPT_CHANNELS
@@ -103,8 +111,12 @@ class IggtModelConfig:
 
     @property
     def size_multiple(self) -> int:
-        """H and W must be multiples of this: patches, and an even patch grid for the 8x8 windows."""
-        return 2 * self.patch_size
+        """H and W must be multiples of this: whole patches, a token grid the coarsest level divides, and a
+        finest level (where the instance head's 8x8 windows run) of whole windows."""
+        down = max(1, round(1 / min(self.dense_scales)))
+        up = max(self.dense_scales)
+        grid = max(down, int(8 / up)) if up < 8 else down
+        return grid * self.patch_size
 
     def validate(self) -> None:
         """Raise ValueError on sizes the architecture cannot run."""
@@ -129,6 +141,12 @@ class IggtModelConfig:
             problems.append("part_features//2 must be divisible by window_self_heads")
         if self.window_self_dim // self.cab_squeeze_factor < 1 or self.window_self_dim // self.cab_compress_ratio < 1:
             problems.append("part_features//2 must be at least cab_squeeze_factor and cab_compress_ratio")
+        try:
+            check_scales(tuple(self.dense_scales))
+        except ValueError as exc:
+            problems.append(str(exc))
+        if self.image_features < 0:
+            problems.append("image_features must be >= 0 (0: no full-resolution image branch)")
         if self.img_size % self.patch_size:
             problems.append("img_size must be a multiple of patch_size")
         if problems:
@@ -194,6 +212,23 @@ class IggtModelConfig:
             keep_mask_token=False,
             extra={"input_hw": [84, 140]},
         )
+
+    @classmethod
+    def tiny_fine(cls) -> IggtModelConfig:
+        """The tiny model with 7-pixel patches: a 20x12 token grid at 140x84 instead of 10x6.
+
+        An object of the benchmark scenes covers 1 to 4 tokens of the 10x6 grid, and the best answer
+        that is constant over a token reaches only about a third of the true masks' IoU; halving the
+        patch side doubles the grid in both axes (`benchmarks/ceiling.py` measures both ceilings).
+        The decoders resample the token maps by (2, 1, 1/2, 1/4) instead of (4, 2, 1, 1/2), so they run at
+        the pixel resolution of `tiny()`; the attention runs over four times the tokens.
+        """
+        return replace(cls.tiny(), patch_size=7, dense_scales=(2.0, 1.0, 0.5, 0.25))
+
+    @classmethod
+    def tiny_fine_image(cls) -> IggtModelConfig:
+        """`tiny_fine()` plus a 16-channel full-resolution image branch fused into the instance head."""
+        return replace(cls.tiny_fine(), image_features=16)
 
     # ------------------------------------------------------------------ JSON
     def to_dict(self) -> dict:

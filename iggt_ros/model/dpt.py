@@ -136,16 +136,37 @@ class FusionDecoder(nn.Module):
 # ---------------------------------------------------------------------------------------------
 # Head
 # ---------------------------------------------------------------------------------------------
-def build_resize_layers(channels: tuple[int, ...]) -> nn.ModuleList:
-    """x4, x2, x1 and /2 resampling of the four token maps (DPT layout)."""
-    return nn.ModuleList(
-        [
-            nn.ConvTranspose2d(channels[0], channels[0], kernel_size=4, stride=4),
-            nn.ConvTranspose2d(channels[1], channels[1], kernel_size=2, stride=2),
-            nn.Identity(),
-            nn.Conv2d(channels[3], channels[3], kernel_size=3, stride=2, padding=1),
-        ]
-    )
+DPT_SCALES = (4.0, 2.0, 1.0, 0.5)
+"""Resampling of the four token maps in the released DPT layout: x4, x2, x1 and /2."""
+SCALE_OPTIONS = (4.0, 2.0, 1.0, 0.5, 0.25)
+
+
+def check_scales(scales: tuple[float, ...]) -> None:
+    """Raise ValueError unless `scales` are four supported factors, each half the one before."""
+    if len(scales) != 4 or any(s not in SCALE_OPTIONS for s in scales) or any(
+            b * 2 != a for a, b in zip(scales, scales[1:], strict=False)):
+        raise ValueError(f"dense head scales must be four halving factors from {SCALE_OPTIONS}, got {scales}")
+
+
+def resample_layer(channels: int, scale: float) -> nn.Module:
+    """One learned resampling of a token map by `scale` (transposed conv up, strided conv down)."""
+    if scale >= 2:
+        return nn.ConvTranspose2d(channels, channels, kernel_size=int(scale), stride=int(scale))
+    if scale == 1:
+        return nn.Identity()
+    if scale == 0.5:
+        return nn.Conv2d(channels, channels, kernel_size=3, stride=2, padding=1)
+    return nn.Conv2d(channels, channels, kernel_size=4, stride=4)
+
+
+def build_resize_layers(channels: tuple[int, ...], scales: tuple[float, ...] = DPT_SCALES) -> nn.ModuleList:
+    """Resampling of the four token maps (DPT layout: x4, x2, x1 and /2).
+
+    A finer token grid can use (2, 1, 1/2, 1/4): the decoder then runs at the same pixel resolution as the
+    released layout on a grid twice as coarse, instead of at twice the input size.
+    """
+    check_scales(tuple(scales))
+    return nn.ModuleList(resample_layer(c, s) for c, s in zip(channels, scales, strict=True))
 
 
 def tokens_to_map(tokens: torch.Tensor, patch_start_idx: int, grid: tuple[int, int]) -> torch.Tensor:
@@ -188,6 +209,7 @@ class DPTHead(nn.Module):
         activation: "exp" or "inv_log" for the prediction channels.
         pos_embed: add the UV sin/cos embedding (after each projection and after the upsample).
         down_ratio: output resolution divisor.
+        scales: resampling of the four token maps (`build_resize_layers`).
     """
 
     def __init__(
@@ -201,6 +223,7 @@ class DPTHead(nn.Module):
         activation: str = "exp",
         pos_embed: bool = True,
         down_ratio: int = 1,
+        scales: tuple[float, ...] = DPT_SCALES,
     ) -> None:
         super().__init__()
         self.patch_size = patch_size
@@ -211,7 +234,7 @@ class DPTHead(nn.Module):
         self.down_ratio = down_ratio
         self.norm = nn.LayerNorm(dim_in)
         self.projects = nn.ModuleList(nn.Conv2d(dim_in, oc, 1) for oc in out_channels)
-        self.resize_layers = build_resize_layers(self.out_channels)
+        self.resize_layers = build_resize_layers(self.out_channels, tuple(scales))
         self.scratch = FusionDecoder(self.out_channels, features, output_dim, keep_width=output_dim is None)
 
     def output_size(self, image_hw: tuple[int, int]) -> tuple[int, int]:

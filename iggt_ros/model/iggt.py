@@ -38,16 +38,17 @@ class Iggt(nn.Module):
         self.aggregator = Aggregator(c)
         self.camera_head = CameraHead(c.head_dim_in, c.camera_trunk_depth, c.camera_num_heads, c.camera_iterations)
         self.point_head = DPTHead(c.head_dim_in, c.patch_size, c.dpt_features, c.dpt_out_channels,
-                                  c.intermediate_layers, output_dim=4, activation="inv_log")
+                                  c.intermediate_layers, output_dim=4, activation="inv_log", scales=c.dense_scales)
         self.depth_head = DPTHead(c.head_dim_in, c.patch_size, c.dpt_features, c.dpt_out_channels,
-                                  c.intermediate_layers, output_dim=2, activation="exp")
-        self.part_adaptor = PartAdaptor(c.head_dim_in, c.patch_size, c.adaptor_channels, c.intermediate_layers)
+                                  c.intermediate_layers, output_dim=2, activation="exp", scales=c.dense_scales)
+        self.part_adaptor = PartAdaptor(c.head_dim_in, c.patch_size, c.adaptor_channels, c.intermediate_layers,
+                                        c.dense_scales)
         self.part_head = PartHead(c)
         self.fixed_tables: FixedInputTables | None = None
 
     # ------------------------------------------------------------------ input size
     def check_input_size(self, height: int, width: int) -> None:
-        """Raise ValueError unless H and W are positive multiples of 28 (patches and 8x8 windows)."""
+        """Raise ValueError unless H and W are positive multiples of `size_multiple` (patches, 8x8 windows)."""
         m = self.config.size_multiple
         if height <= 0 or width <= 0 or height % m or width % m:
             raise ValueError(f"IGGT needs H and W to be multiples of {m}; got {height}x{width}")
@@ -127,7 +128,8 @@ class Iggt(nn.Module):
             depth, depth_conf, _ = self.depth_head(layers, hw, start, tables.depth_uv)
             points, points_conf, point_features = self.point_head(layers, hw, start, tables.point_uv)
             pyramid = self.part_adaptor(layers, hw, start)
-            part_feat = self.part_head(pyramid, point_features, hw, (b, s), tables.window_bias)
+            part_feat = self.part_head(pyramid, point_features, hw, (b, s), tables.window_bias,
+                                       images.reshape(b * s, 3, height, width))
         return {
             "pose_enc": pose_enc,
             "depth": depth,

@@ -38,6 +38,34 @@ class CrossAttention(nn.Module):
         return self.proj((attn @ v).transpose(1, 2).reshape(n, nq, c))
 
 
+class ImageBranch(nn.Module):
+    """Full-resolution image features fused into the instance head's last stage.
+
+    The decoder's features come from tokens of `patch_size` pixels; upsampled, they blur across
+    object boundaries. Two 3x3 convolutions on the image give edge and colour features at every
+    pixel, and a residual 3x3 fusion lets the last layers snap the decoded features to them.
+
+    Args:
+        channels: width of the image features.
+        head_width: channels of the decoder output they are fused with.
+    """
+
+    def __init__(self, channels: int, head_width: int) -> None:
+        super().__init__()
+        self.image_conv = nn.Sequential(
+            nn.Conv2d(3, channels, 3, padding=1), nn.ReLU(), nn.Conv2d(channels, channels, 3, padding=1), nn.ReLU()
+        )
+        self.fuse = nn.Sequential(
+            nn.Conv2d(head_width + channels, head_width, 3, padding=1), nn.ReLU(),
+            nn.Conv2d(head_width, head_width, 3, padding=1),
+        )
+
+    def forward(self, decoded: torch.Tensor, images: torch.Tensor) -> torch.Tensor:
+        """Args: decoded [N, C, H, W] at the input size; images [N, 3, H, W] in [0, 1]. Returns [N, C, H, W]."""
+        features = self.image_conv(images * 2.0 - 1.0)
+        return decoded + self.fuse(torch.cat([decoded, features], dim=1))
+
+
 def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
     """[N, C, h, w] -> [N, h*w, C]."""
     return x.flatten(2).transpose(1, 2)
@@ -72,6 +100,8 @@ class PartHead(nn.Module):
             c.window_self_dim, c.window_self_heads, c.window_size, c.window_conv_hidden, c.window_self_dim,
             c.cab_compress_ratio, c.cab_squeeze_factor, c.cab_scale,
         )
+        if c.image_features:
+            self.image_branch = ImageBranch(c.image_features, self.scratch.output_conv1.out_channels)
 
     def forward(
         self,
@@ -80,6 +110,7 @@ class PartHead(nn.Module):
         image_hw: tuple[int, int],
         num_frames: tuple[int, int],
         window_bias: torch.Tensor | None = None,
+        images: torch.Tensor | None = None,
     ) -> torch.Tensor:
         """Decode instance features.
 
@@ -89,6 +120,7 @@ class PartHead(nn.Module):
             image_hw: input (H, W).
             num_frames: (B, S).
             window_bias: optional precomputed `window_cross_attention.relative_bias()`.
+            images: [B*S, 3, H, W] input in [0, 1]; required when the head has an image branch.
 
         Returns:
             [B, S, output_dim, H, W] raw features (quirk of the release: no activation or normalisation).
@@ -105,6 +137,11 @@ class PartHead(nn.Module):
         out = self.window_cross_attention(out, pf2, window_bias)
         out = self.scratch.output_conv1(self.scratch.refinenet1(out, l1))
         out = self.window_self_atten(out)
-        out = self.scratch.output_conv2(resize_bilinear(out, image_hw))
+        out = resize_bilinear(out, image_hw)
+        if hasattr(self, "image_branch"):
+            if images is None:
+                raise ValueError("this instance head fuses full-resolution image features: pass images")
+            out = self.image_branch(out, images)
+        out = self.scratch.output_conv2(out)
         b, s = num_frames
         return out.reshape(b, s, *out.shape[1:])

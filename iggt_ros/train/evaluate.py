@@ -28,6 +28,8 @@ from iggt_ros.synthetic import SyntheticSequence
 from iggt_ros.synthetic.spec import SceneSpec
 from iggt_ros.train.scenes import HELD_OUT_SEED_LIMIT
 
+FOUND_MIN_IOU = 0.5
+"""A true object counts as found when a published ID covers it with at least this T-mIoU."""
 TINY_INPUT_HW = (84, 140)
 """Input size of models without their own `input_hw` in the weights' configuration."""
 
@@ -143,6 +145,10 @@ class SequenceScore:
     objects: int
     inference_ms: float
     seconds: float
+    missed_objects: int = 0
+    """True objects that no published ID covers with T-mIoU >= 0.5 (unmatched, or matched to a poor mask)."""
+    extra_ids: int = 0
+    """Published IDs matched to no true object (split-off pieces, background blobs)."""
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -222,6 +228,8 @@ def evaluate_sequence(
         objects=int(inst.num_objects),
         inference_ms=float(np.median(infer_ms)) if infer_ms else math.nan,
         seconds=time.perf_counter() - start,
+        missed_objects=sum(1 for o in inst.objects if o.pred_id is None or o.t_miou < FOUND_MIN_IOU),
+        extra_ids=int(inst.num_pred_ids) - len(set(inst.matching.values())),
     )
 
 
