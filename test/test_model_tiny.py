@@ -54,3 +54,41 @@ def test_every_parameter_receives_a_gradient(tiny):
     silent = [n for n, p in tiny.named_parameters() if p.requires_grad and not p.grad.any()]
     assert all(".cab.3.attention." in n for n in silent), silent
     tiny.eval()
+
+
+@pytest.mark.parametrize("preset", ["tiny_fine", "tiny_fine_image"])
+def test_finer_token_grid_designs_keep_the_output_contract(preset):
+    torch.manual_seed(0)
+    config = getattr(IggtModelConfig, preset)()
+    model = Iggt(config).eval()
+    assert config.size_multiple == 28 and sum(p.numel() for p in model.parameters()) <= 5_000_000
+    with torch.no_grad():
+        out = model(torch.rand(3, 3, 84, 140))
+    assert out["part_feat"].shape == (1, 3, 8, 84, 140)
+    assert out["depth"].shape == (1, 3, 84, 140, 1) and bool((out["depth"] > 0).all())
+    assert hasattr(model.part_head, "image_branch") == (preset == "tiny_fine_image")
+    with pytest.raises(ValueError, match="multiples of 28"):
+        model(torch.rand(1, 3, 56, 70))
+
+
+def test_image_branch_moves_instance_features_at_pixels_a_token_cannot_resolve():
+    """With the full-resolution branch, changing one pixel changes the instance features right there."""
+    torch.manual_seed(0)
+    model = Iggt(IggtModelConfig.tiny_fine_image()).eval()
+    images = torch.rand(1, 2, 3, 56, 84)
+    changed = images.clone()
+    changed[0, 0, :, 30, 40] = 1.0 - changed[0, 0, :, 30, 40]
+    with torch.no_grad():
+        a, b = model(images)["part_feat"], model(changed)["part_feat"]
+    diff = (a - b).abs()[0, 0].sum(0)
+    assert diff[30, 40] > 0
+    assert diff[30, 40] >= diff[28:33, 38:43].max() * 0.5  # the strongest change sits at the changed pixel
+
+
+def test_configurations_without_the_new_fields_build_the_released_layout():
+    data = IggtModelConfig.tiny().to_dict()
+    del data["dense_scales"], data["image_features"]
+    config = IggtModelConfig.from_dict(data)
+    assert config.dense_scales == (4.0, 2.0, 1.0, 0.5) and config.image_features == 0
+    with pytest.raises(ValueError, match="halving factors"):
+        IggtModelConfig.from_dict({**data, "dense_scales": [4, 1, 1, 0.5]})

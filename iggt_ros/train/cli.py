@@ -13,17 +13,22 @@ from iggt_ros.train.batch import TrainBatch
 from iggt_ros.train.losses import LossWeights
 from iggt_ros.train.trainer import TrainConfig, Trainer, start_instance_features_centered
 
-PRESETS = {"tiny": IggtModelConfig.tiny, "official": IggtModelConfig.official}
+PRESETS = {"tiny": IggtModelConfig.tiny, "tiny_fine": IggtModelConfig.tiny_fine,
+           "tiny_fine_image": IggtModelConfig.tiny_fine_image, "official": IggtModelConfig.official}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/tiny", help="output folder: checkpoints, log, curves, weights")
     parser.add_argument("--model", default="tiny",
-                        help="'tiny', 'official', or a JSON file with an IggtModelConfig")
+                        help="'tiny', 'tiny_fine', 'tiny_fine_image', 'official', or a JSON file with an "
+                             "IggtModelConfig")
     parser.add_argument("--init", default=None,
                         help="start from these weights (.safetensors/.pt/.pth), e.g. the official checkpoint")
     parser.add_argument("--data", default=None,
                         help="dataset folder of scenes (see iggt_ros/train/README.md); default: synthetic scenes")
+    parser.add_argument("--cache", default=None,
+                        help="window cache folder (`python -m iggt_ros.train.cache`): train on it with on-the-fly "
+                             "augmentation instead of rendering scenes")
     parser.add_argument("--size", default=None, metavar="HxW",
                         help="input size, multiples of 28 (default: the model's own, else 336x504)")
     parser.add_argument("--small-size", default=None, metavar="HxW",
@@ -53,6 +58,10 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="fraction of training over which the pull weight rises from 0 to --pull")
     parser.add_argument("--checkpoint-every", type=int, default=100)
     parser.add_argument("--time-limit", type=float, default=None, help="stop after this many seconds")
+    parser.add_argument("--cpu-limit", type=float, default=None,
+                        help="stop after the run has used this many CPU seconds (over resumed invocations)")
+    parser.add_argument("--budget-marks", default="", metavar="S1,S2,...",
+                        help="CPU-second budgets at which to keep the weights (OUT/budget_<minutes>m.safetensors)")
     parser.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     parser.add_argument("--prefetch", type=int, default=0,
                         help="worker processes rendering batches ahead (0 = render in the training loop)")
@@ -93,7 +102,11 @@ def build_trainer(args: argparse.Namespace) -> Trainer:
         from iggt_ros.model.checkpoint import load_weights
 
         load_weights(model, args.init)
-    if args.data:
+    if args.cache:
+        from iggt_ros.train.cache import CachedWindowSource
+
+        source = CachedWindowSource(args.cache, height, width, min_frames, max_frames, seed=args.seed)
+    elif args.data:
         from iggt_ros.train.dataset import FolderWindowSource
 
         source = FolderWindowSource(args.data, height, width, min_frames, max_frames, seed=args.seed)
@@ -110,14 +123,16 @@ def build_trainer(args: argparse.Namespace) -> Trainer:
         steps=args.steps, batch_size=args.batch_size, micro_batch=args.micro_batch, lr_backbone=args.lr_backbone,
         lr_heads=args.lr_heads,
         weight_decay=args.weight_decay, warmup_steps=args.warmup, checkpoint_every=args.checkpoint_every,
-        time_limit_s=args.time_limit, threads=args.threads, prefetch=args.prefetch, device=args.device, seed=args.seed,
+        time_limit_s=args.time_limit, cpu_limit_s=args.cpu_limit,
+        budget_marks_s=tuple(float(v) for v in args.budget_marks.split(",") if v.strip()),
+        threads=args.threads, prefetch=args.prefetch, device=args.device, seed=args.seed,
         loss=LossWeights(samples=args.samples, instance=args.instance_weight, pull=args.pull,
                         pull_ramp=args.pull_ramp),
     )
     if not args.init:
         start_instance_features_centered(model, TrainBatch.stack(source.batch(0, 1, 0.0)).images)
     model.config.extra = {**model.config.extra, "input_hw": [height, width],
-                          "train_data": args.data or "synthetic", "train_seed": args.seed}
+                          "train_data": args.cache or args.data or "synthetic", "train_seed": args.seed}
     return Trainer(model, source, train_config, args.out)
 
 

@@ -34,7 +34,7 @@ from iggt_ros.train.losses import LossWeights, iggt_loss, normalize_truth
 from iggt_ros.train.plots import plot_losses
 
 LOG_COLUMNS = ("step", "seconds", "frames", "lr_backbone", "lr_heads", "loss", "camera", "depth", "points",
-               "instance")
+               "instance", "cpu_seconds")
 
 
 class WindowSource(Protocol):
@@ -64,6 +64,12 @@ class TrainConfig:
     checkpoint_every: int = 100
     time_limit_s: float | None = None
     """Stop (and checkpoint) once this much wall time has passed; the schedule still runs on `steps`."""
+    cpu_limit_s: float | None = None
+    """Stop (and checkpoint) once the run has used this much CPU time (this process, all its threads, summed
+    over resumed invocations). On a shared machine wall time depends on the neighbours; CPU time does not, so
+    budgets in CPU time compare designs fairly."""
+    budget_marks_s: tuple[float, ...] = ()
+    """CPU-time budgets at which to keep a copy of the weights (`budget_<minutes>m.safetensors`)."""
     threads: int | None = None
     prefetch: int = 0
     """Worker processes rendering batches ahead, two batches in flight each (0: render in the training loop).
@@ -145,6 +151,7 @@ class Trainer:
                 self.model, device_ids=[self.device] if self.device.startswith("cuda") else None)
         self.step = 0
         self.elapsed_s = 0.0
+        self.cpu_s = 0.0
         self.generator = torch.Generator().manual_seed(config.seed)
 
     # ------------------------------------------------------------------ files
@@ -165,15 +172,26 @@ class Trainer:
         if not self.context.is_main:
             return
         state = {"model": self.model.state_dict(), "optimizer": self.optimizer.state_dict(), "step": self.step,
-                 "elapsed_s": self.elapsed_s, "config": asdict(self.config),
+                 "elapsed_s": self.elapsed_s, "cpu_s": self.cpu_s, "config": asdict(self.config),
                  "model_config": self.model.config.to_dict(), "world_size": self.context.world_size}
         tmp = self.checkpoint_path.with_suffix(".tmp")
         torch.save(state, tmp)
         tmp.replace(self.checkpoint_path)
         self.model.config.extra = {**self.model.config.extra, "train_steps": self.step,
-                                   "train_seconds": round(self.elapsed_s, 1)}
+                                   "train_seconds": round(self.elapsed_s, 1),
+                                   "train_cpu_seconds": round(self.cpu_s, 1)}
         save_model(self.model, self.out_dir / "model.safetensors", dtype=torch.float16)
         plot_losses(self.log_path, self.out_dir / "losses.png")
+
+    def save_budget_weights(self, mark_s: float) -> Path | None:
+        """Keep the fp16 weights reached at a CPU-time budget, for comparing designs at equal cost."""
+        if not self.context.is_main:
+            return None
+        path = self.out_dir / f"budget_{mark_s / 60:g}m.safetensors"
+        self.model.config.extra = {**self.model.config.extra, "train_steps": self.step,
+                                   "train_seconds": round(self.elapsed_s, 1), "train_cpu_seconds": round(self.cpu_s, 1)}
+        save_model(self.model, path, dtype=torch.float16)
+        return path
 
     def resume(self) -> bool:
         """Continue from `last.pt` when it exists; False when starting fresh.
@@ -189,6 +207,7 @@ class Trainer:
             self.optimizer.load_state_dict(state["optimizer"])
             self.step = int(state["step"])
             self.elapsed_s = float(state.get("elapsed_s", 0.0))
+            self.cpu_s = float(state.get("cpu_s", 0.0))
         if not self.context.agree(self.step if found else -1):
             raise DistributedError(f"the training processes found different checkpoints in {self.out_dir} (process "
                                    f"{self.context.rank}: {'step ' + str(self.step) if found else 'none'}); put "
@@ -199,11 +218,15 @@ class Trainer:
         if not self.context.is_main:
             return
         new = not self.log_path.exists()
+        columns = LOG_COLUMNS
+        if not new:  # a log begun before a column was added keeps its header
+            with open(self.log_path, newline="") as fh:
+                columns = tuple(next(csv.reader(fh), LOG_COLUMNS))
         with open(self.log_path, "a", newline="") as fh:
-            writer = csv.DictWriter(fh, fieldnames=LOG_COLUMNS)
+            writer = csv.DictWriter(fh, fieldnames=columns, extrasaction="ignore")
             if new:
                 writer.writeheader()
-            writer.writerow({k: row[k] for k in LOG_COLUMNS})
+            writer.writerow({k: row.get(k, "") for k in columns})
 
     # ------------------------------------------------------------------ loop
     def window_seed(self, index: int) -> int:
@@ -289,9 +312,13 @@ class Trainer:
         """
         cfg = self.config
         stop = cfg.steps if until is None else min(cfg.steps, until)
+        if cfg.cpu_limit_s is not None and self.cpu_s >= cfg.cpu_limit_s:
+            return self.step  # a resumed run whose CPU budget is already spent
         if cfg.threads:
             torch.set_num_threads(cfg.threads)
         start = time.monotonic() - self.elapsed_s
+        cpu_start = time.process_time() - self.cpu_s
+        marks = sorted(m for m in cfg.budget_marks_s if m > self.cpu_s)
         bar = tqdm(total=cfg.steps, initial=self.step, desc="train", unit="step", dynamic_ncols=True,
                    disable=not self.context.is_main)
         for step, windows in self._batches(stop):
@@ -300,12 +327,17 @@ class Trainer:
             terms = self.train_step(batch)
             self.step += 1
             self.elapsed_s = time.monotonic() - start
+            self.cpu_s = time.process_time() - cpu_start
             lrs = [g["lr"] for g in self.optimizer.param_groups]
             self._append_log({"step": self.step, "seconds": round(self.elapsed_s, 2), "frames": batch.images.shape[1],
+                              "cpu_seconds": round(self.cpu_s, 2),
                               "lr_backbone": lrs[0], "lr_heads": lrs[1], **terms})
             bar.update(1)
             bar.set_postfix(loss=f"{terms['loss']:.3f}", inst=f"{terms['instance']:.3f}", S=batch.images.shape[1])
-            out_of_time = self.context.any(cfg.time_limit_s is not None and self.elapsed_s >= cfg.time_limit_s)
+            while marks and self.cpu_s >= marks[0]:
+                self.save_budget_weights(marks.pop(0))
+            out_of_time = self.context.any((cfg.time_limit_s is not None and self.elapsed_s >= cfg.time_limit_s)
+                                           or (cfg.cpu_limit_s is not None and self.cpu_s >= cfg.cpu_limit_s))
             if self.step % cfg.checkpoint_every == 0 or self.step == stop or out_of_time:
                 self.save_checkpoint()
             if out_of_time:
