@@ -11,7 +11,7 @@ import torch
 
 from iggt_ros.model import Iggt, IggtModelConfig
 from iggt_ros.model.checkpoint import load_model
-from iggt_ros.train.cache import CacheError, CachedWindowSource, CacheSpec, crop_window, mirror_window, render_cache
+from iggt_ros.train.cache import CachedWindowSource, CacheError, CacheSpec, crop_window, mirror_window, render_cache
 from iggt_ros.train.trainer import TrainConfig, Trainer
 
 
@@ -65,9 +65,10 @@ def test_flips_and_crops_keep_the_views_geometrically_consistent(cache):
 def test_batches_are_a_function_of_the_step(cache):
     source = CachedWindowSource(cache, 56, 84, max_frames=6)
     a, b = source.batch(7, 2, 0.5), source.batch(7, 2, 0.5)
-    assert all(np.array_equal(x.rgb, y.rgb) and np.array_equal(x.instance_ids, y.instance_ids) for x, y in zip(a, b))
+    assert all(np.array_equal(x.rgb, y.rgb) and np.array_equal(x.instance_ids, y.instance_ids)
+               for x, y in zip(a, b, strict=True))
     assert 2 <= a[0].rgb.shape[0] <= 6
-    assert not all(np.array_equal(x.rgb, y.rgb) for x, y in zip(a, source.batch(8, 2, 0.5)))
+    assert not all(np.array_equal(x.rgb, y.rgb) for x, y in zip(a, source.batch(8, 2, 0.5), strict=True))
 
 
 def test_a_cache_of_another_size_is_refused_with_what_to_do(cache, tmp_path):
