@@ -282,8 +282,9 @@ class TrackingConfig:
     """A track becomes confirmed after being matched in this many windows."""
     lost_windows: int = 3
     """A confirmed track becomes lost after this many windows without a match."""
-    forget_windows: int = 200
-    """A lost track is removed after this many windows (bounds memory)."""
+    forget_windows: int = 0
+    """A lost track is removed after this many windows; 0 = never by count (the object map's bounds,
+    ``mapping.max_instances`` and ``mapping.max_lost_age_s``, decide)."""
     min_match_score: float = 0.3
     """Assignments scoring below this start a new track instead."""
     mask_iou_weight: float = 1.0
@@ -296,7 +297,7 @@ class TrackingConfig:
     BOUNDS: ClassVar[dict[str, Bound]] = {
         "confirm_windows": Bound(1, integer=True),
         "lost_windows": Bound(1, integer=True),
-        "forget_windows": Bound(1, integer=True),
+        "forget_windows": Bound(0, integer=True),
         "min_match_score": Bound(0, 1),
         "mask_iou_weight": Bound(0),
         "feature_weight": Bound(0),
@@ -315,6 +316,16 @@ class MappingConfig:
     voxel_size_m: float = 0.02
     """Voxel size of the published cloud and of each object's point set."""
     max_points_per_object: int = 4000
+    """Voxels kept per instance; the ones observed longest ago go first."""
+    max_instances: int = 1000
+    """Most instances the map holds; beyond it, instances not detected in the current window are removed,
+    tentative before confirmed, least recently seen first (see `perception.map_bounds`)."""
+    max_lost_age_s: float = 3600.0
+    """A lost instance not seen for this many seconds of input is removed (0 = kept until max_instances)."""
+    map_directory: str = "~/.local/share/iggt_ros/maps"
+    """The one directory saved maps are written to and read from; services name a map, never a path."""
+    map_file: str = ""
+    """Name of a saved map in map_directory to load at configure time ('' = start empty)."""
     max_cloud_points: int = 150000
     """Upper bound on /iggt/points per window (rclpy copies cost ~7 ms per MB)."""
     min_depth_m: float = 0.05
@@ -329,6 +340,8 @@ class MappingConfig:
     BOUNDS: ClassVar[dict[str, Bound]] = {
         "voxel_size_m": Bound(0, lo_open=True, note="metres"),
         "max_points_per_object": Bound(10),
+        "max_instances": Bound(1, integer=True),
+        "max_lost_age_s": Bound(0, note="seconds"),
         "max_cloud_points": Bound(100),
         "rig_baseline_m": Bound(0),
         "tf_settle_windows": Bound(1, integer=True),

@@ -19,7 +19,9 @@ Rules:
   a label when the kept instance has none.
 * Split. The map never splits an instance on its own: when clustering separates what one ID covered,
   the tracker gives the new part its own ID, and the old ID keeps what it matches. Removed tracks
-  (forgotten after ``tracking.forget_windows``) are removed from the map with them.
+  (the map's bounds, `map_bounds`, or ``tracking.forget_windows``) are removed from the map with them.
+* Restore. Instances of a saved map (`map_store`) come back with their voxels, counts, stamps and
+  label; their voxels count as the oldest, so new observations replace them first.
 * Labels. `set_label` stores a label and score; the query side writes them as instance embeddings
   change, and they survive merges.
 """
@@ -204,6 +206,23 @@ class ObjectMap:
             keys, pts, cols, age = keys[keep], pts[keep], cols[keep], age[keep]
         entry.keys, entry.points, entry.colors, entry.age = keys, pts, cols, age
         entry.geometry = None
+
+    def restore(self, instance_id: int, points: np.ndarray, colors: np.ndarray, state: TrackState, *,
+                views_seen: int, windows_seen: int, first_seen_ns: int, last_seen_ns: int, label: str = "",
+                score: float = 0.0) -> None:
+        """Put back an instance of a saved map (replaces one of the same ID)."""
+        pts = np.asarray(points, np.float32).reshape(-1, 3)
+        cols = np.asarray(colors, np.uint8).reshape(-1, 3)
+        with self._lock:
+            entry = self._entries[instance_id] = _Entry(
+                state=state, views_seen=int(views_seen), windows_seen=int(windows_seen),
+                first_seen_ns=int(first_seen_ns), last_seen_ns=int(last_seen_ns), label=label, score=float(score))
+            self._store(entry, pts, cols, np.zeros(len(pts), np.int64))
+
+    def total_points(self) -> int:
+        """Voxels held over all instances (the map's memory is about 30 bytes per voxel)."""
+        with self._lock:
+            return sum(len(e.points) for e in self._entries.values())
 
     def set_state(self, instance_id: int, state: TrackState) -> None:
         with self._lock:

@@ -39,11 +39,14 @@ import numpy as np
 from iggt_ros.config import IggtConfig
 from iggt_ros.engine.base import Engine, EngineError, ViewKey, WindowPrediction
 from iggt_ros.engine.preprocess import preprocess_images
-from iggt_ros.perception import pixel_kernels
+from iggt_ros.perception import map_store, pixel_kernels
 from iggt_ros.perception.clustering import ClusterResult, InstanceClusterer
 from iggt_ros.perception.frames import CameraFrame, FrameSet
+from iggt_ros.perception.map_bounds import MapBounds, MapSize
+from iggt_ros.perception.map_store import MapFileError, SavedMap
 from iggt_ros.perception.mapping import Alignment, WorldAligner
 from iggt_ros.perception.object_map import ObjectInstance, ObjectMap, first_per_voxel
+from iggt_ros.perception.records import TrackState
 from iggt_ros.perception.reframe import ReexpressibleObjectMap
 from iggt_ros.perception.tracking import LOST, Detection, InstanceTracker
 from iggt_ros.perception.window import ApproximateTimeSynchronizer, Window, WindowBuffer
@@ -178,7 +181,11 @@ class Pipeline:
         self.engine = engine
         self.seed = seed
         self._state_lock = threading.Lock()
+        self._window_lock = threading.Lock()
+        """Held while a window is processed: a map save waits for it, so tracks and voxels are read whole."""
         self._generation = 0
+        self._pending_map: SavedMap | None = None
+        """A loaded map waiting for the first window in its frame (`load_map`)."""
         self.synchronizer = ApproximateTimeSynchronizer(config.input.cameras, config.input.sync_queue_size,
                                                         config.input.sync_slop_s)
         self._make_components()
@@ -201,6 +208,7 @@ class Pipeline:
         self.tracker = InstanceTracker(cfg.tracking)
         self.aligner = WorldAligner(cfg.mapping, cfg.input)
         self.object_map = ReexpressibleObjectMap(cfg.mapping, seed=self.seed)
+        self.bounds = MapBounds(cfg.mapping)
 
     # ------------------------------------------------------------------ thread-safe control
     def reset(self, reason: str = "reset requested") -> None:
@@ -210,6 +218,7 @@ class Pipeline:
             self._make_components()
             self.synchronizer.reset()
             self._snapshot = MapSnapshot(-1, 0, self._initial_frame(), ())
+            self._pending_map = None
             self.resets += 1
         log.warning("perception pipeline reset (%s): instance IDs, the object map and the world frame start over",
                     reason)
@@ -273,13 +282,14 @@ class Pipeline:
     # ------------------------------------------------------------------ one window
     def process_window(self, window: Window) -> WindowResult:
         """Run the engine and post-processing on one window."""
-        with contextlib.ExitStack() as post_processing:
+        with self._window_lock, contextlib.ExitStack() as post_processing:
             return self._process_window(window, post_processing)
 
     def _process_window(self, window: Window, post_processing: contextlib.ExitStack) -> WindowResult:
         with self._state_lock:
             generation = self._generation
             clusterer, tracker, aligner, omap = self.clusterer, self.tracker, self.aligner, self.object_map
+            bounds, pending = self.bounds, self._pending_map
         t_start = time.perf_counter()
         if window.generation != generation:
             return self._discarded(window, aligner)
@@ -340,6 +350,9 @@ class Pipeline:
         if alignment.reexpress is not None:  # the output frame changes: what is kept moves with it, first
             tracker.reexpress(alignment.reexpress)
             omap.reexpress(alignment.reexpress)
+        if pending is not None and alignment.frame_id == pending.frame_id:  # a loaded map joins in its frame
+            self._join_saved_map(pending, tracker, omap, bounds, window.stamp_ns, generation)
+        valid = self._in_depth_range(pred, valid, alignment, warnings, window.index)
         timings["mapping"] = (time.perf_counter() - t) * 1e3
 
         cluster = clusterer.cluster(pred.instance_features, valid, pred.depth_conf, pred.world_points)
@@ -357,6 +370,7 @@ class Pipeline:
 
         t = time.perf_counter()
         self._update_map(omap, tracker, detections, det_points, lut, track_result.created, window)
+        bounds.apply(tracker, omap, {int(lut[d.label]) for d in detections}, window.stamp_ns)
         id_images = clusterer.pixels.id_image(cluster.labels, lut)
         timings["object_map"] = (time.perf_counter() - t) * 1e3
 
@@ -386,6 +400,82 @@ class Pipeline:
             self.tf_dropout_windows += int(alignment.tf_dropout)
             self.reexpressions += int(alignment.reexpress is not None)
         return result
+
+    # ------------------------------------------------------------------ saved maps
+    def map_size(self) -> MapSize:
+        """Instances and voxels of the map after the last window; removals since the last reset."""
+        with self._state_lock:
+            snap, bounds = self._snapshot, self.bounds
+        inst = snap.instances
+        return MapSize(len(inst), sum(i.state == TrackState.CONFIRMED for i in inst),
+                       sum(i.state == TrackState.LOST for i in inst), sum(i.num_points for i in inst),
+                       bounds.removed_by_age, bounds.removed_by_count)
+
+    def capture_map(self) -> SavedMap:
+        """The map as of the last window, for `map_store.write_map` (waits for a window in progress)."""
+        world = self.config.input.world_frame
+        with self._window_lock:
+            with self._state_lock:
+                tracker, omap, pending, snap = self.tracker, self.object_map, self._pending_map, self._snapshot
+            if pending is not None:
+                return pending  # loaded, waiting for its frame: saved as it was loaded
+            if snap.window_index < 0:
+                raise MapFileError("no window has been processed since the start or the last reset: there is no "
+                                   "map to save yet")
+            if snap.frame_id != world:
+                raise MapFileError(f"the map is in '{snap.frame_id}', this run's own frame (no TF to "
+                                   f"input.world_frame '{world}' yet), which a restarted node cannot place; save it "
+                                   "once the outputs are in the world frame")
+            return map_store.capture(tracker, omap, snap.frame_id, snap.stamp_ns, snap.window_index,
+                                     self.config.mapping.voxel_size_m)
+
+    def load_map(self, saved: SavedMap) -> None:
+        """Replace the map by a saved one; refused (`MapFileError`, nothing changed) when it cannot be placed.
+
+        The saved instances join the tracks at the first window whose output is in the saved frame (at
+        once when TF places it), as lost instances that get their IDs back when seen again; new IDs
+        continue after the largest saved one. An instance created between the load and that window
+        whose voxels coincide with a saved one is folded into it.
+        """
+        world = self.config.input.world_frame
+        if not self.config.input.use_tf:
+            raise MapFileError(f"input.use_tf is false: this node publishes in its own frame "
+                               f"'{self.config.input.fallback_frame}', where a saved map cannot be placed")
+        if saved.frame_id != world:
+            raise MapFileError(f"the map was saved in frame '{saved.frame_id}' but this node maps in '{world}' "
+                               "(input.world_frame); the running map is kept. Load a map saved in the same world "
+                               "frame")
+        preview = ObjectMap(self.config.mapping)
+        map_store.restore(saved, InstanceTracker(self.config.tracking), preview, self.config.tracking.lost_windows)
+        with self._state_lock:
+            self._generation += 1
+            self._make_components()
+            self.synchronizer.reset()
+            self.tracker.restore([], saved.next_id)
+            self._pending_map = saved
+            self._snapshot = MapSnapshot(-1, saved.stamp_ns, saved.frame_id, tuple(preview.instances()))
+        log.warning("map of %d instances loaded (frame '%s'); the previous map, tracks and windows are dropped",
+                    len(saved.instances), saved.frame_id)
+
+    def _join_saved_map(self, saved: SavedMap, tracker: InstanceTracker, omap: ObjectMap, bounds: MapBounds,
+                        stamp_ns: int, generation: int) -> None:
+        existing = list(tracker.tracks.values())  # made since the load, in the fallback frame then moved here
+        ids = map_store.restore(saved, tracker, omap, self.config.tracking.lost_windows)
+        bounds.loaded(ids, stamp_ns)
+        for track in existing:
+            best, best_overlap = None, MERGE_OVERLAP
+            for lid in ids:
+                if lid in tracker.tracks and track.id not in tracker.tracks[lid].co_visible:
+                    overlap = omap.overlap(lid, track.id)
+                    if overlap >= best_overlap:
+                        best, best_overlap = lid, overlap
+            if best is not None:
+                omap.merge(best, track.id)
+                tracker.merge(best, track.id)
+        with self._state_lock:
+            if generation == self._generation and self._pending_map is saved:
+                self._pending_map = None
+        log.info("loaded map joined: %d instances in '%s'", len(ids), saved.frame_id)
 
     # ------------------------------------------------------------------ helpers
     def _discarded(self, window: Window, aligner: WorldAligner) -> WindowResult:

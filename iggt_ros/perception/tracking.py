@@ -15,7 +15,8 @@ Scores combine the cues as a weighted mean; the IoU weight shrinks with the shar
 that lie in shared views (IoU says nothing about an object that is not in them). Hungarian assignment
 (scipy) maximises the total, and pairs below ``min_match_score`` start new tracks. States: tentative until matched in
 ``confirm_windows`` windows, confirmed, lost after ``lost_windows`` windows without a match (still
-matchable: re-identification), removed after ``forget_windows`` windows lost (bounded memory).
+matchable: re-identification), removed after ``forget_windows`` windows lost when that is set, or when the
+object map's bounds remove the instance (`forget`; see `map_bounds`).
 """
 
 from __future__ import annotations
@@ -320,11 +321,30 @@ class InstanceTracker:
             if track.state != LOST and track.misses >= cfg.lost_windows:
                 track.state = LOST
                 log.debug("instance %d lost after %d windows unseen", tid, track.misses)
-            elif track.state == LOST and track.misses >= cfg.lost_windows + cfg.forget_windows:
+            elif track.state == LOST and cfg.forget_windows and track.misses >= cfg.lost_windows + cfg.forget_windows:
                 del self.tracks[tid]
                 log.debug("instance %d forgotten", tid)
         for track in self.tracks.values():
             track.co_visible &= set(self.tracks)
+
+    def forget(self, ids: Sequence[int]) -> None:
+        """Remove tracks (the map's bounds dropped their instances); their IDs may be handed out again."""
+        gone = {int(i) for i in ids} & set(self.tracks)
+        for tid in gone:
+            del self.tracks[tid]
+        for track in self.tracks.values():
+            track.co_visible -= gone
+
+    @property
+    def next_id(self) -> int:
+        """The ID the next new track gets (unless it is in use then)."""
+        return self._next_id
+
+    def restore(self, tracks: Sequence[Track], next_id: int) -> None:
+        """Add tracks of a saved map and hand out new IDs from `next_id` on (skipping IDs in use)."""
+        for track in tracks:
+            self.tracks[track.id] = track
+        self._next_id = max(self._next_id, min(int(next_id), MAX_ID))
 
     def merge(self, keep: int, drop: int, lut: np.ndarray | None = None) -> None:
         """Fold track `drop` into `keep` (the object map found them to be one object); rewrite `lut` in place."""
