@@ -37,11 +37,39 @@ from iggt_ros.config import QueryConfig  # noqa: E402
 from iggt_ros.synthetic.sequence import make_sequence  # noqa: E402
 from iggt_ros.vlm.embedder import InstanceEmbedder  # noqa: E402
 from iggt_ros.vlm.evaluation import KINDS, evaluate_instances, summarize  # noqa: E402
+from iggt_ros.vlm.phrasings import load_phrasings  # noqa: E402
 from iggt_ros.vlm.registry import make_region_encoder, make_text_encoder  # noqa: E402
 from iggt_ros.vlm.synthetic_views import observations, sequence_instances  # noqa: E402
 from iggt_ros.vlm.train_region import SEEDS  # noqa: E402
+from iggt_ros.vlm.understanding import QueryReader, singular, tokenize  # noqa: E402
 
 TRAJECTORIES = ("orbit", "walk", "pan")
+SPLIT_KINDS = {"benchmark": KINDS, "validation": ("canonical", "synonym", "dev")}
+"""Query kinds per scene split: tuning (validation scenes) never asks held-out phrasings."""
+
+
+def held_out_words() -> frozenset[str]:
+    """Every word of the held-out phrasing set (and its singular), except the attribute values themselves."""
+    ps = load_phrasings("held_out")
+    values = {*ps.colors, *ps.shapes, *ps.sizes}
+    words = {t for table in (ps.colors, ps.shapes, ps.sizes) for ws in table.values() for w in ws
+             for t in tokenize(w)}
+    return frozenset({*words, *(singular(w) for w in words)} - values)
+
+
+def query_outcomes(seed: int, instances, text_encoder, cfg, args) -> list:
+    """The split's queries; on the benchmark split held-out phrasings are asked a second time with a
+    reader whose thesaurus lists none of their words ('held_out_blind')."""
+    kinds = SPLIT_KINDS[args.split]
+    outcomes = evaluate_instances(seed, instances, text_encoder, cfg, seed=args.seed, kinds=kinds)
+    if "held_out" in kinds:
+        blind = evaluate_instances(seed, instances, text_encoder, cfg, seed=args.seed, kinds=kinds,
+                                   reader=args.blind_reader)
+        for o in blind:
+            if o.kind == "held_out":
+                o.kind = "held_out_blind"
+                outcomes.append(o)
+    return outcomes
 
 
 def run_scene(seed: int, args, cfg: QueryConfig, text_encoder, region_encoder) -> tuple[list, dict]:
@@ -57,7 +85,7 @@ def run_scene(seed: int, args, cfg: QueryConfig, text_encoder, region_encoder) -
     for inst in instances:
         item = embedder.store.get(inst.id)
         inst.embedding = None if item is None else item.vector
-    outcomes = evaluate_instances(seed, instances, text_encoder, cfg, seed=args.seed)
+    outcomes = query_outcomes(seed, instances, text_encoder, cfg, args)
     stats = {"seed": seed, "trajectory": traj, "objects": len(seq.scene.objects), "instances": len(instances),
              "views": len(obs), "regions_encoded": embedder.stats.regions_encoded,
              "embed_ms_per_view": 1e3 * embed_s / max(len(obs), 1)}
@@ -85,7 +113,7 @@ def run_pipeline_scene(seed: int, args, text_encoder, workdir: Path) -> tuple[li
     state = load_query_state(workdir / f"out_{seed}")
     scene = plan_sequence(seed, num_steps=args.steps, trajectory=traj, width=args.width, height=args.height).scene
     matched = label_from_scene(state.instances, scene.objects)
-    outcomes = evaluate_instances(seed, state.instances, text_encoder, cfg.query, seed=args.seed)
+    outcomes = query_outcomes(seed, state.instances, text_encoder, cfg.query, args)
     stats = {"seed": seed, "trajectory": traj, "objects": len(scene.objects), "instances": len(state.instances),
              "matched": matched, "embedded": sum(i.embedding is not None for i in state.instances),
              "views": summary.views, "replay_s": round(replay_s, 1)}
@@ -162,12 +190,16 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--region-encoder", default="embedded")
     ap.add_argument("--pipeline-scenes", type=int, default=0,
                     help="also replay this many of the scenes through the pipeline (oracle engine)")
+    ap.add_argument("--split", choices=tuple(SPLIT_KINDS), default="benchmark",
+                    help="'validation' scenes with the dev phrasings (for tuning; never held-out phrasings)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = ap.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = QueryConfig(text_encoder=args.text_encoder, region_encoder=args.region_encoder)
     text_encoder, region_encoder = make_text_encoder(cfg), make_region_encoder(cfg)
-    lo = SEEDS["benchmark"][0]
+    args.blind_reader = QueryReader(getattr(text_encoder, "encode_base", text_encoder.encode),
+                                    exclude=held_out_words())
+    lo = SEEDS[args.split][0]
     seeds = list(range(lo, lo + args.scenes))
     load_start = os.getloadavg()[0]
     outcomes, scenes = [], []

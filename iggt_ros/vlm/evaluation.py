@@ -7,8 +7,10 @@ best-ranked instances. Queries that describe several distinct objects ("the red 
 with a red cube and a red ball) are ambiguous and are not scored.
 
 Query kinds: 'canonical' (plain words: "the small red cube", "the red cube"), 'synonym'
-(training phrasings: "find the little crimson block"), 'held_out' (synonyms and sentence
-templates never used in training: "bring me the tiny scarlet dice-shaped block").
+(training phrasings: "find the little crimson block"), 'unseen_synonym' (the captions' synonyms
+and templates withheld from training: "bring me the tiny scarlet dice-shaped block"), 'dev' (the
+phrasing set query understanding is tuned on) and 'held_out' (the held-out phrasing set: other
+synonyms, sentence forms, word orders, plurals and misspellings; see `phrasings`).
 """
 
 from __future__ import annotations
@@ -24,9 +26,11 @@ from iggt_ros.config import QueryConfig
 from iggt_ros.perception.records import InstanceRecord
 from iggt_ros.vlm.captions import ATTRIBUTE_PATTERNS, Caption, canonical_caption, make_caption
 from iggt_ros.vlm.encoders import TextEncoder
+from iggt_ros.vlm.phrasings import load_phrasings
 from iggt_ros.vlm.query import answer_query
+from iggt_ros.vlm.understanding import QueryReader
 
-KINDS = ("canonical", "synonym", "held_out")
+KINDS = ("canonical", "synonym", "unseen_synonym", "dev", "held_out")
 
 
 @dataclass
@@ -52,8 +56,8 @@ def _attrs(inst: InstanceRecord) -> tuple[str, str, str]:
     return a["color"], a["shape"], a["size"]
 
 
-def scene_queries(instances: Sequence[InstanceRecord], rng: random.Random,
-                  per_kind: int = 1) -> list[tuple[str, Caption, list[int]]]:
+def scene_queries(instances: Sequence[InstanceRecord], rng: random.Random, per_kind: int = 1,
+                  kinds: Sequence[str] = KINDS) -> list[tuple[str, Caption, list[int]]]:
     """(kind, caption, target IDs) for every attribute pattern of every instance that names it uniquely."""
     groups: dict[tuple[str, str, str], list[int]] = {}
     for inst in instances:
@@ -66,31 +70,41 @@ def scene_queries(instances: Sequence[InstanceRecord], rng: random.Random,
             matching = [i for g, members in groups.items() if probe.matches(*g) for i in members]
             if sorted(matching) != sorted(ids):
                 continue  # ambiguous: describes other objects too
-            out.append(("canonical", canonical_caption(*key), ids))
+            if "canonical" in kinds:
+                out.append(("canonical", canonical_caption(*key), ids))
             for _ in range(per_kind):
-                out.append(("synonym", make_caption(*key, rng=rng), ids))
-                out.append(("held_out", make_caption(*key, rng=rng, held_out=True), ids))
+                if "synonym" in kinds:
+                    out.append(("synonym", make_caption(*key, rng=rng), ids))
+                if "unseen_synonym" in kinds:
+                    out.append(("unseen_synonym", make_caption(*key, rng=rng, held_out=True), ids))
+                for name in ("dev", "held_out"):
+                    if name in kinds:
+                        out.append((name, load_phrasings(name).make(*key, rng=rng), ids))
     return out
 
 
 def evaluate_instances(scene: int, instances: Sequence[InstanceRecord], text_encoder: TextEncoder,
-                       config: QueryConfig | None = None, seed: int = 0, per_kind: int = 1) -> list[QueryOutcome]:
+                       config: QueryConfig | None = None, seed: int = 0, per_kind: int = 1,
+                       kinds: Sequence[str] = KINDS, reader: QueryReader | None = None,
+                       rename: str | None = None) -> list[QueryOutcome]:
     """Ask every unique attribute query of one scene.
 
     Queries are made from the instances that carry ground-truth attributes; every embedded instance
     is a candidate answer, so an instance the scene does not explain (a fragment, a false track)
-    ranked first counts as a miss.
+    ranked first counts as a miss. `reader` reads the texts (default: the text encoder's); `rename`
+    reports every outcome under that kind instead (a variant of the reader on the same queries).
     """
     cfg = config or QueryConfig()
     embedded = [i for i in instances if i.embedding is not None]
     labelled = [i for i in embedded if "color" in i.attributes]
     rng = random.Random(seed * 7919 + scene)
     outcomes = []
-    for kind, caption, targets in scene_queries(labelled, rng, per_kind):
+    for kind, caption, targets in scene_queries(labelled, rng, per_kind, kinds):
         t0 = time.perf_counter()
-        result = answer_query(caption.text, embedded, text_encoder, cfg, max_results=max(3, cfg.max_results))
+        result = answer_query(caption.text, embedded, text_encoder, cfg, max_results=max(3, cfg.max_results),
+                              reader=reader)
         latency = (time.perf_counter() - t0) * 1e3
-        outcomes.append(QueryOutcome(scene, kind, caption.text, list(targets),
+        outcomes.append(QueryOutcome(scene, rename or kind, caption.text, list(targets),
                                      [r.instance.id for r in result.ranked], latency))
     return outcomes
 
@@ -98,7 +112,8 @@ def evaluate_instances(scene: int, instances: Sequence[InstanceRecord], text_enc
 def summarize(outcomes: Sequence[QueryOutcome]) -> dict[str, dict[str, float]]:
     """Per kind and overall: number of queries, top-1 and top-3 accuracy, latency median and p95 (ms)."""
     table = {}
-    for kind in (*KINDS, "all"):
+    extra = sorted({o.kind for o in outcomes} - set(KINDS))
+    for kind in (*KINDS, *extra, "all"):
         rows = [o for o in outcomes if kind == "all" or o.kind == kind]
         if not rows:
             continue

@@ -3,8 +3,16 @@
 Shared by the `/iggt/query` service and `iggt-ros query`, so both rank the same way. A query
 never waits for inference: it reads whatever instances and embeddings exist at that moment.
 
+The text is first read into a target description, an optional relation and an optional
+superlative (`understanding.QueryReader`); the model is asked with the canonical description
+("the small red cube"), which it knows best, and relations are applied with the map's boxes
+(`relations`). A text that names nothing the reader knows is embedded as typed (open vocabulary).
+The result says how the text was understood.
+
 Scores are (1 + cosine) / 2 in [0, 1] between the query's text embedding and an instance's
-embedding, so a minimum score of 0 keeps every ranked instance, as the service promises.
+embedding, so a minimum score of 0 keeps every ranked instance, as the service promises. With a
+relation or superlative, a score is the best attribute score times the instance's weight
+(attribute match relative to the best, times its geometric fit), so the order is the order of scores.
 """
 
 from __future__ import annotations
@@ -20,6 +28,8 @@ from iggt_ros.config import QueryConfig
 from iggt_ros.perception.records import LABEL_REASON, InstanceRecord
 from iggt_ros.vlm.encoders import TextEncoder, normalize_rows
 from iggt_ros.vlm.labels import NOT_EMBEDDED_YET
+from iggt_ros.vlm.relations import Geometry, relate
+from iggt_ros.vlm.understanding import Description, ParsedQuery, QueryReader, reader_for
 
 
 @dataclass
@@ -37,6 +47,8 @@ class QueryResult:
     ranked: list[RankedInstance] = field(default_factory=list)
     frame_id: str = ""
     latency_ms: float = 0.0
+    understood: str = ""
+    """How the text was read: target attributes, relation and references (with their instance IDs)."""
 
     @property
     def instances(self) -> list[InstanceRecord]:
@@ -50,7 +62,8 @@ class QueryResult:
 def answer_query(text: str, instances: Sequence[InstanceRecord], text_encoder: TextEncoder | None,
                  config: QueryConfig | None = None, max_results: int = 0, min_score: float = 0.0,
                  embeddings: Mapping[int, np.ndarray] | None = None, frame_id: str = "",
-                 embedding_space: str | None = None) -> QueryResult:
+                 embedding_space: str | None = None, viewer: np.ndarray | None = None,
+                 reader: QueryReader | None = None) -> QueryResult:
     """Rank `instances` by how well they match `text`.
 
     - `max_results` 0 means `config.max_results`; `min_score` 0 means `config.min_score`.
@@ -59,6 +72,9 @@ def answer_query(text: str, instances: Sequence[InstanceRecord], text_encoder: T
       `label_reason`, e.g. masks too small to embed), "not embedded yet" when they carry none.
     - `embedding_space`, when given, names the space the instance embeddings were made in; a text
       encoder of another space is refused instead of returning meaningless scores.
+    - `viewer` is the robot's pose (4x4, `base_link` in the instances' frame) that directions such as
+      'left of' and 'in front of' are taken from; None takes the frame's own axes (x forward, y left).
+    - `reader` reads the text (default: one per text encoder, see `understanding.reader_for`).
     Failures (success=False, with the reason): empty or over-long text, no text encoder,
     no instances, no embedded instances, mismatched embedding spaces or dimensions.
     """
@@ -100,9 +116,9 @@ def answer_query(text: str, instances: Sequence[InstanceRecord], text_encoder: T
     if dims != {text_encoder.dim}:
         return fail(f"instance embeddings have dimension {sorted(dims)} but the text encoder "
                     f"'{text_encoder.name}' gives {text_encoder.dim}")
-    q = text_encoder.encode([query])[0]
-    sims = normalize_rows(np.stack(rows)) @ q
-    scores = np.clip((1.0 + sims) / 2.0, 0.0, 1.0)
+    parsed = (reader or reader_for(text_encoder)).read(query)
+    boxes = [by_id[i] for i in ids]
+    scores, understood = _rank(query, parsed, normalize_rows(np.stack(rows)), boxes, text_encoder, viewer)
     k = max_results if max_results > 0 else cfg.max_results
     threshold = min_score if min_score > 0 else cfg.min_score
     order = np.argsort(-scores, kind="stable")
@@ -112,7 +128,38 @@ def answer_query(text: str, instances: Sequence[InstanceRecord], text_encoder: T
         message += f" ({_summary(missing)})"
     if not ranked:
         message = f"no instance scored at least {threshold:.3f}; " + message
-    return QueryResult(True, message, ranked, frame_id, (time.perf_counter() - t0) * 1e3)
+    return QueryResult(True, message, ranked, frame_id, (time.perf_counter() - t0) * 1e3, understood)
+
+
+def _mentions(parsed: ParsedQuery) -> list[Description | None]:
+    """The target and each reference, None for a mention that names nothing to embed."""
+    return [d if not d.empty or d.unknown else None for d in (parsed.target, *parsed.references)]
+
+
+def _rank(query: str, parsed: ParsedQuery, vectors: np.ndarray, boxes: Sequence[InstanceRecord],
+          text_encoder: TextEncoder, viewer: np.ndarray | None) -> tuple[np.ndarray, str]:
+    """Scores of every embedded instance (same order as `vectors`) and how the text was understood."""
+    if not parsed.understood:
+        q = text_encoder.encode([query])[0]
+        return np.clip((1.0 + vectors @ q) / 2.0, 0.0, 1.0), parsed.summary() + "; ranked by the text as typed"
+    mentions = _mentions(parsed)
+    texts = [m.canonical() for m in mentions if m is not None]
+    encoded = iter(text_encoder.encode(texts)) if texts else iter(())
+    per_mention = [None if m is None else np.clip((1.0 + vectors @ next(encoded)) / 2.0, 0.0, 1.0)
+                   for m in mentions]
+    target = per_mention[0]
+    if parsed.relation is None and parsed.superlative is None:
+        return target, parsed.summary()
+    geometry = Geometry.from_boxes(np.stack([b.box_center for b in boxes]), np.stack([b.box_size for b in boxes]),
+                                   viewer)
+    result = relate(parsed, geometry, target, per_mention[1:])
+    best = float(target.max()) if target is not None else 1.0
+    understood = parsed.summary()
+    if result.references:
+        understood += "; reference IDs " + ", ".join(str(boxes[i].id) for i in result.references)
+    if viewer is None and (parsed.relation or parsed.superlative):
+        understood += "; directions from the map frame's axes (robot pose unknown)"
+    return best * result.weights, understood
 
 
 def _summary(missing: Counter[str], most: int = 3) -> str:

@@ -1,0 +1,173 @@
+"""Relations and superlatives on the map's boxes, as the robot sees them.
+
+A relation query ("the cube left of the red ball", "the largest box", "the cylinder between the two
+boxes") is answered in two steps. The text side gives each instance an attribute score for the
+target and for each reference (`ParsedQuery`); this module turns the map's geometry into a fit in
+[0, 1] per instance and combines both. Directions are taken from the viewer (the robot's
+`base_link` pose in the map frame when known, else the map frame's own axes): 'left of X' means
+to the left of X along the line of sight from the viewer to X, 'in front of X' nearer to the
+viewer than X along that line, 'behind' farther.
+
+Attribute scores become weights relative to the best match (`exp((s - s_max) / tau)`), so an
+instance that fits the description about as well as the best one competes on geometry, while one
+that fits clearly worse does not.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from iggt_ros.vlm.understanding import ParsedQuery
+
+ATTRIBUTE_TAU = 0.02
+"""Attribute-score gap (on the (1 + cos) / 2 scale) that weighs a candidate down by e."""
+SIDE_SCALE_M = 0.05
+"""Softness of left/right/front/behind decisions (metres)."""
+DISTANCE_SCALE_M = 0.15
+"""A candidate this much farther than the nearest (or nearer than the farthest) is weighed down by e."""
+SIZE_SCALE = 0.15
+"""Log-volume (or log-height) gap that weighs a candidate down by e for largest/smallest/tallest."""
+CANDIDATE_WEIGHT = 0.5
+"""Instances weighing at least this much (attribute and relation) are the set a superlative picks from."""
+
+
+@dataclass
+class Geometry:
+    """Box centres in the viewer frame (x forward, y left, z up), box extents and heights."""
+
+    centers: np.ndarray
+    """[N,3] metres."""
+    sizes: np.ndarray
+    """[N,3] full extents (x, y along the box axes, z up)."""
+
+    @classmethod
+    def from_boxes(cls, centers: np.ndarray, sizes: np.ndarray, viewer: np.ndarray | None) -> Geometry:
+        """Boxes of the map frame seen from `viewer` (4x4 pose of the viewer in that frame; None = identity)."""
+        c = np.asarray(centers, np.float64).reshape(-1, 3)
+        if viewer is not None:
+            v = np.asarray(viewer, np.float64)
+            c = (c - v[:3, 3]) @ v[:3, :3]
+        return cls(c, np.asarray(sizes, np.float64).reshape(-1, 3))
+
+    @property
+    def bottom(self) -> np.ndarray:
+        return self.centers[:, 2] - self.sizes[:, 2] / 2
+
+    @property
+    def top(self) -> np.ndarray:
+        return self.centers[:, 2] + self.sizes[:, 2] / 2
+
+
+@dataclass
+class RelationResult:
+    weights: np.ndarray
+    """[N] combined fit in [0, 1]: attribute weight x relation fit x superlative fit (rank by this)."""
+    references: list[int]
+    """Indices of the instances taken as the relation's references (empty for the robot)."""
+
+
+def _sigmoid(x: np.ndarray) -> np.ndarray:
+    return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
+
+
+def attribute_weights(scores: np.ndarray | None, n: int, tau: float = ATTRIBUTE_TAU) -> np.ndarray:
+    """exp((s - s_max) / tau); all ones when the mention names no attribute (scores None)."""
+    if scores is None:
+        return np.ones(n)
+    s = np.asarray(scores, np.float64)
+    return np.exp((s - s.max()) / tau)
+
+
+def relate(parsed: ParsedQuery, geometry: Geometry, target_scores: np.ndarray | None,
+           reference_scores: Sequence[np.ndarray | None], tau: float = ATTRIBUTE_TAU) -> RelationResult:
+    """Weights of every instance for a query with a relation and/or a superlative.
+
+    `reference_scores[k]` are the attribute scores of reference k (None when it names no attribute).
+    """
+    n = len(geometry.centers)
+    w = attribute_weights(target_scores, n, tau)
+    refs: list[int] = []
+    fit = np.ones(n)
+    if parsed.relation is not None:
+        refs = _references(parsed, reference_scores, n)
+        if parsed.references and not refs:
+            return RelationResult(np.zeros(n), [])
+        w = w.copy()
+        w[refs] = 0.0  # an object is not in relation to itself
+        fit = relation_fit(parsed.relation, geometry, refs, w)
+    if parsed.superlative is not None:
+        fit = fit * superlative_fit(parsed.superlative, geometry, w * fit)
+    return RelationResult(w * fit, refs)
+
+
+def _references(parsed: ParsedQuery, scores: Sequence[np.ndarray | None], n: int) -> list[int]:
+    refs: list[int] = []
+    for desc, s in zip(parsed.references, scores, strict=True):
+        order = np.argsort(-np.asarray(s if s is not None else np.zeros(n)), kind="stable")
+        picked = [int(i) for i in order if int(i) not in refs][:desc.count]
+        refs += picked
+    return refs
+
+
+def relation_fit(relation: str, g: Geometry, refs: list[int], w: np.ndarray) -> np.ndarray:
+    """[N] in [0, 1]: how well each instance stands in `relation` to the references (or the robot)."""
+    c = g.centers
+    ref_point = c[refs[0]] if refs else np.zeros(3)  # no reference: the robot, at the viewer's origin
+    distance = float(np.linalg.norm(ref_point[:2]))
+    ray = ref_point[:2] / distance if distance > 1e-6 else np.array([1.0, 0.0])
+    if relation in ("left_of", "right_of"):
+        lateral = ray[0] * c[:, 1] - ray[1] * c[:, 0]  # (ray x p).z: > 0 left of the line of sight
+        sign = 1.0 if relation == "left_of" else -1.0
+        return _sigmoid(sign * lateral / SIDE_SCALE_M)
+    if relation in ("in_front_of", "behind"):
+        depth = c[:, :2] @ ray - np.linalg.norm(ref_point[:2])
+        sign = -1.0 if relation == "in_front_of" else 1.0
+        return _sigmoid(sign * depth / SIDE_SCALE_M)
+    if relation in ("next_to", "nearest_to", "farthest_from"):
+        d = np.linalg.norm(c[:, :2] - ref_point[:2], axis=1)
+        return _extreme(-d if relation != "farthest_from" else d, w, DISTANCE_SCALE_M)
+    if relation == "between":
+        if len(refs) < 2:
+            return np.zeros(len(c))
+        a, b = c[refs[0], :2], c[refs[1], :2]
+        ab = b - a
+        length = max(float(np.linalg.norm(ab)), 1e-6)
+        u = (c[:, :2] - a) @ ab / length**2
+        off = np.abs((c[:, 0] - a[0]) * ab[1] - (c[:, 1] - a[1]) * ab[0]) / length
+        inside = _sigmoid((u - 0.05) / 0.05) * _sigmoid((0.95 - u) / 0.05)
+        return inside * np.exp(-off / (0.25 * length + 0.05))
+    if relation == "on_top_of":
+        r = refs[0]
+        horizontal = np.linalg.norm(c[:, :2] - c[r, :2], axis=1)
+        reach = 0.5 * max(float(np.max(g.sizes[r, :2])), 0.05)
+        gap = np.abs(g.bottom - g.top[r])
+        above = _sigmoid((c[:, 2] - c[r, 2]) / 0.02)
+        return above * np.exp(-gap / 0.05) * _sigmoid((reach - horizontal) / 0.05)
+    raise ValueError(f"unknown relation '{relation}'")
+
+
+def superlative_fit(superlative: str, g: Geometry, w: np.ndarray) -> np.ndarray:
+    """[N] in [0, 1]: 1 for the most extreme candidate, less for the others."""
+    c = g.centers
+    volume = np.log(np.maximum(np.prod(np.maximum(g.sizes, 1e-3), axis=1), 1e-9))
+    values = {
+        "largest": (volume, SIZE_SCALE), "smallest": (-volume, SIZE_SCALE),
+        "tallest": (g.top, DISTANCE_SCALE_M / 3),
+        "leftmost": (np.arctan2(c[:, 1], c[:, 0]), 0.05), "rightmost": (-np.arctan2(c[:, 1], c[:, 0]), 0.05),
+        "nearest": (-np.linalg.norm(c[:, :2], axis=1), DISTANCE_SCALE_M),
+        "farthest": (np.linalg.norm(c[:, :2], axis=1), DISTANCE_SCALE_M),
+    }
+    if superlative not in values:
+        raise ValueError(f"unknown superlative '{superlative}'")
+    value, scale = values[superlative]
+    return _extreme(value, w, scale)
+
+
+def _extreme(value: np.ndarray, w: np.ndarray, scale: float) -> np.ndarray:
+    """exp((value - best) / scale), capped at 1, where best is the highest value among the candidates."""
+    candidates = w >= CANDIDATE_WEIGHT * max(float(w.max()), 1e-12)
+    best = float(value[candidates].max()) if candidates.any() else float(value.max())
+    return np.exp(np.minimum(value - best, 0.0) / scale)
