@@ -11,10 +11,15 @@ import os
 
 import pytest
 
-# Test runs on one machine at the same time (several checkouts, CI jobs) must not see each other's nodes,
-# which share names like /iggt_node: each run gets its own DDS domain unless one is set. Subprocesses
-# (launch tests) inherit it.
-os.environ.setdefault("ROS_DOMAIN_ID", str(1 + os.getpid() % 100))
+# Tests must never talk to a live robot or to another test run: nodes here share names like /iggt_node and
+# the tests reset and reconfigure them. Whatever the shell set (a robot's shell has its own ROS_DOMAIN_ID),
+# each run gets a DDS domain of its own and discovery stays on this machine. Subprocesses (launch tests)
+# inherit it. Domains 1-100 avoid 0 (the default every robot uses) and stay within the ports of any host.
+TEST_DOMAIN_ID = str(1 + os.getpid() % 100)
+os.environ["ROS_DOMAIN_ID"] = TEST_DOMAIN_ID
+os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # Jazzy and later
+os.environ["ROS_LOCALHOST_ONLY"] = "1"  # Humble; Jazzy reads the range above and ignores this when it is set
+os.environ.pop("ROS_STATIC_PEERS", None)
 
 
 def ros_available() -> tuple[bool, str]:

@@ -128,6 +128,7 @@ def write_camera_bag(path: Path, images: list[tuple[int, MessageData | None, boo
 def rgb(stamp_ns: int, value: int = 0) -> MessageData:
     pixels = np.full((24, 32, 3), value, np.uint8)
     pixels[..., 1] = 7
+    pixels[16:, 20:] = 200  # some structure: a flat image is dropped (no geometry)
     return L.rgb_image(Header(stamp_ns, "cam_optical_frame"), pixels)
 
 
@@ -136,9 +137,9 @@ def with_encoding(data: MessageData, encoding: str) -> MessageData:
 
 
 def test_unknown_encoding_warns_once_naming_topic_and_skips(tmp_path, caplog):
-    frames = [(i * S, rgb(i * S, i), True) for i in range(5)]
+    frames = [((i + 1) * S, rgb((i + 1) * S, i), True) for i in range(5)]  # stamp 0 would be dropped
     for i in (2, 3):
-        frames[i] = (i * S, with_encoding(rgb(i * S), "64FC1"), True)
+        frames[i] = ((i + 1) * S, with_encoding(rgb((i + 1) * S), "64FC1"), True)
     write_camera_bag(tmp_path / "b", frames)
     with caplog.at_level(logging.WARNING, logger="iggt_ros.bag.reader"), BagReader(tmp_path / "b") as reader:
         images = [e for e in reader if isinstance(e, CameraImage)]
@@ -147,15 +148,15 @@ def test_unknown_encoding_warns_once_naming_topic_and_skips(tmp_path, caplog):
     warnings = [r.getMessage() for r in caplog.records if "64FC1" in r.getMessage()]
     assert len(warnings) == 1 and "'/cam/image_raw'" in warnings[0]
     # poses come from TF: odom -> base_link moves 1 m along x per second
-    assert [img.world_from_camera[0, 3] for img in images] == [0.0, 1.0, 4.0]
+    assert [img.world_from_camera[0, 3] for img in images] == [1.0, 2.0, 5.0]
 
 
 def test_frames_before_the_first_camera_info_come_without_intrinsics_and_one_warning(tmp_path):
     # the node's rule: no image is lost while calibration is late, the engine's intrinsics place it
-    write_camera_bag(tmp_path / "b", [(i * S, rgb(i * S, i), i >= 2) for i in range(5)])
+    write_camera_bag(tmp_path / "b", [((i + 1) * S, rgb((i + 1) * S, i), i >= 2) for i in range(5)])
     with BagReader(tmp_path / "b") as reader:
         images = [e for e in reader if isinstance(e, CameraImage)]
-    assert [img.stamp_ns for img in images] == [i * S for i in range(5)]
+    assert [img.stamp_ns for img in images] == [(i + 1) * S for i in range(5)]
     assert [img.intrinsics is None for img in images] == [True, True, False, False, False]
     np.testing.assert_allclose(images[2].intrinsics, K)
     assert reader.report.skipped == {} and reader.report.images_without_camera_info == 2
@@ -163,28 +164,33 @@ def test_frames_before_the_first_camera_info_come_without_intrinsics_and_one_war
 
 
 def test_looped_time_is_reported_and_poses_follow_the_new_loop(tmp_path):
-    # the bag plays stamps 0..2 s twice, recorded one after the other
-    frames = [((loop * 3 + i) * S, rgb(i * S, 10 * loop + i), True) for loop in range(2) for i in range(3)]
+    # the bag plays stamps 1..3 s twice, recorded one after the other; the first image after the loop is held
+    # until the next one shows the sequence really started over (a single stamp out of sequence is dropped)
+    frames = [((loop * 3 + i + 1) * S, rgb((i + 1) * S, 10 * loop + i), True) for loop in range(2) for i in range(3)]
     write_camera_bag(tmp_path / "b", frames)
     with BagReader(tmp_path / "b") as reader:
         events = list(reader)
     kinds = [type(e).__name__ for e in events]
     assert kinds == ["CameraImage"] * 3 + ["TimeJump"] + ["CameraImage"] * 3
     jump = events[3]
-    assert isinstance(jump, TimeJump) and (jump.topic, jump.from_ns, jump.to_ns) == ("/cam/image_raw", 2 * S, 0)
+    assert isinstance(jump, TimeJump) and (jump.topic, jump.from_ns, jump.to_ns) == ("/cam/image_raw", 3 * S, S)
     assert reader.report.time_jumps == [jump]
-    assert [e.world_from_camera[0, 3] for e in events if isinstance(e, CameraImage)] == [0, 1, 2, 0, 1, 2]
+    assert [e.world_from_camera[0, 3] for e in events if isinstance(e, CameraImage)] == [1, 2, 3, 1, 2, 3]
+    assert [e.rgb[0, 0, 0] for e in events if isinstance(e, CameraImage)] == [0, 1, 2, 10, 11, 12]
     assert reader.report.images_without_pose == 0
 
 
 def test_compressed_camera_topics_are_decoded(tmp_path):
     def png(stamp_ns: int, value: int) -> MessageData:
         buf = io.BytesIO()
-        Image.fromarray(np.full((24, 32, 3), value, np.uint8)).save(buf, format="PNG")
+        pixels = np.full((24, 32, 3), value, np.uint8)
+        pixels[16:, 20:] = 200  # some structure: a flat image is dropped (no geometry)
+        Image.fromarray(pixels).save(buf, format="PNG")
         return MessageData(C.COMPRESSED_TYPE, {"header": Header(stamp_ns, "cam_optical_frame").to_plain(),
                                                "format": "png", "data": np.frombuffer(buf.getvalue(), np.uint8)})
 
-    write_camera_bag(tmp_path / "b", [(i * S, png(i * S, 40 + i), True) for i in range(3)], compressed=True)
+    write_camera_bag(tmp_path / "b", [((i + 1) * S, png((i + 1) * S, 40 + i), True) for i in range(3)],
+                     compressed=True)
     with BagReader(tmp_path / "b") as reader:
         assert reader.cameras == ["cam"]
         images = list(reader)
@@ -192,7 +198,7 @@ def test_compressed_camera_topics_are_decoded(tmp_path):
 
 
 def test_camera_info_for_another_size_is_scaled_to_the_image(tmp_path):
-    write_camera_bag(tmp_path / "b", [(i * S, rgb(i * S), True) for i in range(2)], info_size=(64, 48),
+    write_camera_bag(tmp_path / "b", [((i + 1) * S, rgb((i + 1) * S), True) for i in range(2)], info_size=(64, 48),
                      info_k=K * [[2], [2], [1]], tf=False)
     with BagReader(tmp_path / "b") as reader:
         images = list(reader)

@@ -192,3 +192,215 @@ def test_looped_bag_restarts_the_pipeline(base_bag, tmp_path):
     kept = {i.id for i in bag["/iggt/instances"][single.windows][1].instances}
     assert (first_loop_ids - kept) <= deleted
     assert "Time jumped back" in s.report.summary_md.read_text()
+
+
+# ---------------------------------------------------------------------------------------------- catalogue
+# Each bad message of the core's rules (`iggt_ros.perception.input_checks`) costs only itself, is named with
+# its topic and stamp, and is counted by reason; a real loop still restarts the pipeline (above).
+
+
+@pytest.fixture(scope="module")
+def base_run(base_bag, tmp_path_factory):
+    return replay_bag(base_bag, tmp_path_factory.mktemp("base_run") / "out", config())
+
+
+BAG_START_S = 1_700_000_000
+"""Sample bags start at this stamp; time steps are 0.1 s apart."""
+
+
+def image_index(msg: Plain) -> int:
+    """Which time step of the sample bag a message is."""
+    stamp = msg["header"]["stamp"]
+    return round((stamp["sec"] - BAG_START_S + stamp["nanosec"] * 1e-9) * 10)
+
+
+def at(step: int) -> str:
+    """How a message names the stamp of a time step."""
+    return f"at {BAG_START_S + step / 10:.3f} s"
+
+
+def stamp_fields(ns: int) -> dict:
+    return {"sec": ns // 1_000_000_000, "nanosec": ns % 1_000_000_000}
+
+
+def edited_run(base_bag: Path, tmp_path: Path, edit: Edit):
+    rewrite(base_bag, tmp_path / "in", edit)
+    return replay_bag(tmp_path / "in", tmp_path / "out", config())
+
+
+def one_image(step: int, change: Callable[[Plain], None]) -> Edit:
+    """An edit that changes the /front/image_raw message of one time step."""
+    def edit(topic, _type, t, msg):
+        if topic == "/front/image_raw" and image_index(msg) == step:
+            change(msg)
+        return [(topic, t, msg)]
+    return edit
+
+
+def warned(s, *words: str) -> list[str]:
+    return [w for w in s.warnings if all(word in w for word in words)]
+
+
+def test_one_tf_with_a_nan_translation_is_dropped_alone(base_bag, base_run, tmp_path):
+    import copy
+
+    def edit(topic, _type, t, msg):
+        out = [(topic, t, msg)]
+        if topic == C.TF_TOPIC and image_index(msg["transforms"][0]) == 4:  # a glitched sample between two images
+            bad = copy.deepcopy(msg)
+            bad["transforms"][0]["header"]["stamp"]["nanosec"] += 50_000_000
+            bad["transforms"][0]["transform"]["translation"]["x"] = float("nan")
+            out.append((topic, t + 50_000_000, bad))
+        return out
+
+    s = edited_run(base_bag, tmp_path, edit)
+    assert s.skipped == {"bad transform": 1} and not s.stopped and s.time_jumps == 0
+    (text,) = warned(s, "/tf at", "non-finite")
+    assert f"{BAG_START_S + 0.45:.3f} s" in text and "Check the node publishing" in text
+    # only that sample is lost: every image has its pose, the windows and views are those of the clean bag
+    assert s.images_read == FRAMES and s.windows == base_run.windows and s.views == base_run.views
+    assert len(read_back(tmp_path / "out")[C.TF_TOPIC]) == FRAMES
+    assert s.metrics["instances"]["t_miou"] == pytest.approx(base_run.metrics["instances"]["t_miou"])
+
+
+def test_every_tf_nan_is_named_and_the_frames_are_used_without_poses(base_bag, tmp_path):
+    def edit(topic, _type, t, msg):
+        if topic == C.TF_TOPIC:
+            msg["transforms"][0]["transform"]["rotation"]["w"] = float("nan")
+        return [(topic, t, msg)]
+
+    s = edited_run(base_bag, tmp_path, edit)
+    assert s.skipped == {"bad transform": FRAMES} and not s.stopped
+    assert warned(s, "/tf at", "non-finite") and warned(s, "no pose for frame")
+    assert s.images_read == FRAMES and s.windows >= 2  # keyframes by image change, in the node's own frame
+    assert C.TF_TOPIC not in read_back(tmp_path / "out")
+
+
+def test_tf_static_with_infinity_is_named(base_bag, tmp_path):
+    def edit(topic, _type, t, msg):
+        if topic == C.TF_STATIC_TOPIC:
+            msg["transforms"][0]["transform"]["translation"]["z"] = float("inf")
+        return [(topic, t, msg)]
+
+    s = edited_run(base_bag, tmp_path, edit)
+    assert s.skipped == {"bad transform": 1} and not s.stopped
+    assert warned(s, "/tf_static at", "non-finite")
+    assert s.images_read == FRAMES and s.windows >= 2
+
+
+def test_camera_info_with_nan_keeps_the_previous_calibration(base_bag, base_run, tmp_path):
+    def edit(topic, _type, t, msg):
+        if topic == "/front/camera_info" and image_index(msg) == 5:
+            msg["k"] = np.array(msg["k"], dtype=np.float64)
+            msg["k"][2] = float("nan")
+        return [(topic, t, msg)]
+
+    s = edited_run(base_bag, tmp_path, edit)
+    assert s.skipped == {"bad camera_info": 1} and not s.stopped
+    (text,) = warned(s, f"/front/camera_info {at(5)}", "non-finite")
+    assert "previous calibration" in text
+    assert s.images_read == FRAMES and s.windows == base_run.windows
+
+
+@pytest.mark.parametrize("change, why", [
+    (lambda m: m.update(width=0, height=0, step=0, data=np.zeros(0, np.uint8)), "no pixels"),
+    (lambda m: m.update(data=np.asarray(m["data"])[: len(m["data"]) // 2]), "cut short"),
+    (lambda m: m.update(width=m["width"] + 8), "one row of rgb8 needs"),
+])
+def test_empty_truncated_or_missized_image_costs_only_itself(base_bag, base_run, tmp_path, change, why):
+    s = edited_run(base_bag, tmp_path, one_image(6, change))
+    assert s.skipped == {"malformed image": 1} and not s.stopped
+    (text,) = warned(s, f"/front/image_raw {at(6)}", why)
+    assert s.images_read == FRAMES - 1 and s.windows >= base_run.windows - 1 and s.windows >= 2
+    assert len(read_back(tmp_path / "out")["/front/image_raw"]) == FRAMES - 1
+
+
+@pytest.mark.parametrize("value, kind", [(0, "black image"), (255, "saturated image"), (128, "constant image")])
+def test_flat_images_are_flagged_and_give_no_geometry(base_bag, tmp_path, value, kind):
+    s = edited_run(base_bag, tmp_path, one_image(3, lambda m: m.update(
+        data=np.full(len(m["data"]), value, np.uint8))))
+    assert s.skipped == {kind: 1} and not s.stopped
+    (text,) = warned(s, f"/front/image_raw {at(3)}", "carries no geometry")
+    assert "lens cap" in text
+    out = read_back(tmp_path / "out")
+    assert len(out["/front/image_raw"]) == FRAMES - 1
+    published = {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for _, m in out["/iggt/depth/front"]}
+    assert (BAG_START_S * 10**9 + 300_000_000) not in published and published
+
+
+def test_all_black_images_publish_nothing_and_say_why(base_bag, tmp_path):
+    def edit(topic, _type, t, msg):
+        if topic == "/front/image_raw":
+            msg["data"] = np.zeros(len(msg["data"]), np.uint8)
+        return [(topic, t, msg)]
+
+    s = edited_run(base_bag, tmp_path, edit)
+    assert s.skipped == {"black image": FRAMES} and s.windows == 0 and not s.stopped
+    assert warned(s, "the image is black") and warned(s, "no camera image")
+    assert "/iggt/points" not in read_back(tmp_path / "out")
+
+
+def test_one_image_stamped_zero_is_dropped_without_a_reset(base_bag, base_run, tmp_path):
+    def edit(topic, _type, t, msg):
+        if topic.endswith(("/front/image_raw",)) and image_index(msg) == 6:
+            msg["header"]["stamp"] = stamp_fields(0)
+        return [(topic, t, msg)]
+
+    s = edited_run(base_bag, tmp_path, edit)
+    assert s.skipped == {"zero stamp": 1} and s.time_jumps == 0 and not s.stopped
+    (text,) = warned(s, "/front/image_raw at 0.000 s", "stamp is 0")
+    assert "time source" in text
+    t_miou = s.metrics["instances"]["t_miou"]
+    assert t_miou >= base_run.metrics["instances"]["t_miou"] - 0.05
+    assert s.metrics["instances"]["num_pred_ids"] <= base_run.metrics["instances"]["num_pred_ids"] + 1
+
+
+def test_every_stamp_zero_is_named(base_bag, tmp_path):
+    def edit(topic, _type, t, msg):
+        if topic == "/front/image_raw":
+            msg["header"]["stamp"] = stamp_fields(0)
+        return [(topic, t, msg)]
+
+    s = edited_run(base_bag, tmp_path, edit)
+    assert s.skipped == {"zero stamp": FRAMES} and s.windows == 0
+    assert warned(s, "stamp is 0") and warned(s, "no camera image", "zero stamp")
+
+
+@pytest.mark.parametrize("offset_s", [-0.35, +1000.0, -1000.0])
+def test_one_far_or_backward_stamp_is_a_glitch_not_a_loop(base_bag, base_run, tmp_path, offset_s):
+    def edit(topic, _type, t, msg):
+        if topic == "/front/image_raw" and image_index(msg) == 7:
+            stamp = msg["header"]["stamp"]
+            ns = stamp["sec"] * 10**9 + stamp["nanosec"] + int(offset_s * 1e9)
+            msg["header"]["stamp"] = stamp_fields(max(ns, 1))
+        return [(topic, t, msg)]
+
+    s = edited_run(base_bag, tmp_path, edit)
+    assert s.skipped == {"stamp jump": 1} and s.time_jumps == 0 and not s.stopped
+    (text,) = warned(s, "/front/image_raw at", "glitch, not a loop")
+    assert "nothing was reset" in text
+    assert s.images_read == FRAMES - 1
+    assert s.metrics["instances"]["t_miou"] >= base_run.metrics["instances"]["t_miou"] - 0.05
+
+
+def test_duplicate_stamp_drops_the_repeat(base_bag, base_run, tmp_path):
+    def edit(topic, _type, t, msg):
+        out = [(topic, t, msg)]
+        if topic == "/front/image_raw" and image_index(msg) == 4:
+            out.append((topic, t + 1, msg))
+        return out
+
+    s = edited_run(base_bag, tmp_path, edit)
+    assert s.skipped == {"duplicate stamp": 1} and s.time_jumps == 0
+    assert warned(s, f"/front/image_raw {at(4)}", "same header stamp")
+    assert s.images_read == FRAMES and s.windows == base_run.windows
+
+
+def test_image_far_larger_than_the_model_input_is_used_and_said(tmp_path):
+    big_w, big_h = W * 5, H * 5
+    write_sample_bag(tmp_path / "big", SampleBagSpec(seed=0, frames=6, width=big_w, height=big_h))
+    cfg = config().replace(**{"input.image_width": 56, "input.image_height": 28})
+    s = replay_bag(tmp_path / "big", tmp_path / "out", cfg)
+    assert s.flagged == {"large image": 6} and s.skipped == {} and s.images_read == 6
+    (text,) = warned(s, "/front/image_raw at", f"{big_w}x{big_h}", "model input 56x28")
+    assert "image_proc" in text and s.windows >= 1

@@ -152,6 +152,7 @@ def test_camera_inputs_build_frames_and_warn_once_per_topic():
     inputs = CameraInputs(["cam"], NumpyImageDecoder(), warnings.append,
                           poses=lambda frame, stamp: np.eye(4) * (1 if frame == "cam_optical" else 0))
     rgb = np.zeros((6, 8, 3), np.uint8)
+    rgb[3:, 4:] = 200  # some structure: a flat image is dropped (no geometry)
     frame = inputs.frame("cam", _image_msg(rgb, "rgb8"), "/cam/image_raw")
     assert frame is not None and frame.intrinsics is None and frame.stamp_ns == 5_000_000_123
     assert len(warnings) == 1 and "no camera_info" in warnings[0]
@@ -179,9 +180,10 @@ def test_usb_camera_yuv_frames_are_used(encoding):
     inputs = CameraInputs(["cam"], NumpyImageDecoder(), warnings.append)
     inputs.set_camera_info("cam", _info_msg(8, 6), "/cam/camera_info")
     grey = np.full((6, 8, 2), 128, np.uint8)  # Y = 128 and neutral chroma in either byte order
+    grey[4:] = 200  # some structure below: a flat image is dropped (no geometry)
     frame = inputs.frame("cam", _image_msg(grey, encoding), "/cam/image_raw")
     assert frame is not None and inputs.skipped == 0 and not warnings
-    assert frame.image.shape == (6, 8, 3) and np.abs(frame.image.astype(int) - 130).max() <= 1
+    assert frame.image.shape == (6, 8, 3) and np.abs(frame.image[:4].astype(int) - 130).max() <= 1
 
 
 def test_warn_once_repeats_nothing_until_forgotten():

@@ -28,8 +28,11 @@ of each view, kept in bounded memory by `TruthStore`).
 Bad input gives a clear message and never a half-written bag: a bag that cannot be used at all (no
 camera topics, unreadable, an engine that cannot be created) raises `ReplayError` before anything
 is written; problems inside the bag (unsupported encodings, missing camera_info, cameras of
-different sizes, time jumping back in a looped bag, a bag cut short) are warned about, collected in
-`ReplaySummary.warnings`, and the replay goes on with what it can use. An error while processing
+different sizes, time jumping back in a looped bag, a bag cut short, and every bad message of the
+core's rules, `perception.input_checks`: zero, repeated or glitched stamps, empty, black or
+saturated images, non-finite TF or calibration) are warned about, collected in
+`ReplaySummary.warnings` (and counted in `ReplaySummary.skipped`), and the replay goes on with what it
+can use: only the bad message is lost. An error while processing
 stops the replay, and what was produced until then is still written: the output bag is closed
 properly and the report and query state are written.
 """
@@ -89,7 +92,9 @@ class ReplaySummary:
     output_counts: dict[str, int] = field(default_factory=dict)
     """Messages per topic in the output bag."""
     skipped: dict[str, int] = field(default_factory=dict)
-    """Input messages the reader skipped, by reason."""
+    """Input messages the reader skipped, by reason (the bad-input rules of `perception.input_checks`)."""
+    flagged: dict[str, int] = field(default_factory=dict)
+    """Input messages used with a warning, by reason (an image far larger than the model input, a NaN pose)."""
     warnings: list[str] = field(default_factory=list)
     truncated: bool = False
     time_jumps: int = 0
@@ -210,7 +215,8 @@ class Replay:
         if self.output_bag.exists():
             raise ReplayError(f"output {self.output_bag} already exists; remove it or choose another path")
         try:
-            return BagReader(self.input_bag, cameras=self.cameras, world_frame=self.config.input.world_frame)
+            return BagReader(self.input_bag, cameras=self.cameras, world_frame=self.config.input.world_frame,
+                             model_hw=(self.config.input.image_height, self.config.input.image_width))
         except BagError as exc:
             raise ReplayError(str(exc)) from exc
         except Exception as exc:  # a file that is not a bag at all
@@ -451,6 +457,7 @@ class _RunState:
         report = self.reader.report
         s.truncated = report.truncated
         s.skipped = dict(report.skipped)
+        s.flagged = dict(report.flagged)
         for text in report.warnings:
             if text not in s.warnings:
                 s.warnings.append(text)
@@ -550,6 +557,9 @@ def print_summary(summary: ReplaySummary, out: Any = None) -> None:
         print(f"  {line}", file=out)
     if summary.stopped:
         print(f"  stopped early: {summary.stopped}", file=out)
+    if summary.skipped:
+        print("  input messages skipped: " + ", ".join(f"{n} {why}" for why, n in sorted(summary.skipped.items())),
+              file=out)
     if summary.warnings:
         print(f"  {len(summary.warnings)} warning(s):", file=out)
         for w in summary.warnings[:10]:

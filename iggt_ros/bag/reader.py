@@ -14,8 +14,12 @@ Bad input never crashes the iteration; it is reported (logged as a warning and c
 - no camera_info yet for a camera, or camera_info for another image size: the core's rule
   (`iggt_ros.perception.camera_frames`, the node's too): frames without intrinsics until one
   arrives, K scaled to the image; warned once per camera;
-- header stamps going backwards on a camera (a looped bag): a `TimeJump` event, and the TF buffer
-  forgets its dynamic transforms so old and new loops do not mix.
+- the bad-input rules of the core (`iggt_ros.perception.input_checks`, the node's too): a zero,
+  repeated or out-of-sequence stamp, an empty, black, saturated or constant image, a non-finite
+  transform or calibration: that message alone is skipped (counted in `report.skipped` by reason)
+  and said once per topic, naming the topic and the stamp;
+- header stamps going backwards on a camera and staying there (a looped bag): a `TimeJump` event,
+  and the TF buffer forgets its dynamic transforms so old and new loops do not mix.
 """
 
 from __future__ import annotations
@@ -35,9 +39,10 @@ from iggt_ros.messages import convention as C
 from iggt_ros.messages.images import UnsupportedEncoding, compressed_to_rgb, image_to_array, image_to_rgb, intrinsics_of
 from iggt_ros.messages.layouts import read_instances
 from iggt_ros.messages.message import stamp_ns
-from iggt_ros.messages.tf_buffer import TransformBuffer, TransformError
+from iggt_ros.messages.tf_buffer import InvalidTransform, TransformBuffer, TransformError
 from iggt_ros.perception.camera_frames import CameraCalibration, camera_frame
 from iggt_ros.perception.frames import CameraFrame
+from iggt_ros.perception.input_checks import InputProblem, StampGuard, image_problem, problem
 from iggt_ros.perception.records import InstanceRecord
 from iggt_ros.perception.warn_once import WarnOnce
 
@@ -46,6 +51,24 @@ log = logging.getLogger("iggt_ros.bag.reader")
 
 class BagError(RuntimeError):
     """The bag cannot be used at all (missing, unreadable, or without camera topics)."""
+
+
+class CorruptMessage(ValueError):
+    """The bytes of one message do not decode as its type."""
+
+
+def decode_message(store: Any, raw: bytes, msgtype: str, topic: str = "") -> Any:
+    """One CDR message of a bag, or `CorruptMessage` naming the topic and type; never another exception.
+
+    rosbags raises whatever its parser meets on damaged bytes (struct errors, index errors, bad UTF-8,
+    a sequence length larger than the data): all of them mean the same thing to a reader.
+    """
+    try:
+        return store.deserialize_cdr(raw, msgtype)
+    except Exception as exc:  # every parser error of damaged bytes
+        where = f" on {topic}" if topic else ""
+        raise CorruptMessage(f"cannot decode a {msgtype} message{where} ({len(raw)} bytes): "
+                             f"{type(exc).__name__}: {exc}") from exc
 
 
 @dataclass
@@ -113,6 +136,8 @@ class ReadReport:
     images_without_pose: int = 0
     images_without_camera_info: int = 0
     skipped: dict[str, int] = field(default_factory=dict)
+    flagged: dict[str, int] = field(default_factory=dict)
+    """Messages used with a warning (an image far larger than the model input, a non-finite pose), by reason."""
     warnings: list[str] = field(default_factory=list)
     truncated: bool = False
     time_jumps: list[TimeJump] = field(default_factory=list)
@@ -128,7 +153,6 @@ class _Camera:
     compressed: bool
     info_topic: str
     calibration: CameraCalibration | None = None
-    last_stamp: int | None = None
 
 
 # order of messages that share a record time: transforms and calibration before the images they serve
@@ -144,11 +168,15 @@ class BagReader:
     """
 
     def __init__(self, path: str | Path, cameras: Sequence[str] | None = None, world_frame: str = C.WORLD_FRAME,
-                 read_ground_truth: bool = True, tf_tolerance_s: float = 0.0) -> None:
+                 read_ground_truth: bool = True, tf_tolerance_s: float = 0.0,
+                 model_hw: tuple[int, int] = (336, 504)) -> None:
         self.path = Path(path)
         self.world_frame = world_frame
+        self.model_hw = model_hw
         self.report = ReadReport()
         self.tf = TransformBuffer(tolerance_s=tf_tolerance_s)
+        self._stamps: StampGuard[tuple[Any, int]] = StampGuard()
+        self._tf_since_hold: list[tuple[Any, bool, str]] = []
         self._store = typestore()
         self._warn_once = WarnOnce(self._collect_warning)
         self._source = _open_source(self.path, self._warn)
@@ -201,6 +229,8 @@ class BagReader:
                 group = []
             group.append(item)
         yield from self._handle_group(group)
+        for p in self._stamps.flush():  # a last message out of sequence that nothing followed
+            self._problem(p)
 
     # ---------------------------------------------------------------------------------------------
 
@@ -248,6 +278,12 @@ class BagReader:
         self._warn(("damaged",), f"bag {self.path} is damaged ({reason}); stopped after "
                    f"{self.report.messages} intact messages")
 
+    def _problem(self, item: InputProblem) -> None:
+        """One bad input: said once per (kind, topic), counted by kind (skipped, or flagged when used)."""
+        self._warn((item.kind, item.topic), item.text)
+        counts = self.report.skipped if item.dropped else self.report.flagged
+        counts[item.kind] = counts.get(item.kind, 0) + 1
+
     def _handle_group(self, group: list[tuple[str, str, int, bytes]]) -> Iterator[BagEvent]:
         """Messages recorded at one time: transforms, then calibration, then images, then ground truth."""
         cameras_by_info = {c.info_topic: c for c in self._cameras.values()}
@@ -256,45 +292,82 @@ class BagReader:
         for topic, msgtype, record_ns, raw in group:
             self.report.messages += 1
             try:
-                decoded.append((topic, record_ns, self._store.deserialize_cdr(raw, msgtype)))
-            except Exception as exc:  # corrupt bytes of one message: skip it, keep reading
-                self._warn(("corrupt", topic), f"cannot decode a {msgtype} message on {topic}: {exc}; skipped")
+                decoded.append((topic, record_ns, decode_message(self._store, raw, msgtype, topic)))
+            except CorruptMessage as exc:  # corrupt bytes of one message: skip it, keep reading
+                self._warn(("corrupt", topic), f"{exc}; skipped")
                 self.report.skip("corrupt message")
-        # a jump back in time clears the dynamic transforms before this time step's TF goes in
-        for topic, _, msg in decoded:
-            if topic in cameras_by_image:
-                jump = self._check_time(cameras_by_image[topic], stamp_ns(msg.header.stamp))
-                if jump is not None:
-                    yield jump
+        # the stamp rule first: a confirmed jump back in time clears the dynamic transforms before this time
+        # step's TF goes in; a message held for confirmation waits, the others of this time step go on
+        released: list[tuple[_Camera, Any, int]] = []
+        current: list[tuple[_Camera, Any, int]] = []
+        jumped = False
+        for topic, record_ns, msg in decoded:
+            if topic not in cameras_by_image:
+                continue
+            cam = cameras_by_image[topic]
+            try:
+                stamp = stamp_ns(msg.header.stamp)
+            except Exception as exc:  # a header a fuzzer or a broken writer made: not an image to use
+                self._problem(problem("bad header", topic, 0, f"unreadable header ({exc})", "Check the recording"))
+                continue
+            admitted = self._stamps.admit(topic, stamp, (msg, record_ns))
+            for p in admitted.problems:
+                self._problem(p)
+            if admitted.jump_from_ns is not None:
+                jump = TimeJump(topic, admitted.jump_from_ns, admitted.jump_to_ns)
+                self.report.time_jumps.append(jump)
+                log.warning("time went backwards on %s from %.3f s to %.3f s and went on from there (the bag loops?); "
+                            "clearing dynamic transforms", topic, jump.from_ns / 1e9, jump.to_ns / 1e9)
+                jumped = True
+                yield jump
+            for item_msg, item_record in admitted.items:
+                (current if item_msg is msg else released).append((cam, item_msg, item_record))
+        if jumped:
+            self.tf.clear()
+            for msg, static, topic in self._tf_since_hold:  # the new sequence's transforms, received while held
+                self._add_tf(msg, static, topic)
+        if not self._stamps.holding():
+            self._tf_since_hold = []
         decoded.sort(key=lambda m: _PRIORITY.get(m[0], 2 if m[0] in cameras_by_info
                                                  else 4 if m[0] in self.ground_truth_topics else 3))
-        for topic, record_ns, msg in decoded:
+        images_done = False
+        for topic, _record_ns, msg in decoded:
             if topic in (C.TF_TOPIC, C.TF_STATIC_TOPIC):
-                self.tf.add_message(msg, static=topic == C.TF_STATIC_TOPIC)
+                static = topic == C.TF_STATIC_TOPIC
+                self._add_tf(msg, static, topic)
+                if self._stamps.holding():
+                    self._tf_since_hold.append((msg, static, topic))
             elif topic in cameras_by_info:
                 cam = cameras_by_info[topic]
                 try:
                     cam.calibration = CameraCalibration(intrinsics_of(msg), int(msg.width), int(msg.height),
                                                         str(msg.header.frame_id))
-                except ValueError as exc:
-                    self._warn(("bad-info", topic), f"{topic}: {exc}; ignored")
+                except (ValueError, TypeError, AttributeError) as exc:
+                    self._problem(problem("bad camera_info", topic, _stamp_or_zero(msg), str(exc),
+                                          "The previous calibration of this camera stays in use"))
             elif topic in cameras_by_image:
-                image = self._camera_image(cameras_by_image[topic], msg, record_ns)
-                if image is not None:
-                    yield image
+                if images_done:
+                    continue
+                images_done = True  # held images first (older), then this time step's, in record order
+                for cam, item_msg, item_record in released + current:
+                    image = self._camera_image(cam, item_msg, item_record)
+                    if image is not None:
+                        yield image
             elif topic in self.ground_truth_topics:
-                yield self._ground_truth(topic, msg)
+                try:
+                    truth = self._ground_truth(topic, msg)
+                except (ValueError, TypeError, AttributeError) as exc:
+                    self._problem(problem("bad ground truth", topic, _stamp_or_zero(msg), str(exc),
+                                          "The evaluation goes on without this message"))
+                    continue
+                yield truth
 
-    def _check_time(self, cam: _Camera, stamp: int) -> TimeJump | None:
-        previous, cam.last_stamp = cam.last_stamp, stamp
-        if previous is None or stamp >= previous:
-            return None
-        jump = TimeJump(cam.image_topic, previous, stamp)
-        self.report.time_jumps.append(jump)
-        log.warning("time went backwards on %s from %.3f s to %.3f s (the bag loops?); clearing dynamic transforms",
-                    cam.image_topic, previous / 1e9, stamp / 1e9)
-        self.tf.clear()
-        return jump
+    def _add_tf(self, msg: Any, static: bool, topic: str) -> None:
+        def invalid(exc: InvalidTransform, stamp: int) -> None:
+            self._problem(problem("bad transform", topic, stamp, str(exc),
+                                  "Check the node publishing this transform; the other transforms are used"))
+
+        self.tf.add_message(msg, static=static, on_invalid=invalid)
 
     def _camera_image(self, cam: _Camera, msg: Any, record_ns: int) -> CameraImage | None:
         stamp = stamp_ns(msg.header.stamp)
@@ -305,12 +378,18 @@ class BagReader:
             self._warn(("encoding", cam.image_topic, fmt), f"{exc}; skipping these messages")
             self.report.skip("unsupported encoding")
             return None
-        except ValueError as exc:
-            self._warn(("bad-image", cam.image_topic), f"{exc}; skipped")
-            self.report.skip("malformed image")
+        except (ValueError, OSError, SyntaxError, MemoryError) as exc:  # malformed pixels (PIL raises OSError)
+            self._problem(problem("malformed image", cam.image_topic, stamp, str(exc),
+                                  "The other images of this camera are used"))
             return None
+        bad = image_problem(cam.image_topic, stamp, rgb, self.model_hw)
+        if bad is not None:
+            self._problem(bad)
+            if bad.dropped:
+                return None
         frame = camera_frame(cam.name, stamp, str(msg.header.frame_id), rgb, cam.calibration,
-                             self._pose if self._has_tf else None, lambda key, text: self._warn(("frame", key), text))
+                             self._pose if self._has_tf else None, lambda key, text: self._warn(("frame", key), text),
+                             on_problem=self._problem, topic=cam.image_topic)
         if frame.world_from_camera is None:
             self.report.images_without_pose += 1
         if frame.intrinsics is None:
@@ -384,6 +463,13 @@ class _ScanSource:
 
     def close(self) -> None:
         pass
+
+
+def _stamp_or_zero(msg: Any) -> int:
+    try:
+        return stamp_ns(msg.header.stamp)
+    except Exception:  # a message without a readable header
+        return 0
 
 
 def _open_source(path: Path, warn: Any) -> _RosbagsSource | _ScanSource:

@@ -9,6 +9,7 @@ whose message names the topic and the encoding so a user can fix the camera driv
 from __future__ import annotations
 
 import io
+import struct
 from typing import Any
 
 import numpy as np
@@ -37,6 +38,10 @@ COLOR_ENCODINGS = ("rgb8", "bgr8", "rgba8", "bgra8", "mono8", "8UC1", "mono16", 
 YUV 4:2:2 is converted with the BT.601 video-range matrix, as OpenCV's and most camera drivers do)."""
 
 
+MAX_COMPRESSED_PIXELS = 64_000_000
+"""A compressed image claiming more pixels than this is refused before it is decompressed (a damaged header)."""
+
+
 class UnsupportedEncoding(ValueError):
     """An image encoding or compressed format the package cannot decode."""
 
@@ -56,9 +61,18 @@ def image_to_array(msg: Any, topic: str = "") -> np.ndarray:
     dtype = np.dtype(kind).newbyteorder(">" if msg.is_bigendian else "<")
     row_bytes = width * channels * dtype.itemsize
     raw = np.frombuffer(memoryview(msg.data), dtype=np.uint8)
-    if step < row_bytes or raw.size < step * height:
-        raise ValueError(f"{encoding} image {_where(topic)} is {width}x{height} with step {step} "
-                         f"but carries {raw.size} bytes")
+    if width <= 0 or height <= 0:
+        raise ValueError(f"{encoding} image {_where(topic)} is {width}x{height}: it has no pixels; check the "
+                         "camera driver's image size settings")
+    if step < row_bytes:
+        raise ValueError(f"{encoding} image {_where(topic)} is {width}x{height} with step {step}, but one row of "
+                         f"{encoding} needs {row_bytes} bytes; the header does not match the pixels (check the "
+                         "driver's width, encoding and step)")
+    if raw.size != step * height:
+        cut = "cut short" if raw.size < step * height else "longer than its header says"
+        raise ValueError(f"{encoding} image {_where(topic)} is {width}x{height} with step {step}, so it must carry "
+                         f"{step * height} bytes, but it carries {raw.size} ({cut}); check the driver or the "
+                         "recording (a truncated message)")
     if encoding in YUV422_ORDER and width % 2:
         raise ValueError(f"{encoding} image {_where(topic)} is {width} pixels wide, but 4:2:2 pixels come in "
                          "pairs that share one colour sample, so the width must be even; check the camera "
@@ -130,16 +144,28 @@ def compressed_to_rgb(msg: Any, topic: str = "") -> np.ndarray:
             if img.format not in ("JPEG", "PNG"):
                 raise UnsupportedEncoding(f"compressed image format '{fmt}' ({img.format}) {_where(topic)} "
                                           "is not supported; supported: jpeg, png")
+            w, h = img.size
+            if w * h > MAX_COMPRESSED_PIXELS:
+                raise ValueError(f"compressed image {_where(topic)} claims {w}x{h} pixels, more than "
+                                 f"{MAX_COMPRESSED_PIXELS} that a camera frame may hold; check the driver")
             rgb = img.convert("RGB")
             return np.asarray(rgb, dtype=np.uint8).copy()
     except UnidentifiedImageError as exc:
         raise UnsupportedEncoding(f"compressed image format '{fmt}' {_where(topic)} could not be decoded; "
                                   "supported: jpeg, png") from exc
+    except (OSError, SyntaxError, EOFError, struct.error, Image.DecompressionBombError) as exc:
+        # PIL's errors for a damaged stream (truncated data, broken chunks, impossible headers)
+        raise ValueError(f"compressed image ({fmt}) {_where(topic)} is damaged and could not be decoded: "
+                         f"{type(exc).__name__}: {exc}; check the driver or the recording") from exc
 
 
 def intrinsics_of(msg: Any) -> np.ndarray:
     """[3,3] pinhole K of a sensor_msgs/CameraInfo."""
     k = np.asarray(msg.k, dtype=np.float64).reshape(3, 3)
-    if k[0, 0] <= 0 or k[1, 1] <= 0:
-        raise ValueError(f"camera_info of frame '{msg.header.frame_id}' has no focal length (K = {k.tolist()})")
+    if not np.all(np.isfinite(k)):
+        raise ValueError(f"camera_info of frame '{msg.header.frame_id}' has non-finite values in K "
+                         f"(K = {k.tolist()}); check the camera's calibration file")
+    if not (k[0, 0] > 0 and k[1, 1] > 0):
+        raise ValueError(f"camera_info of frame '{msg.header.frame_id}' has no focal length (K = {k.tolist()}); "
+                         "check the camera's calibration file")
     return k

@@ -11,6 +11,8 @@ Failures raise a `TransformError` subclass whose message names the frames and ti
 from __future__ import annotations
 
 import bisect
+import logging
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -19,9 +21,15 @@ import numpy as np
 from iggt_ros.messages.message import NS_PER_S, stamp_ns
 from iggt_ros.spatial import interpolate_transform, invert, transform_from
 
+log = logging.getLogger(__name__)
+
 
 class TransformError(LookupError):
     """A transform cannot be looked up."""
+
+
+class InvalidTransform(ValueError):
+    """A received transform that cannot be used (non-finite values, a missing or repeated frame name)."""
 
 
 class FrameNotFound(TransformError):
@@ -63,6 +71,8 @@ class TransformBuffer:
     tolerance_s: float = 0.0
     dropped_old: int = 0
     """Dynamic samples ignored because they were older than the cache (e.g. a bag that looped)."""
+    invalid: int = 0
+    """Transforms refused by `add_message` (non-finite values, bad frame names)."""
     _edges: dict[str, _Edge] = field(default_factory=dict, repr=False)
 
     # ---------------------------------------------------------------------------------------------
@@ -73,8 +83,11 @@ class TransformBuffer:
         """Add one transform; returns False when it was ignored as older than the cache."""
         parent, child = parent.lstrip("/"), child.lstrip("/")
         if not parent or not child or parent == child:
-            raise ValueError(f"transform needs two different, non-empty frames (got '{parent}' -> '{child}')")
+            raise InvalidTransform(f"transform needs two different, non-empty frames (got '{parent}' -> '{child}')")
         matrix = np.asarray(parent_from_child, dtype=np.float64).reshape(4, 4)
+        if not np.all(np.isfinite(matrix)):
+            raise InvalidTransform(f"transform '{parent}' -> '{child}' has non-finite values (NaN or infinity in "
+                                   "its translation or rotation, or a zero quaternion)")
         edge = self._edges.get(child)
         if edge is None or edge.parent != parent or edge.static != static:
             edge = _Edge(parent=parent, static=static)  # a new parent replaces the old one, as in tf2
@@ -99,13 +112,28 @@ class TransformBuffer:
             del edge.matrices[:keep_from]
         return True
 
-    def add_message(self, msg: Any, static: bool = False) -> int:
-        """Add every transform of a tf2_msgs/TFMessage (rclpy or rosbags); returns how many were kept."""
+    def add_message(self, msg: Any, static: bool = False,
+                    on_invalid: Callable[[InvalidTransform, int], object] | None = None) -> int:
+        """Add every transform of a tf2_msgs/TFMessage (rclpy or rosbags); returns how many were kept.
+
+        A transform that cannot be used (`InvalidTransform`) is skipped on its own, as tf2 does, and
+        handed to `on_invalid(error, stamp_ns)` (the caller names the topic and counts it); without
+        a callback it is logged. The other transforms of the message are kept.
+        """
         kept = 0
         for t in msg.transforms:
-            tr, rot = t.transform.translation, t.transform.rotation
-            matrix = transform_from((tr.x, tr.y, tr.z), (rot.x, rot.y, rot.z, rot.w))
-            kept += self.set_transform(t.header.frame_id, t.child_frame_id, stamp_ns(t.header.stamp), matrix, static)
+            stamp = stamp_ns(t.header.stamp)
+            try:
+                tr, rot = t.transform.translation, t.transform.rotation
+                with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+                    matrix = transform_from((tr.x, tr.y, tr.z), (rot.x, rot.y, rot.z, rot.w))
+                kept += self.set_transform(t.header.frame_id, t.child_frame_id, stamp, matrix, static)
+            except InvalidTransform as exc:
+                self.invalid += 1
+                if on_invalid is not None:
+                    on_invalid(exc, stamp)
+                else:
+                    log.warning("TF at %s: %s; ignored", _seconds(stamp), exc)
         return kept
 
     def clear(self, dynamic_only: bool = True) -> None:

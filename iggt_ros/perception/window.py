@@ -10,8 +10,10 @@ Two stages, both free of ROS so that the node and the rosbag replay group frames
   ranked by their distance to it; candidate sets are visited in the order of the Cartesian product of
   those rankings (closest first), and the first set whose stamp spread is strictly below ``slop`` is
   emitted and removed from the queues. Older frames stay queued until they age out.
-  One addition: a camera whose stamp goes backwards (a looped bag) clears all queues, because the
-  oldest-first eviction would otherwise throw every new frame away and the synchroniser would stall.
+  One addition: a camera whose stamp goes backwards (a looped bag) drops the queued frames of the old
+  sequence (those nearer its last stamp than its new one), because the oldest-first eviction would
+  otherwise throw every new frame away and the synchroniser would stall; frames other cameras already
+  sent in the new sequence stay, so the first set after the loop forms.
 
 * `WindowBuffer` selects keyframes and emits windows of ``size`` time steps with ``stride`` new steps
   between consecutive windows, so consecutive windows share ``size - stride`` steps: the shared views
@@ -59,6 +61,19 @@ class ApproximateTimeSynchronizer:
             q.clear()
         self._last_stamp.clear()
 
+    def _forget_old_sequence(self, last: int, stamp: int) -> int:
+        """Drop the queued frames nearer the old sequence (`last`) than the new one (`stamp`).
+
+        Cameras of a looped bag go back one after the other: frames another camera already sent in
+        the new sequence stay queued, so the first set after the loop still forms.
+        """
+        dropped = 0
+        for queue in self._queues.values():
+            for s in [s for s in queue if abs(s - last) <= abs(s - stamp)]:
+                del queue[s]
+                dropped += 1
+        return dropped
+
     def queued(self, camera: str) -> list[int]:
         """Stamps waiting in a camera's queue (oldest first); for diagnostics and tests."""
         return sorted(self._queues[camera])
@@ -75,9 +90,10 @@ class ApproximateTimeSynchronizer:
         last = self._last_stamp.get(frame.camera)
         if last is not None and stamp < last:
             self.time_jumps += 1
+            dropped = self._forget_old_sequence(last, stamp)
             log.warning("camera '%s' stamp went backwards from %.3f s to %.3f s (looped bag or restarted clock): "
-                        "synchroniser queues cleared", frame.camera, last * 1e-9, stamp * 1e-9)
-            self.reset()
+                        "%d queued frames of the old sequence dropped", frame.camera, last * 1e-9, stamp * 1e-9,
+                        dropped)
         self._last_stamp[frame.camera] = stamp
         queue[stamp] = frame
         while len(queue) > self.queue_size:

@@ -4,6 +4,9 @@ Both decoding paths produce the same pixels: on a robot cv_bridge decodes the me
 the colour handling below turns it into RGB; elsewhere `iggt_ros.messages.images` (the replay's decoder)
 does both. Anything that cannot be decoded is reported once per topic, naming the topic and the
 encoding, and the frame is skipped: a misconfigured camera must not flood the log or stop the node.
+The core's bad-input rules (`iggt_ros.perception.input_checks`: zero, repeated or glitched stamps,
+empty or flat images, non-finite calibration or poses) are applied here exactly as the replay
+applies them, and every bad message is counted for /diagnostics (`input_report`).
 """
 
 from __future__ import annotations
@@ -28,7 +31,9 @@ from iggt_ros.messages.images import (
 from iggt_ros.messages.message import stamp_ns
 from iggt_ros.perception.camera_frames import CameraCalibration, PoseLookup, camera_frame
 from iggt_ros.perception.frames import CameraFrame
+from iggt_ros.perception.input_checks import InputCounts, InputProblem, StampGuard, image_problem, problem
 from iggt_ros.perception.warn_once import Logger, WarnOnce
+from iggt_ros.ros.runtime_stats import OK, WARN, DiagnosticsReport
 from iggt_ros.ros.tf_health import TfHealth
 
 
@@ -97,21 +102,33 @@ class CameraInputs:
     """Per-camera state of the node's inputs: latest CameraInfo, decoding, poses, warnings."""
 
     def __init__(self, cameras: list[str], decoder: NumpyImageDecoder | CvBridgeImageDecoder,
-                 warn: Logger, poses: PoseLookup | None = None) -> None:
+                 warn: Logger, poses: PoseLookup | None = None, model_hw: tuple[int, int] = (336, 504)) -> None:
         self.cameras = list(cameras)
         self.decoder = decoder
         self.poses = poses
+        self.model_hw = model_hw
         self._info: dict[str, CameraCalibration] = {}
         self._lock = threading.Lock()
         self._warn_once = WarnOnce(warn)
+        self.counts = InputCounts(warn)
+        """Bad input messages by reason (the core's rules), for /diagnostics."""
+        self._stamps: StampGuard[Any] = StampGuard()
+        self._stamp_lock = threading.Lock()
         self.skipped = 0
-        """Frames that could not be decoded."""
+        """Frames that could not be used (undecodable, or dropped by the bad-input rules)."""
+
+    def report_problem(self, item: InputProblem) -> None:
+        """Count one bad input (said once per reason and topic)."""
+        if item.dropped:
+            self.skipped += 1
+        self.counts.record(item)
 
     def set_camera_info(self, camera: str, msg: Any, topic: str) -> None:
         try:
             k = intrinsics_of(msg)
-        except ValueError as exc:
-            self._warn_once(f"info:{topic}", f"camera_info on topic '{topic}' ignored: {exc}")
+        except (ValueError, TypeError) as exc:
+            self.report_problem(problem("bad camera_info", topic, _stamp_or_zero(msg), str(exc),
+                                        "The previous calibration of this camera stays in use"))
             return
         state = CameraCalibration(k, int(msg.width), int(msg.height), str(msg.header.frame_id))
         with self._lock:
@@ -121,19 +138,68 @@ class CameraInputs:
         with self._lock:
             return self._info.get(camera)
 
-    def frame(self, camera: str, msg: Any, topic: str, compressed: bool = False) -> CameraFrame | None:
-        """The frame of one image message, or None (warned once per topic) when it cannot be decoded.
+    def admit(self, stream: str, stamp: int, item: Any) -> list[Any]:
+        """The core's stamp rule for one stream (a camera topic, or synchronised sets): what to use now.
 
-        Calibration and pose follow the core's rule (`perception.camera_frames`), as in the replay.
+        A zero or repeated stamp is dropped; a jump is held until the next message says whether it was
+        a glitch (dropped) or a real loop or restart (both used; the core then starts over).
         """
+        with self._stamp_lock:
+            admitted = self._stamps.admit(stream, stamp, item)
+        for p in admitted.problems:
+            self.report_problem(p)
+        return admitted.items
+
+    def frames(self, camera: str, msg: Any, topic: str, compressed: bool = False) -> list[CameraFrame]:
+        """The frames one image message gives (fallback path): the stamp rule, then `frame` for each."""
+        out = []
+        for item in self.admit(topic, _stamp_or_zero(msg), msg):
+            frame = self.frame(camera, item, topic, compressed)
+            if frame is not None:
+                out.append(frame)
+        return out
+
+    def frame(self, camera: str, msg: Any, topic: str, compressed: bool = False) -> CameraFrame | None:
+        """The frame of one image message, or None (said once per topic, counted) when it cannot be used.
+
+        Calibration and pose follow the core's rule (`perception.camera_frames`), as in the replay;
+        an empty, black, saturated or constant image is dropped by the core's image rule.
+        """
+        stamp = _stamp_or_zero(msg)
         try:
             rgb = self.decoder.compressed(msg, topic) if compressed else self.decoder.image(msg, topic)
-        except (UnsupportedEncoding, ValueError) as exc:
+        except UnsupportedEncoding as exc:
             self.skipped += 1
             self._warn_once(f"decode:{topic}", f"frames on topic '{topic}' are skipped: {exc}")
             return None
-        return camera_frame(camera, stamp_ns(msg.header.stamp), str(msg.header.frame_id), rgb,
-                            self.camera_info(camera), self.poses, self._warn_once)
+        except (ValueError, TypeError, OSError, MemoryError) as exc:
+            self.report_problem(problem("malformed image", topic, stamp, str(exc),
+                                        "The other images of this camera are used"))
+            return None
+        bad = image_problem(topic, stamp, rgb, self.model_hw)
+        if bad is not None:
+            self.report_problem(bad)
+            if bad.dropped:
+                return None
+        return camera_frame(camera, stamp, str(msg.header.frame_id), rgb, self.camera_info(camera), self.poses,
+                            self._warn_once, on_problem=self.report_problem, topic=topic)
+
+    def report(self) -> DiagnosticsReport:
+        """The 'inputs' status of /diagnostics: bad input messages since the previous report, by reason."""
+        period = self.counts.take_period()
+        values = {f"bad_{kind.replace(' ', '_')}": str(n) for kind, n in sorted(self.counts.total.items())}
+        values["images_skipped"] = str(self.skipped)
+        if not period:
+            return DiagnosticsReport(OK, "inputs: no bad messages since the last report", values)
+        listing = ", ".join(f"{n} {kind}" for kind, n in sorted(period.items()))
+        return DiagnosticsReport(WARN, f"inputs: {listing} since the last report; last: {self.counts.last}", values)
+
+
+def _stamp_or_zero(msg: Any) -> int:
+    try:
+        return stamp_ns(msg.header.stamp)
+    except Exception:  # a message without a readable header: the stamp rule drops it as stamp 0
+        return 0
 
 
 class PoseSource:
@@ -162,6 +228,8 @@ class PoseSource:
         while True:
             try:
                 pose = np.asarray(self._lookup(self.world_frame, frame_id, stamp), dtype=np.float64)
+                if not np.all(np.isfinite(pose)):  # counted by the caller's pose rule; not a TF failure
+                    return pose
                 break
             except Exception as exc:  # tf2 and TransformBuffer raise their own LookupError types
                 if self._waits_itself or time.monotonic() >= deadline:

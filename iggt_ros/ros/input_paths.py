@@ -26,6 +26,7 @@ from iggt_ros.config import IggtConfig
 from iggt_ros.messages.message import stamp_ns
 from iggt_ros.messages.tf_buffer import TransformBuffer
 from iggt_ros.perception.frames import CameraFrame, FrameSet
+from iggt_ros.perception.input_checks import InputProblem, problem
 from iggt_ros.ros.camera_input import CameraInputs, PoseSource, make_image_decoder
 from iggt_ros.ros.tf_health import TfHealth
 from iggt_ros.spatial import transform_from
@@ -73,7 +74,10 @@ class InputPaths:
         self.tf_buffer: Any = None
         """tf2_ros.Buffer (standard path), TransformBuffer (fallback) or None (TF off or unavailable)."""
         log = node.get_logger()
-        self.inputs = CameraInputs(cfg.input.cameras, make_image_decoder(log.info), log.warning, self._pose_source())
+        self._report_problem: Callable[[InputProblem], None] = lambda item: None
+        self.inputs = CameraInputs(cfg.input.cameras, make_image_decoder(log.info), log.warning, self._pose_source(),
+                                   model_hw=(cfg.input.image_height, cfg.input.image_width))
+        self._report_problem = self.inputs.report_problem
         set_info("images", self.inputs.decoder.name)
 
     # ------------------------------------------------------------------ TF
@@ -117,9 +121,17 @@ class InputPaths:
         self.tf_buffer = buffer
 
         def on_tf(msg: Any, static: bool) -> None:
+            topic = "/tf_static" if static else "/tf"
+
+            def invalid(exc: Exception, stamp: int) -> None:  # that transform alone is lost, said and counted
+                self._report_problem(problem("bad transform", topic, stamp, str(exc),
+                                             "Check the node publishing this transform; the other transforms are used"))
+
             if not static:
                 self._record_tf_lag(msg)
-            if buffer.add_message(msg, static=static) < len(msg.transforms):
+            dropped_old = buffer.dropped_old
+            buffer.add_message(msg, static=static, on_invalid=invalid)
+            if buffer.dropped_old > dropped_old:
                 buffer.clear(dynamic_only=True)  # time went back (a looped bag): start over
                 buffer.add_message(msg, static=static)
 
@@ -191,21 +203,24 @@ class InputPaths:
             self._set_info("sync", "ApproximateTimeSynchronizer (fallback)")
 
     def _image(self, camera: str, msg: Any, topic: str, compressed: bool) -> None:
-        """Fallback path: one camera's image, decoded now, for the core's synchroniser."""
+        """Fallback path: one camera's image through the stamp rule, decoded now, for the core's synchroniser."""
         self._on_arrival()
-        frame = self.inputs.frame(camera, msg, topic, compressed)
-        if frame is not None:
+        for frame in self.inputs.frames(camera, msg, topic, compressed):
             self._on_frame(frame)
 
     def _synced(self, topics: list[tuple[str, str, bool]], msgs: tuple[Any, ...]) -> None:
-        """Standard path: a set message_filters synchronised; its images are decoded now."""
-        frames = {}
-        for (cam, topic, comp), msg in zip(topics, msgs, strict=True):
-            frame = self.inputs.frame(cam, msg, topic, comp)
-            if frame is None:
-                return
-            frames[cam] = frame
-        self._on_frameset(FrameSet(stamp_ns=frames[topics[0][0]].stamp_ns, frames=frames))
+        """Standard path: a set message_filters synchronised, through the stamp rule; its images are decoded now."""
+        stream = "synchronised " + " + ".join(topic for _, topic, _ in topics)
+        stamp = stamp_ns(msgs[0].header.stamp)
+        for admitted in self.inputs.admit(stream, stamp, msgs):
+            frames = {}
+            for (cam, topic, comp), msg in zip(topics, admitted, strict=True):
+                frame = self.inputs.frame(cam, msg, topic, comp)
+                if frame is None:
+                    break
+                frames[cam] = frame
+            else:
+                self._on_frameset(FrameSet(stamp_ns=frames[topics[0][0]].stamp_ns, frames=frames))
 
     def unsubscribe(self) -> None:
         """Close the camera and camera_info subscriptions (deactivate)."""

@@ -109,6 +109,7 @@ class IggtNode(LifecycleNode):
         self._iggt_services: list[Any] = []
         self._input_lock = threading.Lock()
         self.add_on_set_parameters_callback(lambda params: self.parameters.on_set(params, self.config))
+        guard_lifecycle_requests(self)
         self._log_handler = ForwardToRosLog(self.get_logger())
         package_log = logging.getLogger("iggt_ros")
         package_log.addHandler(self._log_handler)
@@ -247,6 +248,10 @@ class IggtNode(LifecycleNode):
         reports = {"perception": self.stats.report(self.queue.stats())}
         if self.tf_health is not None:
             reports["TF"] = self.tf_health.report(self.config.input.fallback_frame)
+        if self.pipeline is not None:
+            reports["map"] = map_report(self.pipeline.map_size(), self.config.mapping)
+        if self.inputs is not None:
+            reports["inputs"] = self.inputs.report()
         self._diag_pub.publish(diagnostic_array(self.get_name(), self.stats.engine, reports,
                                                 self.get_clock().now().to_msg()))
 
@@ -348,6 +353,41 @@ class IggtNode(LifecycleNode):
         self.config = None  # the parameters stay declared: fixed keys are set between cleanup and configure
 
 
+def guard_lifecycle_requests(node: LifecycleNode) -> None:
+    """Answer a lifecycle request that is invalid in the current state with a refusal, never an exception.
+
+    rclpy's change_state service raises out of the executor for a transition that does not start at
+    the current state (e.g. `configure` while active), which would end the process: the request is
+    checked here first, refused with success false, and the reason is logged with the valid choices.
+    """
+    service = getattr(node, "_service_change_state", None)
+    if service is None:  # the node was created without lifecycle services
+        return
+    handle = service.callback
+
+    def change_state(request: Any, response: Any) -> Any:
+        machine = node._state_machine
+        state_id, state = machine.current_state
+        valid = {t[0]: t[1] for t in machine.available_transitions}
+        wanted = request.transition.label or str(request.transition.id)
+        known = request.transition.id in valid if not request.transition.label else \
+            request.transition.label in valid.values()
+        if not known:
+            choices = ", ".join(f"{label} ({tid})" for tid, label in sorted(valid.items())) or "none"
+            node.get_logger().warning(f"lifecycle transition '{wanted}' refused: it is not valid in state "
+                                      f"'{state}'; valid now: {choices}")
+            response.success = False
+            return response
+        try:
+            return handle(request, response)
+        except Exception as exc:  # rclpy's own errors for a transition that changed under us
+            node.get_logger().error(f"lifecycle transition '{wanted}' from state '{state}' failed: {exc}")
+            response.success = False
+            return response
+
+    service.callback = change_state
+
+
 def main(args: list[str] | None = None) -> int:
     """Run the node on a multi-threaded executor until interrupted (configure/activate via lifecycle)."""
     rclpy.init(args=args)
@@ -355,9 +395,14 @@ def main(args: list[str] | None = None) -> int:
     executor = MultiThreadedExecutor(num_threads=4)
     executor.add_node(node)
     try:
-        executor.spin()
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
+        while rclpy.ok():
+            try:
+                executor.spin()
+            except (KeyboardInterrupt, ExternalShutdownException):
+                break
+            except Exception as exc:  # nothing from outside may end the node: say it and keep serving
+                node.get_logger().error(f"a callback raised {type(exc).__name__}: {exc}; the node goes on\n"
+                                        f"{traceback.format_exc()}")
     finally:
         try:
             node.trigger_shutdown()  # releases subscriptions, the worker and the engine in any primary state
