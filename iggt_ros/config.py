@@ -330,6 +330,7 @@ class MappingConfig:
     """Upper bound on /iggt/points per window (rclpy copies cost ~7 ms per MB)."""
     min_depth_m: float = 0.05
     max_depth_m: float = 20.0
+    """Metric depth range of the pixels that are labelled, published and mapped (applied once a window is metric)."""
     rig_baseline_m: float = 0.0
     """Known baseline between the first two cameras of a rig (0 = unknown); gives metric scale without TF."""
     tf_settle_windows: int = 3

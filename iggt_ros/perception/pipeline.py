@@ -354,6 +354,9 @@ class Pipeline:
             self._join_saved_map(pending, tracker, omap, bounds, window.stamp_ns, generation)
         valid = self._in_depth_range(pred, valid, alignment, warnings, window.index)
         timings["mapping"] = (time.perf_counter() - t) * 1e3
+        if not valid.any():
+            return empty(f"no pixel within mapping.min_depth_m..max_depth_m ({self.config.mapping.min_depth_m} to "
+                         f"{self.config.mapping.max_depth_m} m): no instances, no points")
 
         cluster = clusterer.cluster(pred.instance_features, valid, pred.depth_conf, pred.world_points)
         warnings.extend(cluster.warnings)
@@ -498,6 +501,28 @@ class Pipeline:
             log.warning("window %d: %s", index, msg)
             warnings.append(msg)
         return valid
+
+    def _in_depth_range(self, pred: WindowPrediction, valid: np.ndarray, alignment: Alignment,
+                        warnings: list[str], index: int) -> np.ndarray:
+        """Valid pixels whose metric depth lies in mapping.min_depth_m..max_depth_m.
+
+        The range is in metres, so it applies once the window's depth is metric (TF or a rig baseline);
+        a window at the model's own scale is not cut, since its units say nothing about metres.
+        """
+        if not alignment.metric:
+            return valid
+        cfg = self.config.mapping
+        with np.errstate(invalid="ignore"):
+            metric = np.asarray(pred.depth, np.float32) * np.float32(alignment.scale)
+            in_range = valid & (metric >= cfg.min_depth_m) & (metric <= cfg.max_depth_m)
+        cut = np.count_nonzero(valid) - np.count_nonzero(in_range)
+        if cut and cut > 0.01 * max(np.count_nonzero(valid), 1):
+            msg = (f"{100 * cut / max(np.count_nonzero(valid), 1):.1f}% of the valid pixels lie outside "
+                   f"mapping.min_depth_m..max_depth_m ({cfg.min_depth_m} to {cfg.max_depth_m} m); they stay "
+                   "unlabelled and out of the cloud")
+            log.info("window %d: %s", index, msg)
+            warnings.append(msg)
+        return in_range
 
     def _grid_step(self, pred: WindowPrediction) -> int:
         """Pixel stride of the point grid used for the cloud, object points and instance statistics."""
