@@ -22,7 +22,8 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "evaluate": ("iggt_ros.fleet.cli", "replay many bags (one after another, or as Ray tasks), write a fleet report"),
     "query": ("iggt_ros.vlm.query_cli", "answer a text query against the last state of a replay"),
     "train": ("iggt_ros.train.cli", "train or fine-tune IGGT with the paper's losses"),
-    "export": ("iggt_ros.engine.export_cli", "export a model to ONNX and a TensorRT plan"),
+    "export": ("iggt_ros.engine.export_cli", "export a model to an ONNX bundle (and a TensorRT plan)"),
+    "build-engine": ("iggt_ros.engine.build_engine", "build a TensorRT plan from an export bundle, no PyTorch model"),
     "convert-checkpoint": ("iggt_ros.model.checkpoint", "convert an official .pt checkpoint to safetensors"),
 }
 

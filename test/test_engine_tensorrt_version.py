@@ -57,7 +57,8 @@ def test_device_probe_and_engine_refuse_old_tensorrt(monkeypatch, tmp_path):
         pc.DeviceInfo.current("cuda")
     plan = tmp_path / "engine.plan"
     plan.write_bytes(b"plan")
-    pc.PlanMetadata("sha", (336, 504), ((8, 8, 8),), "fp16", "Orin", "8.7", "8.6.2").write(plan)
+    pc.PlanMetadata("sha", (336, 504), ((8, 8, 8),), {"precision": "fp16"},
+                    pc.DeviceInfo("Orin", "8.7", "8.6.2", 8, 15)).write(plan)
     with pytest.raises(EngineError, match="JetPack 6.1 or 6.2"):
         TensorRTEngine(plan, "cuda")
 

@@ -14,6 +14,9 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+MAX_VIEWS = 12
+"""Images per forward pass the released IGGT supports (window.size x cameras); `config.MAX_VIEWS` agrees."""
+
 
 @dataclass(frozen=True)
 class ViewKey:

@@ -1,38 +1,68 @@
-"""PyTorch -> ONNX -> TensorRT export, with a numeric parity report after each step.
+"""PyTorch -> ONNX export bundle (step one of two; the plan is built from it by `build_engine`).
 
 ONNX: the model with its positional tables frozen for one (H, W) (`Iggt.fix_input_size`), so the
 graph holds only float32 constants for them (no float64, no antialiased bicubic resize); the
 frame count S stays dynamic; weights go to an external data file when the protobuf would pass
 its 2 GB limit. Node names are rewritten to the module path that produced them
-(`aggregator.frame_blocks.3.norm1/node_layer_norm_7`), so TensorRT precision rules can select
-layers by name. TensorRT: see `tensorrt_build`.
+(`aggregator.frame_blocks.3.norm1/node_layer_norm_7`), so precision rules can select layers by
+name. Those paths come from the metadata PyTorch's ONNX exporter writes; an export without them
+is refused, because every FP32 pin would silently miss.
 
-A parity report (max abs/rel error per output against PyTorch fp32 on the same input) is printed
-and saved as `<file>.parity.json` next to each exported file.
+The bundle (see `bundle`) adds the mixed-precision graph(s) with half-precision initializers, a
+reference input with PyTorch FP32's outputs, and parity reports of ONNX Runtime against PyTorch,
+so the target can build and check a plan without the PyTorch model.
 """
 
 from __future__ import annotations
 
 import ast
-import json
+import gc
+import inspect
 import logging
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
-from iggt_ros.config import MAX_VIEWS
+from iggt_ros.engine import plan_cache
+from iggt_ros.engine.bundle import (  # noqa: F401 - the parity helpers are part of this module's interface
+    HALF_TOLERANCE,
+    PARITY_ATOL,
+    PARITY_RTOL,
+    TENSORRT_TOLERANCE,
+    ExportManifest,
+    format_parity,
+    mixed_name,
+    onnxruntime_outputs,
+    parity_report,
+    random_batch,
+    save_reference,
+    write_parity,
+)
 from iggt_ros.engine.postprocess import OUTPUT_NAMES
 
 log = logging.getLogger(__name__)
 
 EXTERNAL_DATA_BYTES = 1_500_000_000
 """Parameter bytes above which weights go to an external data file (protobuf's hard limit is 2 GB)."""
-PARITY_RTOL = 1e-3
-PARITY_ATOL = 1e-5
-TENSORRT_TOLERANCE = {"fp32": (1e-2, 1e-3), "fp16": (5e-2, 1e-2)}
-"""Indicative (rtol, atol) for plans: TensorRT uses TF32 for FP32 matmuls, and FP16 is FP16."""
+MIN_EXPORT_TORCH = (2, 6)
+"""`torch.onnx.export(dynamo=True, dynamic_shapes=..., external_data=...)` with per-node module scopes
+(`pkg.torch.onnx.name_scopes`), which the FP32 pins select layers by."""
+
+
+def check_exporter(torch_module) -> None:
+    """ValueError unless this PyTorch's ONNX exporter has what the export relies on."""
+    from iggt_ros.engine.tensorrt_support import parse_version
+
+    version = parse_version(torch_module.__version__)
+    params = inspect.signature(torch_module.onnx.export).parameters
+    missing = [p for p in ("dynamo", "dynamic_shapes", "external_data") if p not in params]
+    if version[:2] < MIN_EXPORT_TORCH or missing:
+        raise ValueError(
+            f"ONNX export needs PyTorch {'.'.join(map(str, MIN_EXPORT_TORCH))} or newer (its exporter writes the "
+            f"module names the precision pins rely on); this is PyTorch {torch_module.__version__}. Export on a "
+            "workstation with a recent PyTorch and copy the bundle to the target (`iggt-ros build-engine`)")
 
 
 # ---------------------------------------------------------------------------------------------
@@ -42,18 +72,20 @@ def export_onnx(
     model,
     path: str | Path,
     input_size: tuple[int, int],
-    max_frames: int = MAX_VIEWS,
-    opset: int = 18,
+    max_frames: int = plan_cache.DEFAULT_MAX_FRAMES,
+    opset: int = plan_cache.ONNX_OPSET,
     sample_frames: int = 2,
 ) -> Path:
     """Export `model` (weights loaded) to ONNX for input [S,3,H,W], S dynamic in 1..max_frames.
 
-    Raises ValueError when the exported graph contains float64 or antialiased/bicubic resizes.
+    Raises ValueError when PyTorch is too old, when the graph lacks module names, or when it contains
+    float64 or antialiased/bicubic resizes.
     """
     import torch
 
     from iggt_ros.model import IggtTensorOutputs
 
+    check_exporter(torch)
     if opset < 17:
         raise ValueError(f"opset {opset} is too old: 17 or newer is needed (native LayerNormalization)")
     path = Path(path)
@@ -71,7 +103,11 @@ def export_onnx(
             output_names=list(OUTPUT_NAMES), dynamic_shapes={"images": {0: frames}},
             external_data=param_bytes > EXTERNAL_DATA_BYTES,
         )
-    name_nodes_by_module(path)
+    named = name_nodes_by_module(path)
+    if not named:
+        raise ValueError(f"the ONNX exporter of PyTorch {torch.__version__} wrote no module scopes into {path}; "
+                         "the FP32 precision pins select layers by them. Export with PyTorch "
+                         f"{'.'.join(map(str, MIN_EXPORT_TORCH))} or newer")
     problems = check_onnx_graph(path)
     if problems:
         raise ValueError(f"exported graph {path} is not engine-friendly: " + "; ".join(problems[:10]))
@@ -93,18 +129,22 @@ def _module_scope(node) -> tuple[str, bool]:
     return scope, "apply_rope" in innermost or "rope.py" in innermost
 
 
-def name_nodes_by_module(path: str | Path) -> None:
-    """Rename every node to '<module path>[/rope]/<old name>' (unique names stay unique)."""
+def name_nodes_by_module(path: str | Path) -> int:
+    """Rename every node to '<module path>[/rope]/<old name>' (unique names stay unique); returns how
+    many nodes got a module path."""
     import onnx
 
     path = Path(path)
     proto = onnx.load(str(path), load_external_data=False)
+    named = 0
     for node in proto.graph.node:
         scope, rope = _module_scope(node)
         prefix = "/".join(part for part in (scope, "rope" if rope else "") if part)
         if prefix:
             node.name = f"{prefix}/{node.name}"
+            named += bool(scope)
     onnx.save(proto, str(path))
+    return named
 
 
 def check_onnx_graph(path: str | Path) -> list[str]:
@@ -126,54 +166,8 @@ def check_onnx_graph(path: str | Path) -> list[str]:
 
 
 # ---------------------------------------------------------------------------------------------
-# Parity
+# Parity against PyTorch, and the bundle
 # ---------------------------------------------------------------------------------------------
-def parity_report(
-    reference: Sequence[np.ndarray],
-    candidate: Sequence[np.ndarray],
-    names: Sequence[str] = OUTPUT_NAMES,
-    rtol: float = PARITY_RTOL,
-    atol: float = PARITY_ATOL,
-) -> dict:
-    """Per output: max abs error, max relative error (where |ref| > 10*atol), and whether every
-    element satisfies |got - ref| <= atol + rtol * |ref|."""
-    outputs = {}
-    for name, ref, got in zip(names, reference, candidate, strict=True):
-        ref = np.asarray(ref, np.float64)
-        got = np.asarray(got, np.float64)
-        if ref.shape != got.shape:
-            outputs[name] = {"shape_reference": list(ref.shape), "shape_candidate": list(got.shape), "ok": False}
-            continue
-        diff = np.abs(got - ref)
-        significant = np.abs(ref) > 10 * atol
-        rel = diff[significant] / np.abs(ref[significant]) if significant.any() else np.zeros(1)
-        bad = ~(diff <= atol + rtol * np.abs(ref))
-        outputs[name] = {
-            "max_abs": float(diff.max()) if diff.size else 0.0,
-            "max_rel": float(rel.max()) if rel.size else 0.0,
-            "violations": int(bad.sum()),
-            "ok": bool(not bad.any()),
-        }
-    return {"rtol": rtol, "atol": atol, "ok": all(o["ok"] for o in outputs.values()), "outputs": outputs}
-
-
-def format_parity(report: Mapping, title: str) -> str:
-    lines = [f"{title}: {'PASS' if report['ok'] else 'FAIL'} (rtol {report['rtol']:g}, atol {report['atol']:g})",
-             f"  {'output':<18} {'max abs':>11} {'max rel':>11} {'violations':>10}"]
-    for name, o in report["outputs"].items():
-        if "max_abs" not in o:
-            lines.append(f"  {name:<18} shape {o['shape_candidate']} vs reference {o['shape_reference']}")
-            continue
-        lines.append(f"  {name:<18} {o['max_abs']:11.3e} {o['max_rel']:11.3e} {o['violations']:10d}")
-    return "\n".join(lines)
-
-
-def write_parity(report: dict, exported: str | Path, extra: Mapping | None = None) -> Path:
-    path = Path(f"{exported}.parity.json")
-    path.write_text(json.dumps({**(extra or {}), **report}, indent=2) + "\n")
-    return path
-
-
 def reference_outputs(model, batch: np.ndarray, device: str = "cpu") -> list[np.ndarray]:
     """PyTorch fp32 outputs in `OUTPUT_NAMES` order (pose_enc stacked) for a [S,3,H,W] float32 batch."""
     import torch
@@ -186,29 +180,92 @@ def reference_outputs(model, batch: np.ndarray, device: str = "cpu") -> list[np.
     return [o.float().cpu().numpy() for o in out]
 
 
-def random_batch(frames: int, input_size: tuple[int, int], seed: int = 0) -> np.ndarray:
-    """A reproducible [S,3,H,W] float32 batch, quantised to uint8 levels like real camera input."""
-    rng = np.random.default_rng(seed)
-    return rng.integers(0, 256, (frames, 3, *input_size)).astype(np.float32) / np.float32(255.0)
-
-
 def onnx_parity(model, onnx_file: str | Path, batch: np.ndarray) -> dict:
     """ONNX Runtime (CPU) against PyTorch fp32 (CPU) on one batch."""
-    import onnxruntime as ort
-
-    session = ort.InferenceSession(str(onnx_file), providers=["CPUExecutionProvider"])
-    got = session.run(None, {"images": batch})
-    return parity_report(reference_outputs(model, batch), got)
+    return parity_report(reference_outputs(model, batch), onnxruntime_outputs(onnx_file, batch))
 
 
-# ---------------------------------------------------------------------------------------------
-# Whole export into the engine cache
-# ---------------------------------------------------------------------------------------------
 @dataclass
 class ExportResult:
     onnx_path: Path
     plan_path: Path | None = None
     reports: dict[str, dict] = field(default_factory=dict)
+    exported: bool = True
+    """False when the bundle was already in the cache (made by this or another process)."""
+
+
+def export_bundle(
+    model,
+    model_sha256: str,
+    input_size: tuple[int, int],
+    folder: str | Path,
+    precisions: Sequence[str] = ("fp16",),
+    fp32_patterns: Sequence[str] | None = None,
+    reference_frames: Sequence[int] = (2,),
+    max_frames: int = plan_cache.DEFAULT_MAX_FRAMES,
+    rebuild: bool = True,
+    on_wait: Callable[[], None] | None = None,
+) -> ExportResult:
+    """Write the export bundle (see `bundle`) into `folder`, atomically and under its lock.
+
+    Args:
+        precisions: half precisions ('fp16', 'bf16') whose mixed-precision graphs to write; 'fp32' needs none.
+        fp32_patterns: layer-name patterns kept in FP32 (default: `tensorrt_build.DEFAULT_FP32_PATTERNS`).
+        reference_frames: window sizes S to save PyTorch FP32 outputs for (the plans' S); ONNX Runtime
+            is checked on the smallest.
+        rebuild: False reuses a complete bundle already in `folder` (the engine cache).
+    """
+    import torch
+
+    from iggt_ros import __version__
+    from iggt_ros.engine.mixed_precision import write_mixed_precision
+    from iggt_ros.engine.tensorrt_build import DEFAULT_FP32_PATTERNS
+
+    patterns = list(fp32_patterns or DEFAULT_FP32_PATTERNS)
+    halves = [p for p in dict.fromkeys(precisions) if p != "fp32"]
+    frames = sorted({int(s) for s in reference_frames})
+    if not frames or frames[0] < 1 or frames[-1] > max_frames:
+        raise ValueError(f"reference window sizes {list(reference_frames)} must lie in 1..{max_frames}")
+    folder = Path(folder)
+    reports: dict[str, dict] = {}
+
+    def produce(tmp: Path) -> None:
+        log.info("exporting ONNX to %s", folder)
+        onnx_file = export_onnx(model, tmp / plan_cache.ONNX_NAME, input_size, max_frames=max_frames)
+        references = {}
+        for s in frames:
+            batch = random_batch(s, input_size, seed=s)
+            references[s] = (batch, reference_outputs(model, batch))
+        save_reference(tmp, references)
+        batch, reference = references[frames[0]]
+        manifest = ExportManifest(model_sha256=model_sha256, input_size=tuple(input_size), max_frames=max_frames,
+                                  opset=plan_cache.ONNX_OPSET, package_version=__version__,
+                                  torch_version=str(torch.__version__))
+        report = parity_report(reference, onnxruntime_outputs(onnx_file, batch))
+        write_parity(report, onnx_file, {"backend": "onnxruntime-cpu", "frames": int(batch.shape[0])})
+        print(format_parity(report, f"ONNX Runtime vs PyTorch ({folder / onnx_file.name})"))
+        reports["onnx"] = manifest.parity[onnx_file.name] = report
+        for half in halves:
+            mixed = tmp / mixed_name(half)
+            summary = write_mixed_precision(onnx_file, mixed, patterns, half)
+            log.info("%s: %s", mixed.name, summary.describe())
+            manifest.mixed[half] = {"file": mixed.name, "fp32_patterns": patterns, "summary": summary.describe()}
+            if half == "fp16":  # ONNX Runtime's CPU provider has no bf16 convolutions or matmuls
+                rtol, atol = HALF_TOLERANCE
+                report = parity_report(reference, onnxruntime_outputs(mixed, batch), rtol=rtol, atol=atol)
+                print(format_parity(report, f"ONNX Runtime {half} graph vs PyTorch FP32 ({folder / mixed.name})"))
+                reports[f"onnx-{half}"] = manifest.parity[mixed.name] = report
+        manifest.write(tmp)
+
+    done = plan_cache.produce_once(folder / plan_cache.ONNX_NAME, produce, rebuild=rebuild, on_wait=on_wait)
+    if not done.built:
+        manifest = ExportManifest.read(folder)
+        missing = [h for h in halves if h not in manifest.mixed]
+        if missing:
+            raise ValueError(f"the cached export in {folder} has no {', '.join(missing)} graph; delete the folder "
+                             "to export again")
+        reports = {"onnx": manifest.parity.get(plan_cache.ONNX_NAME, {})}
+    return ExportResult(folder / plan_cache.ONNX_NAME, reports=reports, exported=done.built)
 
 
 def export_model(
@@ -219,76 +276,65 @@ def export_model(
     plan_file: str | Path | None = None,
     build_settings=None,
     parity_frames: int = 2,
-    max_frames: int = MAX_VIEWS,
+    max_frames: int = plan_cache.DEFAULT_MAX_FRAMES,
     reuse_onnx: bool = False,
     parity: bool = True,
+    device: str = "cuda",
 ) -> ExportResult:
-    """Export to ONNX (unless `reuse_onnx` and it exists) and optionally build a TensorRT plan.
+    """Export the bundle into `onnx_file`'s folder (reused when `reuse_onnx` and complete), then optionally
+    build a TensorRT plan from it and check the plan against the saved PyTorch outputs.
 
-    Args:
-        build_settings: `tensorrt_build.BuildSettings`; required with `plan_file`.
-        parity_frames: frames of the random parity input (clamped to what every profile accepts).
+    The caller should drop its reference to `model` before a plan build on a small device; the
+    build itself (`build_engine.build_from_bundle`) needs only the bundle.
     """
     onnx_file = Path(onnx_file)
-    result = ExportResult(onnx_file)
-    if not (reuse_onnx and onnx_file.is_file()):
-        log.info("exporting ONNX to %s", onnx_file)
-        export_onnx(model, onnx_file, input_size, max_frames=max_frames)
-    if parity:
-        batch = random_batch(min(parity_frames, max_frames), input_size)
-        report = onnx_parity(model, onnx_file, batch)
-        write_parity(report, onnx_file, {"backend": "onnxruntime-cpu", "frames": int(batch.shape[0])})
-        print(format_parity(report, f"ONNX Runtime vs PyTorch ({onnx_file})"))
-        result.reports["onnx"] = report
+    if onnx_file.name != plan_cache.ONNX_NAME:
+        raise ValueError(f"the export writes a bundle folder; name the ONNX file {plan_cache.ONNX_NAME}")
+    precisions = [build_settings.precision] if build_settings is not None else ["fp16"]
+    typing = build_settings.typing if build_settings is not None else "strong"
+    frames = {min(parity_frames, max_frames)}
+    if build_settings is not None:
+        frames |= {opt for _, opt, _ in build_settings.profiles}
+    result = export_bundle(model, model_sha256, input_size, onnx_file.parent,
+                           precisions=precisions if typing == "strong" else [],
+                           fp32_patterns=getattr(build_settings, "fp32_patterns", None),
+                           reference_frames=sorted(frames), max_frames=max_frames, rebuild=not reuse_onnx)
     if plan_file is not None:
-        from iggt_ros.engine.tensorrt_build import build_plan
+        from iggt_ros.engine.build_engine import build_from_bundle
 
         if build_settings is None:
             raise ValueError("a TensorRT plan needs build settings")
-        plan_file = Path(plan_file)
-        build_plan(onnx_file, plan_file, build_settings, model_sha256)
-        result.plan_path = plan_file
-        if parity:
-            result.reports["tensorrt"] = tensorrt_parity(model, plan_file, parity_frames)
+        del model
+        gc.collect()
+        built = build_from_bundle(onnx_file.parent, Path(plan_file), build_settings, device=device, parity=parity)
+        result.plan_path = built.plan_path
+        if built.parity is not None:
+            result.reports["tensorrt"] = built.parity
     return result
-
-
-def tensorrt_parity(model, plan_file: str | Path, frames: int, device: str = "cuda") -> dict:
-    """A built plan against PyTorch fp32 on the GPU, on a random batch every profile of the plan accepts."""
-    from iggt_ros.engine.tensorrt_engine import TensorRTEngine
-
-    engine = TensorRTEngine(plan_file, device)
-    if not engine.shape.accepts(frames):
-        frames = engine.shape.profiles[0][1]
-    batch = random_batch(frames, engine.input_size)
-    got = engine.run(batch)
-    engine.close()
-    rtol, atol = TENSORRT_TOLERANCE[engine.precision]
-    report = parity_report(reference_outputs(model, batch, device), got, rtol=rtol, atol=atol)
-    write_parity(report, plan_file, {"backend": f"tensorrt-{engine.precision}", "frames": frames,
-                                     "reference": "pytorch fp32 on the same GPU"})
-    print(format_parity(report, f"TensorRT vs PyTorch ({plan_file})"))
-    return report
 
 
 def export_to_cache(config, input_size: tuple[int, int], window_sizes: Sequence[int], tensorrt: bool,
                     workspace_gb: float = 2.0) -> ExportResult:
-    """Export the weights an `EngineConfig` names into its cache directory (see `plan_cache`)."""
-    from iggt_ros.engine import plan_cache
+    """Export the weights an `EngineConfig` names into its cache directory (see `plan_cache`), and build
+    the plan the factory looks up when `tensorrt`. Another process doing the same is waited for."""
     from iggt_ros.engine.weights import file_sha256, load_engine_model
 
     model, _, weights = load_engine_model(config.checkpoint, config.model, config.allow_partial_checkpoint)
     sha = file_sha256(weights, config.cache_dir)
     onnx_file = plan_cache.onnx_path(config.cache_dir, plan_cache.onnx_cache_key(sha, input_size))
-    plan_file = settings = None
+    precisions = [config.precision] if tensorrt else []
+    frames = sorted({2, *window_sizes}) if tensorrt else [2]
+    result = export_bundle(model, sha, input_size, onnx_file.parent, precisions=precisions,
+                           reference_frames=[s for s in frames if s <= plan_cache.DEFAULT_MAX_FRAMES], rebuild=False)
+    del model
+    gc.collect()
     if tensorrt:
-        from iggt_ros.engine.tensorrt_build import BuildSettings
+        from iggt_ros.engine.build_engine import build_from_bundle, cache_settings
 
-        device = plan_cache.DeviceInfo.current(config.device)
-        shape = plan_cache.PlanShape(tuple(input_size), plan_cache.static_profiles(window_sizes))
-        plan_file = plan_cache.plan_path(config.cache_dir, plan_cache.plan_cache_key(sha, shape, config.precision,
-                                                                                     device))
-        settings = BuildSettings(profiles=shape.profiles, precision=config.precision,
-                                 workspace_bytes=int(workspace_gb * (1 << 30)),
-                                 timing_cache=plan_cache.timing_cache_path(config.cache_dir))
-    return export_model(model, sha, input_size, onnx_file, plan_file, settings, reuse_onnx=True)
+        settings = cache_settings(config.precision, window_sizes, workspace_gb)
+        built = build_from_bundle(onnx_file.parent, None, settings, device=config.device,
+                                  cache_dir=config.cache_dir, rebuild=False)
+        result.plan_path = built.plan_path
+        if built.parity is not None:
+            result.reports["tensorrt"] = built.parity
+    return result

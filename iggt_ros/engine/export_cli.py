@@ -1,14 +1,15 @@
-"""`iggt-ros export`: weights -> ONNX -> TensorRT plan, each followed by a parity report.
+"""`iggt-ros export`: weights -> export bundle (ONNX, mixed-precision ONNX, reference outputs) [-> TensorRT plan].
 
-By default the files go into the engine cache (`--cache-dir`, the node's `engine.cache_dir`) under
-the keys the node looks up, so a node configured with the same weights, input size, window sizes
-and precision finds them at start-up. `--output-dir` writes plain `model.onnx` / `engine.plan`
-files instead (then point `engine.engine_path` at them).
+Step one of deployment, run where the weights and a recent PyTorch are (a workstation). The bundle
+goes into the engine cache (`--cache-dir`, the node's `engine.cache_dir`) under the key the node
+looks up, or into `--output-dir`. Without `--onnx-only` the plan is built right after, from the
+bundle alone, once the PyTorch model is released (`iggt-ros build-engine`, step two, does the same on
+a target that has no PyTorch model).
 
 Examples:
     iggt-ros export --onnx-only                                   # embedded model, ONNX for onnxruntime
-    iggt-ros export --checkpoint iggt.safetensors --frames 4 8    # TensorRT FP16, static S=4 and S=8
-    iggt-ros export --checkpoint iggt.pt --model official --frame-range 2 8 12
+    iggt-ros export --checkpoint iggt.safetensors --model official --frames 8 --onnx-only --output-dir bundle/
+    iggt-ros export --checkpoint iggt.safetensors --frames 4 8    # a CUDA workstation: also the FP16 plan
 """
 
 from __future__ import annotations
@@ -32,27 +33,35 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--frame-range", type=int, nargs=3, metavar=("MIN", "OPT", "MAX"),
                         help="one dynamic TensorRT profile instead of static ones")
     parser.add_argument("--max-frames", type=int, default=12, help="largest S the ONNX graph accepts (default 12)")
-    parser.add_argument("--precision", choices=("fp16", "fp32"), default="fp16", help="TensorRT precision")
+    parser.add_argument("--precision", choices=("fp16", "bf16", "fp32"), default="fp16",
+                        help="plan precision; fp16/bf16 also write the mixed-precision graph into the bundle")
     parser.add_argument("--workspace-gb", type=float, default=2.0,
-                        help="TensorRT workspace limit in GiB (default 2, fits an 8 GB Jetson)")
+                        help="cap on TensorRT's tactic scratch memory in GiB (default 2); weights and "
+                             "activations come on top")
+    parser.add_argument("--tf32", action="store_true", help="let FP32 layers of the plan use TF32")
     parser.add_argument("--fp32-pattern", action="append", default=None, metavar="REGEX",
                         help="layer-name pattern kept in FP32 (repeatable; replaces the defaults)")
     parser.add_argument("--typing", choices=("strong", "weak"), default="strong",
-                        help="strong: FP16/FP32 casts written into the graph (TensorRT 9+, required by 11); "
-                             "weak: per-layer precision constraints (TensorRT 8.6-10)")
-    parser.add_argument("--timing-cache", default=None, help="TensorRT timing cache file (default: in the cache)")
+                        help="strong: precision written into the graph (default; required by TensorRT 11); "
+                             "weak: per-layer precision constraints (TensorRT 10, fp16 only)")
+    parser.add_argument("--timing-cache", default=None, help="timing cache file (default: one per GPU in the cache)")
     parser.add_argument("--cache-dir", default="~/.cache/iggt_ros/engines", help="engine cache directory")
     parser.add_argument("--output-dir", default=None, help="write model.onnx / engine.plan here instead")
-    parser.add_argument("--onnx-only", action="store_true", help="stop after the ONNX export")
+    parser.add_argument("--onnx-only", action="store_true",
+                        help="stop after the bundle (build the plan on the target with `iggt-ros build-engine`)")
     parser.add_argument("--device", default="cuda", help="CUDA device for TensorRT (default cuda)")
-    parser.add_argument("--parity-frames", type=int, default=2, help="frames of the random parity input")
-    parser.add_argument("--no-parity", action="store_true", help="skip the parity reports")
+    parser.add_argument("--parity-frames", type=int, default=2,
+                        help="S of the ONNX Runtime parity input (references are also saved for every --frames S)")
+    parser.add_argument("--no-parity", action="store_true", help="skip the plan's parity check")
 
 
 def run(args: argparse.Namespace) -> int:
+    import gc
+
     from iggt_ros.engine import plan_cache
-    from iggt_ros.engine.export import export_model
+    from iggt_ros.engine.export import export_bundle
     from iggt_ros.engine.preprocess import check_input_size
+    from iggt_ros.engine.tensorrt_build import DEFAULT_FP32_PATTERNS, BuildSettings
     from iggt_ros.engine.weights import file_sha256, load_engine_model
 
     try:
@@ -63,41 +72,41 @@ def run(args: argparse.Namespace) -> int:
             profiles = plan_cache.static_profiles(args.frames)
         if max(p[2] for p in profiles) > args.max_frames:
             raise ValueError(f"profiles reach S={max(p[2] for p in profiles)} but --max-frames is {args.max_frames}")
+        settings = BuildSettings(profiles=profiles, precision=args.precision,
+                                 workspace_bytes=int(args.workspace_gb * (1 << 30)),
+                                 fp32_patterns=tuple(args.fp32_pattern or DEFAULT_FP32_PATTERNS),
+                                 timing_cache=Path(args.timing_cache).expanduser() if args.timing_cache else None,
+                                 typing=args.typing, tf32=args.tf32)
+        settings.validate()
         model, _, weights = load_engine_model(args.checkpoint, args.model, args.allow_partial)
         sha = file_sha256(weights, args.cache_dir)
         out_dir = Path(args.output_dir).expanduser() if args.output_dir else None
-        onnx_file = (out_dir / plan_cache.ONNX_NAME if out_dir
-                     else plan_cache.onnx_path(args.cache_dir, plan_cache.onnx_cache_key(sha, size)))
-        plan_file = settings = None
-        if not args.onnx_only:
-            from iggt_ros.engine.tensorrt_build import DEFAULT_FP32_PATTERNS, BuildSettings
+        folder = out_dir or plan_cache.onnx_path(args.cache_dir, plan_cache.onnx_cache_key(sha, size,
+                                                                                           args.max_frames)).parent
+        frames = sorted({min(args.parity_frames, args.max_frames), *(opt for _, opt, _ in profiles)})
+        result = export_bundle(model, sha, size, folder,
+                               precisions=[args.precision] if args.typing == "strong" else [],
+                               fp32_patterns=settings.fp32_patterns, reference_frames=frames,
+                               max_frames=args.max_frames)
+        del model  # the plan is built from the bundle alone: give the builder the memory
+        gc.collect()
+        print(f"export bundle: {folder} (ONNX: {result.onnx_path})")
+        onnx_report = result.reports.get("onnx")
+        if onnx_report is not None and not onnx_report["ok"]:
+            print("iggt-ros export: ONNX Runtime differs from PyTorch beyond tolerance (see above); the export is "
+                  "not trustworthy", file=sys.stderr)
+            return 3
+        if args.onnx_only:
+            return 0
+        from iggt_ros.engine.build_engine import build_from_bundle
 
-            device = plan_cache.DeviceInfo.current(args.device)
-            shape = plan_cache.PlanShape(size, profiles)
-            plan_file = (out_dir / plan_cache.PLAN_NAME if out_dir else
-                         plan_cache.plan_path(args.cache_dir, plan_cache.plan_cache_key(sha, shape, args.precision,
-                                                                                         device)))
-            timing = Path(args.timing_cache) if args.timing_cache else plan_cache.timing_cache_path(args.cache_dir)
-            settings = BuildSettings(profiles=profiles, precision=args.precision,
-                                     workspace_bytes=int(args.workspace_gb * (1 << 30)),
-                                     fp32_patterns=tuple(args.fp32_pattern or DEFAULT_FP32_PATTERNS),
-                                     timing_cache=timing, typing=args.typing)
-            settings.validate()
-        result = export_model(model, sha, size, onnx_file, plan_file, settings, parity_frames=args.parity_frames,
-                              max_frames=args.max_frames, parity=not args.no_parity)
+        built = build_from_bundle(folder, out_dir / plan_cache.PLAN_NAME if out_dir else None, settings,
+                                  device=args.device, cache_dir=args.cache_dir, parity=not args.no_parity)
     except (EngineError, ValueError) as exc:
         print(f"iggt-ros export: {exc}", file=sys.stderr)
         return 1
-    print(f"ONNX: {result.onnx_path}")
-    if result.plan_path is not None:
-        print(f"TensorRT plan: {result.plan_path}")
-    trt_report = result.reports.get("tensorrt")
-    if trt_report is not None and not trt_report["ok"]:
+    print(f"TensorRT plan: {built.plan_path}")
+    if built.parity is not None and not built.parity["ok"]:
         print("iggt-ros export: the TensorRT plan differs from PyTorch beyond the indicative tolerance (see above); "
               "check the pose and depth errors before deploying it", file=sys.stderr)
-    onnx_report = result.reports.get("onnx")
-    if onnx_report is not None and not onnx_report["ok"]:
-        print("iggt-ros export: ONNX Runtime differs from PyTorch beyond tolerance (see above); the export is "
-              "not trustworthy", file=sys.stderr)
-        return 3
     return 0

@@ -11,10 +11,13 @@ from __future__ import annotations
 import logging
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from iggt_ros.config import EngineConfig
 from iggt_ros.engine.base import Engine, EngineError
 from iggt_ros.engine.preprocess import DEFAULT_INPUT_SIZE
+
+if TYPE_CHECKING:  # the configuration module needs pyyaml; creating an engine does not
+    from iggt_ros.config import EngineConfig
 
 log = logging.getLogger(__name__)
 
@@ -72,7 +75,7 @@ def create_engine(
 
         path = (Path(config.engine_path).expanduser() if config.engine_path
                 else _cached_plan(config, input_size, window_sizes))
-        return TensorRTEngine(path, config.device)
+        return TensorRTEngine(path, config.device, input_size=input_size, window_sizes=window_sizes)
     raise EngineError(f"engine.backend {backend!r} is unknown")
 
 
@@ -104,20 +107,22 @@ def _cached_plan(config: EngineConfig, input_size: tuple[int, int], window_sizes
     from iggt_ros.engine.weights import checkpoint_path, file_sha256
 
     weights = checkpoint_path(config.checkpoint)
+    from iggt_ros.engine.build_engine import cache_settings
     device = plan_cache.DeviceInfo.current(config.device)
     wanted = plan_cache.PlanShape(tuple(input_size), plan_cache.static_profiles(window_sizes))
-    found = plan_cache.find_plan(config.cache_dir, file_sha256(weights, config.cache_dir), wanted,
-                                 config.precision, device)
+    build = cache_settings(config.precision, window_sizes).key_fields()
+    found = plan_cache.find_plan(config.cache_dir, file_sha256(weights, config.cache_dir), wanted, build, device)
     if found is not None:
         return found
     if not config.build_if_missing:
         sizes = " ".join(str(s) for s in window_sizes)
         raise EngineError(
             f"no TensorRT plan for {weights} ({input_size[0]}x{input_size[1]}, S={sizes}, {config.precision}) built "
-            f"on this {device.describe()} in engine.cache_dir {config.cache_dir}; build it with `iggt-ros export "
-            f"--checkpoint {weights} --height {input_size[0]} --width {input_size[1]} --frames {sizes} "
-            f"--precision {config.precision} --cache-dir {config.cache_dir}` (minutes), or set "
-            "engine.build_if_missing: true to build at start-up")
+            f"on this {device.describe()} in engine.cache_dir {config.cache_dir}; export a bundle where the weights "
+            f"and PyTorch are (`iggt-ros export --checkpoint {weights} --height {input_size[0]} --width "
+            f"{input_size[1]} --frames {sizes} --precision {config.precision} --onnx-only --output-dir BUNDLE`), "
+            f"build the plan here (`iggt-ros build-engine BUNDLE --frames {sizes} --precision {config.precision} "
+            f"--cache-dir {config.cache_dir}`, minutes) or set engine.build_if_missing: true to build at start-up")
     from iggt_ros.engine.export import export_to_cache
 
     log.warning("engine.build_if_missing: building a TensorRT plan for %s now (minutes on a Jetson)", weights)

@@ -1,7 +1,12 @@
-"""TensorRT backend: runs a serialized plan built by `iggt-ros export`, with torch CUDA tensors as buffers.
+"""TensorRT backend: runs a serialized plan built by `iggt-ros build-engine`, with torch CUDA tensors as buffers.
 
-Before deserialising, the plan's metadata is checked against the running GPU and TensorRT version;
-a plan from another machine is refused with the command to rebuild it (never rebuilt silently).
+Before deserialising, the plan's metadata is checked against the configured input size and window
+sizes (so a wrong `engine.engine_path` fails at configure time, not at the first window) and against
+the running GPU and TensorRT version; a plan from another machine is refused with the command to
+rebuild it (never rebuilt silently).
+
+Execution uses the engine's own CUDA stream (TensorRT warns about, and synchronises around, the
+legacy default stream) with the configured device current, so `cuda:1` runs on GPU 1.
 """
 
 from __future__ import annotations
@@ -12,7 +17,7 @@ from pathlib import Path
 import numpy as np
 
 from iggt_ros.engine.base import Engine, EngineError, ViewKey, WindowPrediction
-from iggt_ros.engine.plan_cache import DeviceInfo, PlanMetadata, check_plan_compatible
+from iggt_ros.engine.plan_cache import DeviceInfo, PlanMetadata, check_plan_compatible, check_plan_shape
 from iggt_ros.engine.postprocess import OUTPUT_NAMES, run_window
 from iggt_ros.engine.preprocess import check_window
 from iggt_ros.engine.tensorrt_support import import_tensorrt
@@ -24,17 +29,21 @@ class TensorRTEngine(Engine):
     Args:
         plan: the `.plan` file; its `<plan>.json` metadata must be next to it.
         device: 'cuda' or 'cuda:N'.
+        input_size: (H, W) the pipeline will feed; None skips the check.
+        window_sizes: every S the pipeline will feed; each must fall in one of the plan's profiles.
     """
 
     name = "tensorrt"
 
-    def __init__(self, plan: str | Path, device: str = "cuda") -> None:
+    def __init__(self, plan: str | Path, device: str = "cuda", input_size: Sequence[int] | None = None,
+                 window_sizes: Sequence[int] = ()) -> None:
         plan = Path(plan)
         if not plan.is_file():
-            raise EngineError(f"TensorRT plan {plan} does not exist; build it with `iggt-ros export`")
+            raise EngineError(f"TensorRT plan {plan} does not exist; build it with `iggt-ros build-engine`")
         if not device.startswith("cuda"):
             raise EngineError(f"engine.device is {device!r}; the tensorrt backend runs on 'cuda' or 'cuda:N'")
         self.meta = PlanMetadata.read(plan)
+        check_plan_shape(self.meta, plan, input_size, window_sizes)
         check_plan_compatible(self.meta, DeviceInfo.current(device), plan)
         import torch
 
@@ -50,6 +59,7 @@ class TensorRTEngine(Engine):
                 raise EngineError(f"TensorRT could not deserialise {plan} (see its log); rebuild it with "
                                   "`iggt-ros export`")
             self._context = self._engine.create_execution_context()
+            self._stream = torch.cuda.Stream(self.device)
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
         inputs = [n for n in names if self._engine.get_tensor_mode(n) == trt.TensorIOMode.INPUT]
         outputs = [n for n in names if n not in inputs]
@@ -92,23 +102,31 @@ class TensorRTEngine(Engine):
         profile = self.shape.profile_for(frames)
         if profile is None:
             raise EngineError(f"TensorRT plan {self.plan} accepts {self.shape.describe()}; the window has S={frames}."
-                              " Export a plan for this window size (`iggt-ros export --frames ...`)")
-        stream = torch.cuda.current_stream(self.device)
-        if profile != self._profile:
-            self._context.set_optimization_profile_async(profile, stream.cuda_stream)
-            self._profile = profile
-        x = batch.to(self.device, self._dtypes[self._input]).contiguous()
-        self._context.set_input_shape(self._input, tuple(x.shape))
-        self._context.set_tensor_address(self._input, x.data_ptr())
-        outputs = []
-        for name in OUTPUT_NAMES:
-            shape = tuple(self._context.get_tensor_shape(name))
-            out = torch.empty(shape, dtype=self._dtypes[name], device=self.device)
-            self._context.set_tensor_address(name, out.data_ptr())
-            outputs.append(out)
-        if not self._context.execute_async_v3(stream.cuda_stream):
-            raise EngineError(f"TensorRT execution of {self.plan} failed (see its log)")
-        stream.synchronize()
+                              " Build a plan for this window size (`iggt-ros build-engine BUNDLE --frames ...`)")
+        # Inputs made on the caller's stream must be complete before our stream reads them.
+        self._stream.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.device(self.device), torch.cuda.stream(self._stream):
+            stream = self._stream.cuda_stream
+            if profile != self._profile:
+                if not self._context.set_optimization_profile_async(profile, stream):
+                    raise EngineError(f"TensorRT refused optimisation profile {profile} of {self.plan}")
+                self._profile = profile
+            x = batch.to(self.device, self._dtypes[self._input]).contiguous()
+            if not self._context.set_input_shape(self._input, tuple(x.shape)):
+                raise EngineError(f"TensorRT plan {self.plan} refused input shape {tuple(x.shape)} "
+                                  f"({self.shape.describe()})")
+            self._context.set_tensor_address(self._input, x.data_ptr())
+            outputs = []
+            for name in OUTPUT_NAMES:
+                shape = tuple(self._context.get_tensor_shape(name))
+                if any(d < 0 for d in shape):
+                    raise EngineError(f"TensorRT plan {self.plan} left output {name} unresolved ({shape})")
+                out = torch.empty(shape, dtype=self._dtypes[name], device=self.device)
+                self._context.set_tensor_address(name, out.data_ptr())
+                outputs.append(out)
+            if not self._context.execute_async_v3(stream):
+                raise EngineError(f"TensorRT execution of {self.plan} failed (see its log)")
+            self._stream.synchronize()
         return outputs
 
     def infer(self, images: np.ndarray, views: Sequence[ViewKey] | None = None) -> WindowPrediction:
@@ -118,3 +136,4 @@ class TensorRTEngine(Engine):
     def close(self) -> None:
         self._context = None
         self._engine = None
+        self._stream = None

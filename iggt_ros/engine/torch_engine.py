@@ -13,8 +13,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from iggt_ros.config import MAX_VIEWS
-from iggt_ros.engine.base import Engine, EngineError, ViewKey, WindowPrediction
+from iggt_ros.engine.base import MAX_VIEWS, Engine, EngineError, ViewKey, WindowPrediction
 from iggt_ros.engine.postprocess import run_window
 from iggt_ros.engine.preprocess import DEFAULT_INPUT_SIZE, check_input_size, check_window
 from iggt_ros.model import Iggt

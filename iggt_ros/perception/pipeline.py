@@ -432,14 +432,8 @@ class Pipeline:
             return map_store.capture(tracker, omap, snap.frame_id, snap.stamp_ns, snap.window_index,
                                      self.config.mapping.voxel_size_m)
 
-    def load_map(self, saved: SavedMap) -> None:
-        """Replace the map by a saved one; refused (`MapFileError`, nothing changed) when it cannot be placed.
-
-        The saved instances join the tracks at the first window whose output is in the saved frame (at
-        once when TF places it), as lost instances that get their IDs back when seen again; new IDs
-        continue after the largest saved one. An instance created between the load and that window
-        whose voxels coincide with a saved one is folded into it.
-        """
+    def check_map(self, saved: SavedMap) -> None:
+        """`MapFileError` when `saved` cannot be placed in this pipeline's output (`load_map` refuses it)."""
         world = self.config.input.world_frame
         if not self.config.input.use_tf:
             raise MapFileError(f"input.use_tf is false: this node publishes in its own frame "
@@ -448,6 +442,16 @@ class Pipeline:
             raise MapFileError(f"the map was saved in frame '{saved.frame_id}' but this node maps in '{world}' "
                                "(input.world_frame); the running map is kept. Load a map saved in the same world "
                                "frame")
+
+    def load_map(self, saved: SavedMap) -> None:
+        """Replace the map by a saved one; refused (`MapFileError`, nothing changed) when it cannot be placed.
+
+        The saved instances join the tracks at the first window whose output is in the saved frame (at
+        once when TF places it), as lost instances that get their IDs back when seen again; new IDs
+        continue after the largest saved one. An instance created between the load and that window
+        whose voxels coincide with a saved one is folded into it.
+        """
+        self.check_map(saved)
         preview = ObjectMap(self.config.mapping)
         map_store.restore(saved, InstanceTracker(self.config.tracking), preview, self.config.tracking.lost_windows)
         with self._state_lock:

@@ -9,8 +9,10 @@ Interface (names relative to the node's namespace; the README lists every topic 
   `iggt/markers`, `iggt/instance_image/<camera>` (+ `/colorized`), `iggt/depth/<camera>`, and
   `/diagnostics` ("perception": per-stage latency, window rate, images, drops, engine; "TF": /tf lag
   and camera pose lookup failures). Instance labels come from the query side's region embeddings.
-- serves `iggt/query` (iggt_ros/Query) and `iggt/reset` (std_srvs/Trigger) in their own callback
-  group, so they answer while a window is being processed.
+- serves `iggt/query` (iggt_ros/Query), `iggt/reset` (std_srvs/Trigger), `iggt/save_map`
+  (iggt_ros/SaveMap) and `iggt/load_map` (iggt_ros/LoadMap) in their own callback group, so they
+  answer while a window is being processed (a save waits for the window in progress). Maps are
+  named, never given as paths (`map_services`); `mapping.map_file` loads one at configure time.
 - parameters: every configuration key under its dotted name (`window.size`, ...) plus
   `config_file`, a parameter file whose values are the defaults of the others. They are declared
   at the first configure and stay declared for the life of the node, so the keys that are fixed
@@ -61,6 +63,7 @@ from iggt_ros.ros.camera_input import CameraInputs
 from iggt_ros.ros.convert import to_rclpy
 from iggt_ros.ros.diagnostics import diagnostic_array
 from iggt_ros.ros.input_paths import InputPaths
+from iggt_ros.ros.map_services import load_map, map_report, save_map
 from iggt_ros.ros.parameters import NodeParameters
 from iggt_ros.ros.query_side import QuerySide
 from iggt_ros.ros.ros_log import ForwardToRosLog
@@ -145,6 +148,13 @@ class IggtNode(LifecycleNode):
             return TransitionCallbackReturn.FAILURE
         self.engine = engine
         self.pipeline = Pipeline(cfg, engine)
+        if cfg.mapping.map_file:
+            loaded = load_map(self.pipeline, cfg.mapping, cfg.mapping.map_file)
+            if not loaded.success:
+                log.error(f"configure failed: mapping.map_file: {loaded.message}")
+                self._release()
+                return TransitionCallbackReturn.FAILURE
+            log.info(f"mapping.map_file: {loaded.message}")
         self.stats = RuntimeStats(getattr(engine, "name", type(engine).__name__))
         self.queue = DropOldestQueue(cfg.window.max_queue)
         self.tf_health = TfHealth(cfg.input.tf_lag_warn_s) if cfg.input.use_tf else None
@@ -201,7 +211,7 @@ class IggtNode(LifecycleNode):
         from std_srvs.srv import Trigger
 
         from iggt_ros.ros.convert import message_class
-        from iggt_ros.srv import Query
+        from iggt_ros.srv import LoadMap, Query, SaveMap
 
         assert self.adapter is not None
         log = self.get_logger()
@@ -219,6 +229,10 @@ class IggtNode(LifecycleNode):
             self.create_service(Query, f"{OUTPUT_NAMESPACE}/query", self._on_query,
                                 callback_group=self._service_group),
             self.create_service(Trigger, f"{OUTPUT_NAMESPACE}/reset", self._on_reset,
+                                callback_group=self._service_group),
+            self.create_service(SaveMap, f"{OUTPUT_NAMESPACE}/save_map", self._on_save_map,
+                                callback_group=self._service_group),
+            self.create_service(LoadMap, f"{OUTPUT_NAMESPACE}/load_map", self._on_load_map,
                                 callback_group=self._service_group),
         ]
 
@@ -279,6 +293,29 @@ class IggtNode(LifecycleNode):
         response.success = True
         response.message = (f"map, tracks and instance IDs cleared; {dropped} queued windows discarded"
                             + ("; the window in progress is discarded" if self.worker.busy else ""))
+        return response
+
+    def _on_save_map(self, request: Any, response: Any) -> Any:
+        if self.pipeline is None or self.config is None:
+            response.success, response.message = False, "the node is not configured"
+            return response
+        reply = save_map(self.pipeline, self.config.mapping, request.name)
+        response.success, response.message = reply.success, reply.message
+        return response
+
+    def _on_load_map(self, request: Any, response: Any) -> Any:
+        if self.pipeline is None or self.config is None or self.worker is None:
+            response.success, response.message = False, "the node is not configured"
+            return response
+
+        def drop_old_windows() -> None:  # windows of the old map, as on a reset
+            self.worker.discard_pending()
+            if self.query_side is not None:
+                self.query_side.reset()
+
+        with self._input_lock:
+            reply = load_map(self.pipeline, self.config.mapping, request.name, before_swap=drop_old_windows)
+        response.success, response.message = reply.success, reply.message
         return response
 
     # ================================================================== inputs
