@@ -25,6 +25,7 @@ COMMANDS: dict[str, tuple[str, str]] = {
     "export": ("iggt_ros.engine.export_cli", "export a model to an ONNX bundle (and a TensorRT plan)"),
     "build-engine": ("iggt_ros.engine.build_engine", "build a TensorRT plan from an export bundle, no PyTorch model"),
     "convert-checkpoint": ("iggt_ros.model.checkpoint", "convert an official .pt checkpoint to safetensors"),
+    "map": ("iggt_ros.apps.map_cli", "save, load, list or inspect saved object maps"),
 }
 
 

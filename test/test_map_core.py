@@ -246,3 +246,18 @@ def test_a_map_in_the_fallback_frame_is_not_saved():
     run(pipe, range(6))
     with pytest.raises(MapFileError, match="iggt_map"):
         pipe.capture_map()
+
+
+def test_cli_lists_and_inspects_maps_and_refuses_paths(saved_run, capsys):
+    from iggt_ros.cli import main
+
+    pipe, _, directory, _ = saved_run
+    assert main(["map", "list", "--directory", str(directory)]) == 0
+    assert capsys.readouterr().out.split() == ["hall"]
+    assert main(["map", "inspect", "hall", "--directory", str(directory)]) == 0
+    out = capsys.readouterr().out
+    assert "format version 1, frame 'odom'" in out
+    listed = [int(line.split()[0]) for line in out.splitlines()[2:]]
+    assert listed == sorted(i.id for i in pipe.snapshot().instances)
+    assert main(["map", "inspect", "../hall", "--directory", str(directory)]) == 1
+    assert "refused" in capsys.readouterr().err
