@@ -42,14 +42,17 @@ Instance[] instances
 
 QUERY_SRV = """\
 # Text query against the latest object map, answered without waiting for inference.
-string text              # e.g. "the red mug", "a small blue sphere"
+string text              # e.g. "the red mug", "the cube left of the blue ball", "the largest box"
 uint32 max_results       # 0 means the node's default (query.max_results)
 float32 min_score        # drop instances scoring below this; 0 keeps every ranked instance
+string target_frame      # frame of the returned boxes and centroids (TF at the map's stamp); empty = the map's frame
 ---
-bool success             # false: message says why (empty or over-long text, no instances yet, no text encoder)
+bool success             # false: message says why (empty or over-long text, no instances yet, no text encoder, no transform)
 string message
-Instance[] instances     # ranked, best first
+Instance[] instances     # ranked, best first; header.frame_id is target_frame when one was given
 float32[] scores         # one per instance, same order
+string understood        # how the text was read: target attributes, relation and references, e.g.
+                         # "target: the red cube [scarlet->red]; relation: left_of the blue sphere; reference IDs 7"
 """
 
 VISION_MSGS: dict[str, str] = {

@@ -52,6 +52,7 @@ from rclpy.lifecycle import LifecycleState, TransitionCallbackReturn
 from rclpy.lifecycle import Node as LifecycleNode
 from rclpy.qos import QoSProfile, ReliabilityPolicy
 
+from iggt_ros import threads
 from iggt_ros.config import NODE_NAME, ConfigError, IggtConfig
 from iggt_ros.engine.base import Engine, EngineError
 from iggt_ros.messages.outputs import OutputAdapter, OutputTopics
@@ -134,6 +135,7 @@ class IggtNode(LifecycleNode):
 
     def _configure(self) -> TransitionCallbackReturn:
         log = self.get_logger()
+        started = time.monotonic()
         try:
             self.config = self.parameters.read_config()
         except ConfigError as exc:
@@ -155,7 +157,7 @@ class IggtNode(LifecycleNode):
                 self._release()
                 return TransitionCallbackReturn.FAILURE
             log.info(f"mapping.map_file: {loaded.message}")
-        self.stats = RuntimeStats(getattr(engine, "name", type(engine).__name__))
+        self.stats = RuntimeStats(getattr(engine, "name", type(engine).__name__), started=started)
         self.queue = DropOldestQueue(cfg.window.max_queue)
         self.tf_health = TfHealth(cfg.input.tf_lag_warn_s) if cfg.input.use_tf else None
         self.worker = InferenceWorker(self.pipeline, self.queue, self._publish_result, self.stats)
@@ -169,6 +171,7 @@ class IggtNode(LifecycleNode):
         self._create_outputs(cfg)
         log.info(f"configured: engine '{self.stats.engine}', cameras {cfg.input.cameras}, window "
                  f"{cfg.window.size} steps (stride {cfg.window.stride}), queue {cfg.window.max_queue}")
+        log.info(threads.describe(cfg.threads))
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
@@ -274,10 +277,15 @@ class IggtNode(LifecycleNode):
             response.success = False
             response.message = "the node is not configured"
             return response
+        from iggt_ros.ros.query_side import tf_lookup
+
+        lookup = tf_lookup(self.paths.tf_buffer) if self.paths is not None else None
         answer = self.query_side.respond(request.text, self.pipeline.snapshot(), request.max_results,
-                                         request.min_score)
+                                         request.min_score, getattr(request, "target_frame", ""), lookup)
         response.success, response.message, response.scores = answer.success, answer.message, answer.scores
         response.instances = to_rclpy(answer.instances).instances
+        if hasattr(response, "understood"):
+            response.understood = answer.understood
         return response
 
     def _on_reset(self, request: Any, response: Any) -> Any:

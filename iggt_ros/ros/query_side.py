@@ -19,17 +19,23 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
+import numpy as np
+
 from iggt_ros.config import QueryConfig
+from iggt_ros.messages import convention as C
 from iggt_ros.messages import layouts as L
 from iggt_ros.messages.message import Header, MessageData
 from iggt_ros.perception.object_map import ObjectInstance
 from iggt_ros.perception.pipeline import MapSnapshot, WindowResult
 from iggt_ros.perception.records import InstanceRecord, instance_record
+from iggt_ros.vlm.answer_frame import transform_records
 from iggt_ros.vlm.labels import NOT_EMBEDDED_YET, LabelVocabulary, attribute_vocabulary, too_small_reason
 from iggt_ros.vlm.query import QueryResult, answer_query
 from iggt_ros.vlm.query_index import QueryIndex
 
 Logger = Callable[[str], None]
+TransformLookup = Callable[[str, str, int], np.ndarray]
+"""(target frame, source frame, stamp ns) -> 4x4 target_from_source; raises when TF cannot give it."""
 LabelSink = Callable[[int, str, float], None]
 """(instance ID, label, score): where labels go as embeddings change."""
 
@@ -43,6 +49,25 @@ class QueryAnswer:
     instances: MessageData
     """iggt_ros/InstanceArray layout of the ranked instances, stamped like the snapshot."""
     scores: list[float]
+    understood: str = ""
+    """How the text was read (target attributes, relation, references)."""
+
+
+def tf_lookup(buffer: Any) -> TransformLookup | None:
+    """A `TransformLookup` over the node's TF buffer: tf2_ros.Buffer or the package's TransformBuffer."""
+    if buffer is None:
+        return None
+    if hasattr(buffer, "lookup_transform"):
+        from rclpy.time import Time
+
+        from iggt_ros.spatial import transform_from
+
+        def lookup(target: str, source: str, stamp: int) -> np.ndarray:
+            t = buffer.lookup_transform(target, source, Time(nanoseconds=int(stamp))).transform
+            return transform_from((t.translation.x, t.translation.y, t.translation.z),
+                                  (t.rotation.x, t.rotation.y, t.rotation.z, t.rotation.w))
+        return lookup
+    return lambda target, source, stamp: buffer.lookup(target, source, int(stamp))
 
 
 class QuerySide:
@@ -174,17 +199,52 @@ class QuerySide:
                 for inst in instances]
 
     # ------------------------------------------------------------------ queries
-    def respond(self, text: str, snapshot: MapSnapshot, max_results: int = 0, min_score: float = 0.0) -> QueryAnswer:
-        """The content of a /iggt/query response: the ranked instances of the snapshot with their scores."""
-        result = self.answer(text, snapshot, max_results, min_score)
-        header = Header(int(snapshot.stamp_ns), result.frame_id or snapshot.frame_id)
+    def respond(self, text: str, snapshot: MapSnapshot, max_results: int = 0, min_score: float = 0.0,
+                target_frame: str = "", lookup: TransformLookup | None = None) -> QueryAnswer:
+        """The content of a /iggt/query response: the ranked instances of the snapshot with their scores.
+
+        `target_frame` (empty: the map's frame) is where boxes and centroids are returned, by `lookup`
+        at the snapshot's stamp; the robot's `base_link` pose from the same lookup gives relations
+        ('left of', 'in front of') their directions. A transform TF cannot give fails the query with
+        the reason; a missing base_link pose only makes directions those of the map frame (said in
+        `understood`).
+        """
+        map_frame = snapshot.frame_id
+        target_frame = (target_frame or "").strip().lstrip("/")
+        target_from_map = None
+        if target_frame and target_frame != map_frame:
+            if lookup is None:
+                return self._failure_answer(snapshot, f"cannot answer in frame '{target_frame}': TF is not available "
+                                                      f"(input.use_tf is off or tf2 is missing); leave target_frame "
+                                                      f"empty for the map frame '{map_frame}'")
+            try:
+                target_from_map = np.asarray(lookup(target_frame, map_frame, int(snapshot.stamp_ns)), np.float64)
+            except Exception as exc:  # tf2 raises several exception types; all mean "no transform"
+                return self._failure_answer(snapshot, f"cannot answer in frame '{target_frame}': no transform from "
+                                                      f"'{map_frame}' at the map's stamp {int(snapshot.stamp_ns)} ns "
+                                                      f"({exc}); check TF or leave target_frame empty")
+        viewer = None
+        if lookup is not None:
+            try:
+                viewer = np.asarray(lookup(map_frame, C.BASE_FRAME, int(snapshot.stamp_ns)), np.float64)
+            except Exception:  # no base_link: relations use the map frame's axes, and say so
+                viewer = None
+        result = self.answer(text, snapshot, max_results, min_score, viewer=viewer)
         by_id = {int(i.id): i for i in snapshot.instances}
         ranked = [(r, s) for r, s in zip(result.instances, result.scores, strict=True) if r.id in by_id]
         rows = [instance_record(by_id[r.id]) for r, _ in ranked]
+        frame = map_frame
+        if target_from_map is not None:
+            rows, frame = transform_records(rows, target_from_map), target_frame
+        header = Header(int(snapshot.stamp_ns), frame)
         return QueryAnswer(bool(result.success), result.message, L.instance_array(header, rows),
-                           [float(s) for _, s in ranked])
+                           [float(s) for _, s in ranked], result.understood)
 
-    def answer(self, text: str, snapshot: MapSnapshot, max_results: int = 0, min_score: float = 0.0) -> QueryResult:
+    def _failure_answer(self, snapshot: MapSnapshot, message: str) -> QueryAnswer:
+        return QueryAnswer(False, message, L.instance_array(Header(int(snapshot.stamp_ns), snapshot.frame_id), []), [])
+
+    def answer(self, text: str, snapshot: MapSnapshot, max_results: int = 0, min_score: float = 0.0,
+               viewer: np.ndarray | None = None) -> QueryResult:
         if not self._ready.is_set():
             return QueryResult(False, f"the text encoder '{self.config.text_encoder}' is still loading; try again "
                                       "in a few seconds", [], snapshot.frame_id)
@@ -196,7 +256,7 @@ class QuerySide:
         instances: Sequence[InstanceRecord] = [instance_record(i, vectors.get(int(i.id)))
                                                   for i in self.annotate(snapshot.instances)]
         result = answer_query(text, instances, encoder, self.config, max_results=int(max_results),
-                              min_score=float(min_score), frame_id=snapshot.frame_id)
+                              min_score=float(min_score), frame_id=snapshot.frame_id, viewer=viewer)
         if self._grounder is not None and embedder is not None:
             from iggt_ros.vlm.lmm import ground_result
 

@@ -128,26 +128,62 @@ def summarize(outcomes: Sequence[QueryOutcome]) -> dict[str, dict[str, float]]:
     return table
 
 
-def label_from_scene(instances: Sequence[InstanceRecord], objects, max_distance_m: float = 0.35) -> int:
-    """Give map instances the attributes of the scene object they are (one-to-one, by centroid).
+def match_objects(instances: Sequence[InstanceRecord], objects, max_distance_m: float = 0.35) -> dict[int, int]:
+    """Scene object ID -> map instance ID, one to one by floor-plane centroid distance.
 
     For runs where instance IDs are the tracker's, not the renderer's (a replay through the
-    pipeline): each instance is matched to the nearest object centre on the floor plane, at most
-    `max_distance_m` away, with a minimum-cost assignment. Unmatched instances keep no attributes
-    and are not asked about. Returns the number matched.
+    pipeline): a minimum-cost assignment between instance centroids and object centres, keeping
+    pairs at most `max_distance_m` apart.
     """
     from scipy.optimize import linear_sum_assignment
 
     objects = list(objects)
     if not instances or not objects:
-        return 0
+        return {}
     a = np.array([np.asarray(i.centroid, float)[:2] for i in instances])
     b = np.array([np.asarray(o.center, float)[:2] for o in objects])
     cost = np.linalg.norm(a[:, None] - b[None], axis=2)
     rows, cols = linear_sum_assignment(cost)
-    matched = 0
-    for r, c in zip(rows, cols, strict=True):
-        if cost[r, c] <= max_distance_m:
-            instances[r].attributes = dict(objects[c].attributes)
-            matched += 1
-    return matched
+    return {int(objects[c].id): int(instances[r].id) for r, c in zip(rows, cols, strict=True)
+            if cost[r, c] <= max_distance_m}
+
+
+def label_from_scene(instances: Sequence[InstanceRecord], objects, max_distance_m: float = 0.35) -> int:
+    """Give map instances the attributes of the scene object they are (`match_objects`); returns how many.
+
+    Unmatched instances keep no attributes and are not asked about.
+    """
+    objects = list(objects)
+    by_id = {int(o.id): o for o in objects}
+    inst = {int(i.id): i for i in instances}
+    matched = match_objects(instances, objects, max_distance_m)
+    for oid, iid in matched.items():
+        inst[iid].attributes = dict(by_id[oid].attributes)
+    return len(matched)
+
+
+def evaluate_relations(scene: int, instances: Sequence[InstanceRecord], text_encoder: TextEncoder,
+                       objects, viewer: np.ndarray, object_to_instance: dict[int, int],
+                       config: QueryConfig | None = None, seed: int = 0, per_kind: int = 3) -> list[QueryOutcome]:
+    """Relation and superlative queries made from the true geometry of the objects the map holds.
+
+    `objects` are the scene's true objects; only those with an embedded instance
+    (`object_to_instance`) are asked about or used as references. A query is correct when the
+    instance of its target object ranks first. Outcomes carry the relation as their kind.
+    """
+    from iggt_ros.vlm.relation_queries import generate, scene_objects
+
+    cfg = config or QueryConfig()
+    embedded = [i for i in instances if i.embedding is not None]
+    have = {i.id for i in embedded}
+    keep = {oid for oid, iid in object_to_instance.items() if iid in have}
+    rng = random.Random(seed * 104729 + scene)
+    outcomes = []
+    for q in generate(scene_objects(objects, viewer, keep), rng, per_kind):
+        t0 = time.perf_counter()
+        result = answer_query(q.text, embedded, text_encoder, cfg, max_results=max(3, cfg.max_results),
+                              viewer=viewer)
+        latency = (time.perf_counter() - t0) * 1e3
+        outcomes.append(QueryOutcome(scene, q.kind, q.text, [object_to_instance[q.target]],
+                                     [r.instance.id for r in result.ranked], latency))
+    return outcomes

@@ -26,10 +26,14 @@ import numpy as np
 
 from iggt_ros.config import QueryConfig
 from iggt_ros.perception.records import LABEL_REASON, InstanceRecord
+from iggt_ros.synthetic.attributes import COLORS, SHAPES, SIZES
 from iggt_ros.vlm.encoders import TextEncoder, normalize_rows
 from iggt_ros.vlm.labels import NOT_EMBEDDED_YET
 from iggt_ros.vlm.relations import Geometry, relate
 from iggt_ros.vlm.understanding import Description, ParsedQuery, QueryReader, reader_for
+
+ATTRIBUTE_VALUES: dict[str, list[str]] = {"color": list(COLORS), "shape": list(SHAPES), "size": list(SIZES)}
+ATTRIBUTE_PROMPTS = {"color": "the {} object", "shape": "the {}", "size": "the {} object"}
 
 
 @dataclass
@@ -136,6 +140,27 @@ def _mentions(parsed: ParsedQuery) -> list[Description | None]:
     return [d if not d.empty or d.unknown else None for d in (parsed.target, *parsed.references)]
 
 
+def attribute_matches(mention: Description, vectors: np.ndarray, text_encoder: TextEncoder) -> np.ndarray | None:
+    """[N] bool: instances whose closest value of every attribute the mention names is the named one.
+
+    A relation or superlative chooses among the objects that fit the description; deciding that
+    attribute by attribute ('is its closest colour red, its closest shape a cube?') holds up better
+    than a threshold on the joint score, whose scale varies between descriptions.
+    """
+    named = [(a, v) for a, v in (("color", mention.color), ("shape", mention.shape), ("size", mention.size)) if v]
+    if not named:
+        return None
+    ok = np.ones(len(vectors), bool)
+    for attribute, value in named:
+        values = ATTRIBUTE_VALUES[attribute]
+        if value not in values:
+            return None
+        texts = [ATTRIBUTE_PROMPTS[attribute].format(v) for v in values]
+        best = np.argmax(vectors @ text_encoder.encode(texts).T, axis=1)
+        ok &= best == values.index(value)
+    return ok
+
+
 def _rank(query: str, parsed: ParsedQuery, vectors: np.ndarray, boxes: Sequence[InstanceRecord],
           text_encoder: TextEncoder, viewer: np.ndarray | None) -> tuple[np.ndarray, str]:
     """Scores of every embedded instance (same order as `vectors`) and how the text was understood."""
@@ -152,7 +177,9 @@ def _rank(query: str, parsed: ParsedQuery, vectors: np.ndarray, boxes: Sequence[
         return target, parsed.summary()
     geometry = Geometry.from_boxes(np.stack([b.box_center for b in boxes]), np.stack([b.box_size for b in boxes]),
                                    viewer)
-    result = relate(parsed, geometry, target, per_mention[1:])
+    matches = [None if m is None else attribute_matches(m, vectors, text_encoder) for m in mentions]
+    result = relate(parsed, geometry, target, per_mention[1:], target_matches=matches[0],
+                    reference_matches=matches[1:])
     best = float(target.max()) if target is not None else 1.0
     understood = parsed.summary()
     if result.references:

@@ -73,26 +73,41 @@ def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
 
 
-def attribute_weights(scores: np.ndarray | None, n: int, tau: float = ATTRIBUTE_TAU) -> np.ndarray:
-    """exp((s - s_max) / tau); all ones when the mention names no attribute (scores None)."""
+NON_MATCH_WEIGHT = 0.3
+"""Most an instance whose attributes do not all match the description can weigh (a match weighs 1)."""
+
+
+def attribute_weights(scores: np.ndarray | None, n: int, matches: np.ndarray | None = None,
+                      tau: float = ATTRIBUTE_TAU) -> np.ndarray:
+    """1 for an instance whose every named attribute matches; otherwise exp((s - s_best) / tau), capped
+    at NON_MATCH_WEIGHT, with s_best the best score of a match (of any instance when none matches).
+    All ones when the mention names no attribute (scores None)."""
     if scores is None:
         return np.ones(n)
     s = np.asarray(scores, np.float64)
-    return np.exp((s - s.max()) / tau)
+    if matches is None or not np.any(matches):
+        return np.exp((s - s.max()) / tau)
+    m = np.asarray(matches, bool)
+    return np.where(m, 1.0, np.minimum(NON_MATCH_WEIGHT, np.exp((s - s[m].max()) / tau)))
 
 
 def relate(parsed: ParsedQuery, geometry: Geometry, target_scores: np.ndarray | None,
-           reference_scores: Sequence[np.ndarray | None], tau: float = ATTRIBUTE_TAU) -> RelationResult:
+           reference_scores: Sequence[np.ndarray | None], tau: float = ATTRIBUTE_TAU,
+           target_matches: np.ndarray | None = None,
+           reference_matches: Sequence[np.ndarray | None] | None = None) -> RelationResult:
     """Weights of every instance for a query with a relation and/or a superlative.
 
-    `reference_scores[k]` are the attribute scores of reference k (None when it names no attribute).
+    `reference_scores[k]` are the attribute scores of reference k (None when it names no attribute);
+    the optional `*_matches` masks say which instances match a mention attribute by attribute.
     """
     n = len(geometry.centers)
-    w = attribute_weights(target_scores, n, tau)
+    w = attribute_weights(target_scores, n, target_matches, tau)
     refs: list[int] = []
     fit = np.ones(n)
     if parsed.relation is not None:
-        refs = _references(parsed, reference_scores, n)
+        ref_matches = list(reference_matches or [None] * len(reference_scores))
+        refs = _references(parsed, [None if s is None else attribute_weights(s, n, m, tau) * (1 + s)
+                                    for s, m in zip(reference_scores, ref_matches, strict=True)], n)
         if parsed.references and not refs:
             return RelationResult(np.zeros(n), [])
         w = w.copy()

@@ -350,6 +350,7 @@ class QueryReader:
 
     def _read(self, text: str) -> ParsedQuery:
         tokens = tokenize(text)
+        self._prefetch(tokens)
         relation, at, length = self._find_relation(tokens)
         superlative = None
         if relation is None:
@@ -488,6 +489,21 @@ class QueryReader:
                 return n, ("color", self._colors[key]), "colour name"
         return None
 
+    def _prefetch(self, tokens: list[str]) -> None:
+        """Resolve every new word the rules do not know with one call of the encoder (not one per word)."""
+        if self._embed is None:
+            return
+        pending = [t for t in dict.fromkeys(tokens)
+                   if t not in self._word_cache and t not in FILLER and t not in MODIFIERS and not t.isdigit()
+                   and (t,) not in self._lex and (t,) not in self._colors]
+        pending = [t for t in pending if self._resolve_word(t, similarity=False) is None]
+        if not pending:
+            return
+        self._anchors()
+        vecs = np.asarray(self._embed([f"a {w} object" for w in pending]), np.float32)
+        for word, vec in zip(pending, vecs, strict=True):
+            self._word_cache[word] = self._nearest(word, vec)
+
     def _word(self, word: str) -> tuple[str, str] | None:
         """One word the phrase tables do not hold: plural/suffix forms, spelling, then similarity."""
         if word in self._word_cache:
@@ -496,7 +512,7 @@ class QueryReader:
         self._word_cache[word] = result
         return result
 
-    def _resolve_word(self, word: str) -> tuple[str, str] | None:
+    def _resolve_word(self, word: str, similarity: bool = True) -> tuple[str, str] | None:
         for stem in _stems(word):
             if stem in self._single:
                 return self._single[stem]
@@ -515,8 +531,8 @@ class QueryReader:
                 elif d == best_d and best is not None and value != best:
                     tie = True
             if best is not None and best_d <= limit and not tie:
-                return best if best != _FILLER_VALUE else _FILLER_VALUE
-        return self._similar(word)
+                return best
+        return self._similar(word) if similarity else None
 
     def _fuzzy_words(self) -> list[tuple[str, tuple[str, str]]]:
         """Single words a misspelling may stand for: attribute words, and filler ('thiing' is no noun)."""
@@ -525,15 +541,23 @@ class QueryReader:
             self._fuzzy = [*self._single.items(), *names, *((w, _FILLER_VALUE) for w in FILLER if len(w) >= 4)]
         return self._fuzzy
 
+    def _anchors(self) -> tuple[np.ndarray, list[tuple[str, str]]]:
+        if self._anchor is None:
+            assert self._embed is not None
+            words = list(self._lex.items())
+            vecs = np.asarray(self._embed([f"a {' '.join(t)} object" for t, _ in words]), np.float32)
+            self._anchor = (vecs, [av for _, av in words])
+        return self._anchor
+
     def _similar(self, word: str) -> tuple[str, str] | None:
         if self._embed is None:
             return None
-        if self._anchor is None:
-            words = [(toks, av) for toks, av in self._lex.items()]
-            vecs = np.asarray(self._embed([f"a {' '.join(t)} object" for t, _ in words]), np.float32)
-            self._anchor = (vecs, [av for _, av in words])
-        vecs, values = self._anchor
-        q = np.asarray(self._embed([f"a {word} object"]), np.float32)[0]
+        self._anchors()
+        return self._nearest(word, np.asarray(self._embed([f"a {word} object"]), np.float32)[0])
+
+    def _nearest(self, word: str, q: np.ndarray) -> tuple[str, str] | None:
+        """The attribute value whose words are most similar to `word` (embedded as `q`), if clearly so."""
+        vecs, values = self._anchors()
         sims = vecs @ q
         order = np.argsort(-sims)
         best = values[int(order[0])]

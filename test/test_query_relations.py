@@ -1,0 +1,124 @@
+"""Relations, superlatives and answers in the requester's frame, on hand-placed boxes.
+
+The text encoder is a real, tiny one (one axis per colour or shape word), so every ranking below
+follows from the geometry and the rules, which the expected answers were worked out from by hand.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from iggt_ros.messages.tf_buffer import TransformBuffer
+from iggt_ros.perception.records import InstanceRecord
+from iggt_ros.spatial import transform_from, yaw_quaternion
+from iggt_ros.vlm.answer_frame import box_corners, transform_records
+from iggt_ros.vlm.encoders import TextEncoder, normalize_rows
+from iggt_ros.vlm.query import answer_query
+
+WORDS = ["red", "green", "blue", "cube", "sphere", "box"]
+
+
+class WordAxisEncoder(TextEncoder):
+    name = "word_axes"
+    dim = len(WORDS)
+    space = "words"
+
+    def encode(self, texts):
+        rows = []
+        for t in texts:
+            v = np.array([float(w in t.lower().split()) for w in WORDS], np.float32)
+            rows.append(v if v.any() else np.full(len(WORDS), 0.1, np.float32))
+        return normalize_rows(np.stack(rows))
+
+
+def obj(iid: int, color: str, shape: str, x: float, y: float, size: float = 0.3) -> InstanceRecord:
+    e = np.zeros(len(WORDS), np.float32)
+    e[WORDS.index(color)] = 1.0
+    e[WORDS.index(shape)] = 1.0
+    return InstanceRecord(id=iid, centroid=np.array([x, y, size / 2]), box_center=np.array([x, y, size / 2]),
+                          box_size=np.array([size, size, size]), embedding=e / np.linalg.norm(e))
+
+
+@pytest.fixture
+def scene():
+    # Seen from the origin looking along +x (y to the left):
+    #   red sphere (1) ahead at 3 m; cube 2 (green) to its left, cube 3 (blue) to its right,
+    #   cube 4 (red) far behind it, blue box 5 and blue box 6 on either side of green sphere 7.
+    return [
+        obj(1, "red", "sphere", 3.0, 0.0), obj(2, "green", "cube", 3.0, 1.0), obj(3, "blue", "cube", 3.0, -1.0),
+        obj(4, "red", "cube", 6.0, 0.2, size=0.6), obj(5, "blue", "box", 1.5, 2.0), obj(6, "blue", "box", 1.5, 4.0),
+        obj(7, "green", "sphere", 1.5, 3.0),
+    ]
+
+
+def top(text, scene, viewer=None):
+    result = answer_query(text, scene, WordAxisEncoder(), viewer=viewer if viewer is not None else np.eye(4))
+    assert result.success, result.message
+    return result.ranked[0].instance.id, result
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("the cube left of the red sphere", 2),
+    ("the cube to the right of the red ball", 3),
+    ("the cube behind the red sphere", 4),
+    ("the cube in front of the red cube", 2),          # nearer to the robot than cube 4, and the nearest such
+    ("the sphere between the two boxes", 7),
+    ("the cube next to the green sphere", 2),
+    ("the cube farthest from the green sphere", 4),
+    ("the largest cube", 4),
+    ("the leftmost cube", 2),
+    ("the rightmost cube", 3),
+    ("the closest sphere", 1),         # 3 m away; the green sphere is 3.35 m
+    ("the farthest sphere", 7),
+])
+def test_relations_and_superlatives(scene, text, expected):
+    got, result = top(text, scene)
+    assert got == expected, (result.understood, [(r.instance.id, round(r.score, 3)) for r in result.ranked])
+    scores = [r.score for r in result.ranked]
+    assert scores == sorted(scores, reverse=True) and all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_understood_names_the_reference(scene):
+    _, result = top("the cube left of the red sphere", scene)
+    assert "relation: left_of the red sphere" in result.understood and "reference IDs 1" in result.understood
+
+
+def test_directions_follow_the_robot(scene):
+    # Turned around (looking along -x from x = 8): left and right swap, the red cube is now in front.
+    viewer = transform_from([8.0, 0.0, 0.0], yaw_quaternion(np.pi))
+    assert top("the cube left of the red sphere", scene, viewer)[0] == 3
+    assert top("the cube in front of the red sphere", scene, viewer)[0] == 4
+    _, result = top("the cube left of the red sphere", scene, None)
+    assert "robot pose unknown" not in result.understood
+    result = answer_query("the cube left of the red sphere", scene, WordAxisEncoder())
+    assert "robot pose unknown" in result.understood
+
+
+def test_transform_records_moves_boxes_rigidly(scene):
+    t = transform_from([0.5, -2.0, 0.1], yaw_quaternion(0.7))
+    moved = transform_records(scene, t)
+    for a, b in zip(scene, moved, strict=True):
+        corners = box_corners(a) @ t[:3, :3].T + t[:3, 3]
+        assert np.allclose(np.sort(corners, axis=0), np.sort(box_corners(b), axis=0), atol=1e-9)
+        assert np.allclose(b.centroid, t[:3, :3] @ a.centroid + t[:3, 3])
+        assert b.id == a.id and np.allclose(b.box_size, a.box_size)
+    with pytest.raises(ValueError, match="4x4"):
+        transform_records(scene, np.eye(3))
+
+
+def test_answers_in_base_link_through_tf(scene):
+    """The node's path: TF gives base_link <- map at the map's stamp; boxes come back in base_link."""
+    from iggt_ros.ros.query_side import tf_lookup
+
+    buffer = TransformBuffer()
+    stamp = 5_000_000_000
+    odom_from_base = transform_from([2.0, 1.0, 0.0], yaw_quaternion(0.5))
+    buffer.set_transform("odom", "base_link", stamp, odom_from_base)
+    lookup = tf_lookup(buffer)
+    base_from_odom = lookup("base_link", "odom", stamp)
+    assert np.allclose(base_from_odom @ odom_from_base, np.eye(4))
+    red = scene[0]
+    answered = transform_records([red], base_from_odom)[0]
+    true_center = np.linalg.inv(odom_from_base) @ np.append(red.box_center, 1.0)
+    assert np.linalg.norm(answered.box_center - true_center[:3]) < 1e-9
