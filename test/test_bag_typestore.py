@@ -37,7 +37,7 @@ def test_typestore_fields_follow_the_definitions():
     assert [f[0] for f in fields] == ["header", "id", "state", "label", "score", "centroid", "box_pose", "box_size",
                                       "point_count", "views_seen", "first_seen", "last_seen", "attributes"]
     _, req = store.fielddefs[QUERY_REQUEST]
-    assert [f[0] for f in req] == ["text", "max_results", "min_score"]
+    assert [f[0] for f in req] == ["text", "max_results", "min_score", "target_frame"]
     _, resp = store.fielddefs[QUERY_RESPONSE]
     assert resp[2] == ("instances", resp[2][1]) and resp[2][1][1][0][1] == "iggt_ros/msg/Instance"
     _, det = store.fielddefs["vision_msgs/msg/Detection3D"]

@@ -5,6 +5,11 @@ While the replay runs, every window goes through the node's query index
 and running it in line keeps the result reproducible. At the end the last
 map snapshot and the embeddings are saved with `iggt_ros.vlm.state.save_query_state`.
 
+Labels follow the node's rule too (`QueryIndex` with the label vocabulary): given `on_label` (the
+pipeline's `set_label`), every re-embedded instance gets its closest label, so the replay's
+/iggt/instances carry the labels the node would publish. Labels need the text encoder as well;
+when it cannot be built the replay says so in `warnings` and publishes no labels.
+
 Embedding is optional: with `query.region_encoder: none`, or when the encoder cannot be built
 here, the state is saved without embeddings (queries then say that nothing is embedded yet) and
 the reason is kept in `warnings`.
@@ -13,6 +18,7 @@ the reason is kept in `warnings`.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING
 
@@ -29,7 +35,8 @@ log = logging.getLogger(__name__)
 class QueryStateRecorder:
     """Embeds output views as they come and saves the final state."""
 
-    def __init__(self, config: QueryConfig, embed: bool = True) -> None:
+    def __init__(self, config: QueryConfig, embed: bool = True,
+                 on_label: Callable[[int, str, float], None] | None = None) -> None:
         self.warnings: list[str] = []
         self._index: QueryIndex | None = None
         self.space = ""
@@ -47,8 +54,26 @@ class QueryStateRecorder:
             self.warnings.append(msg)
             return
         if encoder is not None:
-            self._index = QueryIndex(InstanceEmbedder(encoder, config), asynchronous=False)
+            labels = self._labels(config) if on_label is not None else None
+            self._index = QueryIndex(InstanceEmbedder(encoder, config), asynchronous=False, labels=labels,
+                                     on_label=on_label if labels is not None else None)
             self.space = encoder.space
+
+    def _labels(self, config: QueryConfig):
+        """The node's label vocabulary, or None (with the reason in `warnings`) when no text encoder is here."""
+        try:
+            from iggt_ros.vlm.labels import LabelVocabulary, attribute_vocabulary
+            from iggt_ros.vlm.registry import make_text_encoder
+
+            text = make_text_encoder(config)
+            if text is None:
+                return None
+            return LabelVocabulary(config.label_vocabulary or attribute_vocabulary(), text)
+        except Exception as exc:  # a missing optional library: embeddings without labels
+            msg = f"instance labels are off for this replay ({type(exc).__name__}: {exc})"
+            log.warning(msg)
+            self.warnings.append(msg)
+            return None
 
     @property
     def embedding(self) -> bool:

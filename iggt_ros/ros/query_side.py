@@ -5,9 +5,10 @@ on the pipeline's latest map snapshot and the embeddings computed so far. Nothin
 inference: encoders load in a background thread at configure time (a query before they are ready
 is answered with a clear "still loading"), and views are embedded by the embedder's own worker.
 
-Labels come from the same embeddings: whenever an instance's embedding changes, the embedder's
-worker matches it against the label vocabulary (`query.label_vocabulary`) and hands the label and
-score to `on_label` (the node writes them into the object map). `annotate` gives every unlabelled
+Labels come from the same embeddings, by the query index's rule (the replay uses the same one):
+whenever an instance's embedding changes, the embedder's worker matches it against the label
+vocabulary (`query.label_vocabulary`) and hands the label and score to `on_label` (the node writes
+them into the object map). `annotate` gives every unlabelled
 instance the reason it has none.
 """
 
@@ -31,13 +32,11 @@ from iggt_ros.perception.records import InstanceRecord, instance_record
 from iggt_ros.vlm.answer_frame import transform_records
 from iggt_ros.vlm.labels import NOT_EMBEDDED_YET, LabelVocabulary, attribute_vocabulary, too_small_reason
 from iggt_ros.vlm.query import QueryResult, answer_query
-from iggt_ros.vlm.query_index import QueryIndex
+from iggt_ros.vlm.query_index import LabelSink, QueryIndex
 
 Logger = Callable[[str], None]
 TransformLookup = Callable[[str, str, int], np.ndarray]
 """(target frame, source frame, stamp ns) -> 4x4 target_from_source; raises when TF cannot give it."""
-LabelSink = Callable[[int, str, float], None]
-"""(instance ID, label, score): where labels go as embeddings change."""
 
 
 @dataclass
@@ -123,8 +122,8 @@ class QuerySide:
             # LMM grounding shows the model an instance's best views, so the embedder keeps them.
             keep = self.config.lmm_max_views if self._grounder is not None else 0
             if region is not None:
-                self._index = QueryIndex(InstanceEmbedder(region, self.config, keep_views=keep,
-                                                          listener=self._relabel), asynchronous=True)
+                self._index = QueryIndex(InstanceEmbedder(region, self.config, keep_views=keep), asynchronous=True,
+                                         labels=vocabulary, on_label=self._on_label)
                 self._embedder = self._index.embedder
         grounding = f", LMM grounding via {self.config.lmm_endpoint}" if self._grounder is not None else ""
         self._info(f"queries: text encoder '{self.config.text_encoder}', region encoder "
@@ -165,18 +164,6 @@ class QuerySide:
         return 0 if index is None else index.observe(result)
 
     # ------------------------------------------------------------------ labels
-    def _relabel(self, instance_ids: list[int]) -> None:
-        """On the embedder's worker: the instances whose embedding changed get the closest label."""
-        with self._lock:
-            embedder, vocabulary, sink = self._embedder, self._vocabulary, self._on_label
-        if embedder is None or vocabulary is None or sink is None:
-            return
-        for iid in instance_ids:
-            item = embedder.store.get(iid)
-            if item is not None:
-                best = vocabulary.best(item.vector)
-                sink(int(iid), best.label, best.score)
-
     def label_reason(self, instance_id: int) -> str:
         """Why an instance has no label (for an unlabelled instance; says nothing about labelled ones)."""
         if not self._ready.is_set():

@@ -3,28 +3,60 @@
 One rule for the node and the replay, so a replayed query state holds what the node would have
 embedded: each new view of a window is embedded from the RGB the engine saw (model resolution, the
 same pixels as its instance image), with the metric box sizes of the map as a size cue, and an
-instance the map no longer holds is forgotten. The node runs it asynchronously (the embedder's
-worker thread; its inference thread never waits), the replay synchronously (reproducible, nothing
-to protect); that is the only difference.
+instance the map no longer holds is forgotten. Labels follow the same rule in both: whenever an
+instance's embedding changes, its closest word of the label vocabulary goes to `on_label` (the
+pipeline's `set_label`), so /iggt/instances carry the same labels from the node and the replay.
+The node runs it asynchronously (the embedder's worker thread; its inference thread never waits),
+the replay synchronously (reproducible, nothing to protect); that is the only difference.
 """
 
 from __future__ import annotations
+
+from collections.abc import Callable
 
 import numpy as np
 
 from iggt_ros.perception.pipeline import WindowResult
 from iggt_ros.vlm.embedder import InstanceEmbedder
+from iggt_ros.vlm.labels import LabelVocabulary
 from iggt_ros.vlm.types import ViewObservation
+
+LabelSink = Callable[[int, str, float], None]
+"""(instance ID, label, score): where labels go as embeddings change."""
 
 
 class QueryIndex:
-    """Feeds an `InstanceEmbedder` from window results; `asynchronous` submits to its worker."""
+    """Feeds an `InstanceEmbedder` from window results; `asynchronous` submits to its worker.
 
-    def __init__(self, embedder: InstanceEmbedder, asynchronous: bool) -> None:
+    With `labels` and `on_label`, every re-embedded instance is labelled (on the thread that embedded it).
+    """
+
+    def __init__(self, embedder: InstanceEmbedder, asynchronous: bool, labels: LabelVocabulary | None = None,
+                 on_label: LabelSink | None = None) -> None:
         self.embedder = embedder
         self.asynchronous = asynchronous
+        self.labels = labels
+        self.on_label = on_label
+        previous = embedder.listener
+
+        def changed(ids: list[int]) -> None:
+            if previous is not None:
+                previous(ids)
+            self._relabel(ids)
+
+        embedder.listener = changed
         if asynchronous:
             embedder.start()
+
+    def _relabel(self, instance_ids: list[int]) -> None:
+        labels, sink = self.labels, self.on_label
+        if labels is None or sink is None:
+            return
+        for iid in instance_ids:
+            item = self.embedder.store.get(iid)
+            if item is not None:
+                best = labels.best(item.vector)
+                sink(int(iid), best.label, best.score)
 
     def observe(self, result: WindowResult) -> int:
         """Embed the window's new views (queued when asynchronous); returns how many views were handed over."""

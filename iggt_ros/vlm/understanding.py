@@ -279,6 +279,15 @@ def edit_distance(a: str, b: str, limit: int = 3) -> int:
     return min(prev[-1], limit)
 
 
+def _letters(word: str) -> int:
+    """The set of letters of a word as a bit mask (for a cheap lower bound on edit distance)."""
+    mask = 0
+    for ch in word:
+        if "a" <= ch <= "z":
+            mask |= 1 << (ord(ch) - 97)
+    return mask
+
+
 def singular(word: str) -> str:
     """'cubes' -> 'cube', 'boxes' -> 'box', 'dice' -> 'die': a regular plural undone (else the word)."""
     if word == "dice":
@@ -328,7 +337,7 @@ class QueryReader:
         self._longest = max(max(len(k) for k in self._lex), max((len(k) for k in self._colors), default=1))
         self._anchor: tuple[np.ndarray, list[tuple[str, str]]] | None = None
         self._word_cache: dict[str, tuple[str, str] | None] = {}
-        self._fuzzy: list[tuple[str, tuple[str, str]]] | None = None
+        self._fuzzy: list[tuple[str, tuple[str, str], int]] | None = None
         self._by_similarity: set[str] = set()
         """Words resolved only by the encoder's word similarity: they never override a known word."""
         self._cache: dict[str, ParsedQuery] = {}
@@ -521,9 +530,13 @@ class QueryReader:
         if len(word) >= 4:
             # one slip per word of 5-8 letters, two from 9; 4-letter words only by swapped letters
             limit = 1 if len(word) < 9 else 2
+            mask = _letters(word)
             best, best_d, tie = None, limit + 1, False
-            for known, value in self._fuzzy_words():
-                if len(known) < 3 or (len(word) == 4 and sorted(known) != sorted(word)):
+            for known, value, known_mask in self._fuzzy_words():
+                # cheap bounds first: each slip changes the length by at most one and the letter set by two
+                if abs(len(known) - len(word)) > limit or (mask ^ known_mask).bit_count() > 2 * limit:
+                    continue
+                if len(word) == 4 and sorted(known) != sorted(word):
                     continue
                 d = edit_distance(word, known, limit + 1)
                 if d < best_d:
@@ -534,11 +547,13 @@ class QueryReader:
                 return best
         return self._similar(word) if similarity else None
 
-    def _fuzzy_words(self) -> list[tuple[str, tuple[str, str]]]:
+    def _fuzzy_words(self) -> list[tuple[str, tuple[str, str], int]]:
         """Single words a misspelling may stand for: attribute words, and filler ('thiing' is no noun)."""
         if self._fuzzy is None:
             names = [(k[0], ("color", v)) for k, v in self._colors.items() if len(k) == 1 and len(k[0]) >= 5]
-            self._fuzzy = [*self._single.items(), *names, *((w, _FILLER_VALUE) for w in FILLER if len(w) >= 4)]
+            words = [*((w, v) for w, v in self._single.items() if len(w) >= 3), *names,
+                     *((w, _FILLER_VALUE) for w in FILLER if len(w) >= 4)]
+            self._fuzzy = [(w, v, _letters(w)) for w, v in words]
         return self._fuzzy
 
     def _anchors(self) -> tuple[np.ndarray, list[tuple[str, str]]]:
