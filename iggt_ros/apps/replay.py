@@ -293,7 +293,8 @@ class _RunState:
         self.adapter = OutputAdapter(config.publish)
         is_oracle = engine.name == "oracle"
         self.record = RunRecord(engine.name, is_oracle=is_oracle, notes=list(replay.notes))
-        self.query = QueryStateRecorder(config.query, embed=replay.embed and replay.save_query_state)
+        self.query = QueryStateRecorder(config.query, embed=replay.embed and replay.save_query_state,
+                                        on_label=self.pipeline.set_label)
         self.summary = ReplaySummary(replay.input_bag, replay.output_bag, engine.name, is_oracle,
                                      list(config.input.cameras))
         self.source_sizes: dict[str, tuple[int, int]] = {}
