@@ -34,6 +34,7 @@ Writes postprocess.md and postprocess.json and prints the table.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import logging
 import os
@@ -55,7 +56,7 @@ try:  # an installed package (a colcon install: the node part needs its generate
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from iggt_ros.config import IggtConfig  # noqa: E402
+from iggt_ros.config import IggtConfig, ThreadsConfig  # noqa: E402
 from iggt_ros.engine.base import Engine, ViewKey, WindowPrediction  # noqa: E402
 from iggt_ros.engine.oracle import OracleEngine  # noqa: E402
 from iggt_ros.engine.preprocess import preprocess_images, resize_nearest  # noqa: E402
@@ -341,8 +342,10 @@ class TimedEngine(Engine):
         return pred
 
 
-def node_overhead(seed: int, steps: int) -> dict:
-    """The node in-process over DDS at 504x336, S = 8, one camera; per-window overhead outside the pipeline."""
+def node_overhead(seed: int, steps: int, threads: ThreadsConfig | None = None) -> dict:
+    """The node in-process over DDS at 504x336, S = 8, one camera; per-window overhead outside the pipeline.
+
+    `threads`: the node's thread policy (its `threads.*` parameters); None = the defaults."""
     import rclpy
     from rclpy.context import Context
     from rclpy.executors import MultiThreadedExecutor
@@ -367,6 +370,8 @@ def node_overhead(seed: int, steps: int) -> dict:
               "window.min_rotation_deg": 0.0, "window.min_image_change": 0.0, "window.max_queue": 8,
               "query.text_encoder": "none", "query.region_encoder": "none",
               "publish.diagnostics_period_s": 0.25, "input.tf_timeout_s": 0.0}
+    if threads is not None:
+        params.update({f"threads.{k}": v for k, v in dataclasses.asdict(threads).items()})
     ctx = Context()
     rclpy.init(context=ctx)
     received: dict[str, list[float]] = {"/iggt/points": [], "/iggt/instances": []}
@@ -448,7 +453,8 @@ def node_overhead(seed: int, steps: int) -> dict:
             "engine_return_to_last_output_ms_max": max(out_times) if out_times else float("nan"),
             "publish_ms_mean": num("latency_publish_ms"), "publish_ms_max": num("latency_publish_max_ms"),
             "postprocess_ms_mean": num("latency_postprocess_ms"),
-            "postprocess_ms_max": num("latency_postprocess_max_ms")}
+            "postprocess_ms_max": num("latency_postprocess_max_ms"),
+            "configure_to_first_window_s": num("configure_to_first_window_s")}
 
 
 # ---------------------------------------------------------------------------------------------- report

@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import argparse
 import importlib
-import os
 import sys
 from collections.abc import Sequence
 
@@ -29,13 +28,12 @@ COMMANDS: dict[str, tuple[str, str]] = {
 }
 
 
-def limit_blas_threads() -> None:
-    """One BLAS thread for numpy unless the user says otherwise, set before numpy loads.
+def prepare_threads(argv: Sequence[str]) -> None:
+    """The thread policy (the `threads` section of `--config`, else its defaults) in the environment, before
+    the command's module loads numpy, torch, numba or onnxruntime (they read it once, at load)."""
+    from iggt_ros import threads
 
-    The perception core multiplies long, thin arrays (N x 3, N x 8); multi-threaded BLAS gains
-    nothing there and stalls for tens of milliseconds when the cores are busy with inference.
-    """
-    os.environ.setdefault("OPENBLAS_NUM_THREADS", "1")
+    threads.prepare_process(threads.policy_from_argv(argv))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -57,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         parser.print_help()
         return 0
     name, rest = argv[0], argv[1:]
-    limit_blas_threads()
+    prepare_threads(rest)
     module_name, help_text = COMMANDS[name]
     module = importlib.import_module(module_name)
     parser = argparse.ArgumentParser(prog=f"iggt-ros {name}", description=help_text)

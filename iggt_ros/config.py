@@ -239,18 +239,10 @@ class ClusteringConfig:
     pixel_device: str = "auto"
     """Where the per-pixel passes run: 'numpy', or a torch device ('cpu', 'cuda', 'cuda:N'); 'auto' = 'cuda' when
     PyTorch sees a CUDA GPU, else 'numpy' (faster than torch on a CPU)."""
-    threads: int = 0
-    """Threads of the compiled per-pixel passes and of fast_hdbscan (they split a window's views); 0 = every core.
-    On 2 cores two threads halve those passes; set fewer to leave cores to other work on the robot."""
-    openblas_threads: int = 1
-    """Threads of numpy's and scipy's OpenBLAS for the whole process (PyTorch keeps its own); 0 leaves them as they
-    are. Post-processing's products are too small to gain from threads, and idle OpenBLAS threads spin on the cores
-    the pipeline needs (2-3x slower windows on 2 shared cores)."""
 
     BOUNDS: ClassVar[dict[str, Bound]] = {
         "backend": Bound(choices=("fast_hdbscan", "hdbscan")),
         "max_samples": Bound(50),
-        "threads": Bound(0, integer=True, note="(0 = every core)"),
         "min_cluster_size": Bound(2),
         "min_samples": Bound(1),
         "cluster_selection_epsilon": Bound(0),
@@ -265,7 +257,6 @@ class ClusteringConfig:
         "min_piece_fraction": Bound(0, 1, note="(0 keeps every piece of at least half the minimum area)"),
         "merge_cosine": Bound(0, 1, lo_open=True, note="(1 never merges clusters)"),
         "assignment": Bound(choices=("coarse_to_fine", "exact")),
-        "openblas_threads": Bound(0, note="(0 leaves the BLAS threads as they are)"),
     }
 
     def validate(self, prefix: str = "clustering") -> None:
@@ -428,6 +419,41 @@ class QueryConfig:
 
 
 @dataclass
+class ThreadsConfig:
+    """How the process shares the CPU with the rest of the robot (applied by `iggt_ros.threads`).
+
+    Waiting worker threads of PyTorch, numba and ONNX Runtime always sleep (OpenMP's passive wait policy, no
+    spinning in ONNX Runtime): spinning threads made a window 3 to 5 times slower beside two busy processes
+    on 2 cores (benchmarks/results/contention.md). The pool sizes are read by the libraries when they load:
+    entry points apply this section before importing them (the launch file passes it to the node's
+    environment), and an environment variable the user sets (OMP_WAIT_POLICY, OMP_NUM_THREADS,
+    OPENBLAS_NUM_THREADS, NUMBA_NUM_THREADS) wins. Counts of 0 mean every CPU this process may use."""
+
+    torch: int = 1
+    """PyTorch intra-op threads (the torch engine on the CPU). One thread ran the embedded model as fast as two on an
+    idle 2-core machine and faster beside busy processes; raise it for a larger model on a machine of its own."""
+    torch_interop: int = 1
+    """PyTorch inter-op threads: the model runs one graph at a time, a second pool only competes for the CPU."""
+    pixel: int = 0
+    """Threads of the compiled per-pixel passes and of fast_hdbscan (they split a window's views; on 2 cores two
+    threads take a quarter off post-processing)."""
+    openblas: int = 1
+    """numpy's and scipy's OpenBLAS threads: post-processing's products are too small to gain from more."""
+    onnxruntime: int = 0
+    """ONNX Runtime intra-op threads (the onnxruntime engine on the CPU)."""
+    onnxruntime_interop: int = 1
+    """ONNX Runtime inter-op threads."""
+
+    BOUNDS: ClassVar[dict[str, Bound]] = {
+        key: Bound(0, integer=True, note="(0 = every CPU the process may use)")
+        for key in ("torch", "torch_interop", "pixel", "openblas", "onnxruntime", "onnxruntime_interop")
+    }
+
+    def validate(self, prefix: str = "threads") -> None:
+        _check_bounds(self, prefix)
+
+
+@dataclass
 class IggtConfig:
     """The whole configuration of the node and the CLI."""
 
@@ -439,6 +465,7 @@ class IggtConfig:
     mapping: MappingConfig = field(default_factory=MappingConfig)
     publish: PublishConfig = field(default_factory=PublishConfig)
     query: QueryConfig = field(default_factory=QueryConfig)
+    threads: ThreadsConfig = field(default_factory=ThreadsConfig)
 
     def validate(self) -> IggtConfig:
         for f in dataclasses.fields(self):
@@ -496,6 +523,10 @@ class IggtConfig:
         return IggtConfig.from_flat(merged)
 
 
+MOVED_KEYS = {"clustering.threads": "threads.pixel", "clustering.openblas_threads": "threads.openblas"}
+"""Keys that moved, so an older parameter file gets the new name instead of 'unknown key'."""
+
+
 def _section_type(name: str) -> type:
     return {
         "input": InputConfig,
@@ -506,6 +537,7 @@ def _section_type(name: str) -> type:
         "mapping": MappingConfig,
         "publish": PublishConfig,
         "query": QueryConfig,
+        "threads": ThreadsConfig,
     }[name]
 
 
@@ -539,6 +571,9 @@ def _build_section(section_cls: type, name: str, values: dict[str, Any]) -> Any:
     allowed = {f.name for f in dataclasses.fields(section_cls)}
     kwargs = {}
     for key, value in values.items():
+        if f"{name}.{key}" in MOVED_KEYS:
+            raise ConfigError(f"config key '{name}.{key}' is now '{MOVED_KEYS[name + '.' + key]}': every thread "
+                              "setting is in the 'threads' section")
         if key not in allowed:
             raise ConfigError(f"unknown config key '{name}.{key}': keys of '{name}' are " + ", ".join(sorted(allowed)))
         kwargs[key] = _coerce(f"{name}.{key}", value, getattr(defaults, key))

@@ -18,6 +18,8 @@ Arguments:
   large_images   true: run the node with config/fastdds_large_images.xml, a Fast DDS profile whose 32 MiB
                  shared-memory segment holds large images and clouds (default false; see the README,
                  "Large images over Fast DDS", for the camera drivers' side)
+  torch_threads  PyTorch threads, 0 = every CPU the node may use (threads.torch; default 1)
+  pixel_threads  threads of the compiled per-pixel passes, 0 = every CPU (threads.pixel; default 0)
   rviz           start RViz with the package's config/iggt.rviz (default false); also turns on
                  publish.colorized_instance_images, the instance image it shows (of the camera 'camera';
                  pick another camera's topic in RViz)
@@ -39,7 +41,15 @@ from launch_ros.event_handlers import OnStateTransition
 from launch_ros.events.lifecycle import ChangeState
 from launch_ros.parameter_descriptions import ParameterValue
 
-from iggt_ros.ros.launch_logic import ACTIVATE, CONFIGURE, Autostart, fastdds_environment, parse_remaps
+from iggt_ros.ros.launch_logic import (
+    ACTIVATE,
+    CONFIGURE,
+    THREAD_ARGUMENTS,
+    Autostart,
+    fastdds_environment,
+    parse_remaps,
+    thread_setup,
+)
 
 PACKAGE = "iggt_ros"
 NODE_NAME = "iggt_node"
@@ -62,6 +72,9 @@ def _node_actions(context, *args, **kwargs):
             parameters[key] = get(arg)
     environment = fastdds_environment(get("large_images").lower() == "true",
                                       os.path.join(get_package_share_directory(PACKAGE), "config"))
+    thread_parameters, thread_environment = thread_setup(get("config"), {name: get(name) for name in THREAD_ARGUMENTS})
+    parameters.update(thread_parameters)
+    environment.update(thread_environment)
     node = LifecycleNode(
         package=PACKAGE, executable=NODE_NAME, name=NODE_NAME, namespace=get("namespace"),
         parameters=[parameters], remappings=parse_remaps(get("camera_remaps")), output="screen",
@@ -107,6 +120,10 @@ def generate_launch_description() -> LaunchDescription:
         DeclareLaunchArgument("large_images", default_value="false",
                               description="run the node with the Fast DDS profile for large images "
                                           "(config/fastdds_large_images.xml, 32 MiB shared memory)"),
+        DeclareLaunchArgument("torch_threads", default_value="",
+                              description="PyTorch threads (0 = every CPU); overrides threads.torch when not empty"),
+        DeclareLaunchArgument("pixel_threads", default_value="",
+                              description="threads of the per-pixel passes; overrides threads.pixel when not empty"),
         DeclareLaunchArgument("rviz", default_value="false", description="start RViz with config/iggt.rviz"),
         OpaqueFunction(function=_node_actions),
         Node(package="rviz2", executable="rviz2", name="iggt_rviz", output="screen",

@@ -470,6 +470,7 @@ def test_end_to_end_outputs_match_ground_truth(harness_factory):
     for stage in ("inference", "clustering", "tracking", "publish", "total"):
         assert float(values[f"latency_{stage}_ms"]) > 0, stage
     assert {"sync", "images", "tf", "window_rate_hz", "queue_capacity"} <= set(values)
+    assert float(values["configure_to_first_window_s"]) > 0, "the cold start is reported from the first window on"
 
     # ------------------------------------------------------------------ run-time parameters
     from rclpy.parameter import Parameter

@@ -268,30 +268,10 @@ def test_pixel_device_auto_is_numpy_without_cuda():
             raise ValueError("no CUDA device")  # the refusal cannot be shown where CUDA exists
 
 
-def test_openblas_threads_limit_the_process_and_zero_leaves_them():
-    from threadpoolctl import ThreadpoolController, threadpool_info
-
-    def openblas_threads() -> set[int]:
-        return {i["num_threads"] for i in threadpool_info() if i["internal_api"] == "openblas"}
-
-    controller = ThreadpoolController().select(internal_api="openblas")
-    original = controller.info()
-    try:
-        controller.limit(limits=2)
-        InstanceClusterer(ClusteringConfig(openblas_threads=0))
-        assert openblas_threads() == {2}
-        InstanceClusterer(ClusteringConfig(openblas_threads=1))
-        assert openblas_threads() == {1}
-    finally:
-        for lib in original:
-            ThreadpoolController().select(filepath=lib["filepath"]).limit(limits=lib["num_threads"])
-
-
 @pytest.mark.parametrize("key, value, message", [
     ("pixel_device", "gpu", "pixel_device"),
     ("assignment", "approximate", "assignment"),
     ("merge_cosine", 0.0, "merge_cosine"),
-    ("openblas_threads", -1, "openblas_threads"),
 ])
 def test_post_processing_settings_are_checked(key, value, message):
     from iggt_ros.config import ConfigError

@@ -23,7 +23,7 @@ import time
 from dataclasses import dataclass
 from pathlib import Path
 
-from iggt_ros.config import PATCH_MULTIPLE, ConfigError, IggtConfig
+from iggt_ros.config import PATCH_MULTIPLE, ConfigError, load_config
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +108,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="inference backend (default auto: the embedded model, or the oracle without it)")
     parser.add_argument("--size", type=_parse_size, default=DEFAULT_SIZE, metavar="WxH",
                         help="camera image size, multiples of 28 (default 504x336)")
+    parser.add_argument("--config", default=None, metavar="FILE",
+                        help="parameter file for everything the demo does not set itself (e.g. the thread policy)")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
 
 
@@ -149,8 +151,8 @@ def run(args: argparse.Namespace) -> int:
         print(banner)
     model_w, model_h = model_input_size(backend, width, height)
     try:
-        config = IggtConfig().replace(**{"engine.backend": backend, "input.image_width": model_w,
-                                         "input.image_height": model_h})
+        config = load_config(args.config).replace(**{"engine.backend": backend, "input.image_width": model_w,
+                                                     "input.image_height": model_h})
     except ConfigError as exc:
         print(f"iggt-ros demo: {exc}", file=sys.stderr)
         return 2

@@ -17,7 +17,7 @@ from iggt_ros.engine.base import Engine, EngineError
 from iggt_ros.engine.preprocess import DEFAULT_INPUT_SIZE
 
 if TYPE_CHECKING:  # the configuration module needs pyyaml; creating an engine does not
-    from iggt_ros.config import EngineConfig
+    from iggt_ros.config import EngineConfig, ThreadsConfig
 
 log = logging.getLogger(__name__)
 
@@ -28,6 +28,7 @@ def create_engine(
     config: EngineConfig,
     input_size: tuple[int, int] = DEFAULT_INPUT_SIZE,
     window_sizes: Sequence[int] = DEFAULT_WINDOW_SIZES,
+    threads: ThreadsConfig | None = None,
 ) -> Engine:
     """Build the engine `config` describes.
 
@@ -36,6 +37,8 @@ def create_engine(
         input_size: (H, W) the pipeline feeds (input.image_height, input.image_width).
         window_sizes: frame counts S the engine must accept; selects (or builds) the TensorRT plan
             profiles and sizes the ONNX export. Torch and ONNX Runtime accept any S up to 12.
+        threads: the thread policy (ONNX Runtime's pools are set per session; PyTorch's per process, by
+            `iggt_ros.threads`); None = its defaults.
 
     Raises:
         EngineError: with what to change (config key, file, or command to run).
@@ -69,7 +72,7 @@ def create_engine(
         if config.precision != "fp32":
             raise EngineError(f"engine.precision {config.precision!r} is not supported by onnxruntime: use 'fp32'")
         path = Path(config.engine_path).expanduser() if config.engine_path else _cached_onnx(config, input_size)
-        return OnnxRuntimeEngine(path, config.device)
+        return OnnxRuntimeEngine(path, config.device, threads=threads)
     if backend == "tensorrt":
         from iggt_ros.engine.tensorrt_engine import TensorRTEngine
 
@@ -104,10 +107,10 @@ def _cached_onnx(config: EngineConfig, input_size: tuple[int, int]) -> Path:
 def _cached_plan(config: EngineConfig, input_size: tuple[int, int], window_sizes: Sequence[int]) -> Path:
     """The TensorRT plan for this model, shape, precision, GPU and TensorRT version; built only on request."""
     from iggt_ros.engine import plan_cache
+    from iggt_ros.engine.build_engine import cache_settings
     from iggt_ros.engine.weights import checkpoint_path, file_sha256
 
     weights = checkpoint_path(config.checkpoint)
-    from iggt_ros.engine.build_engine import cache_settings
     device = plan_cache.DeviceInfo.current(config.device)
     wanted = plan_cache.PlanShape(tuple(input_size), plan_cache.static_profiles(window_sizes))
     build = cache_settings(config.precision, window_sizes).key_fields()

@@ -11,10 +11,11 @@ from pathlib import Path
 
 import numpy as np
 
-from iggt_ros.config import MAX_VIEWS
+from iggt_ros.config import MAX_VIEWS, ThreadsConfig
 from iggt_ros.engine.base import Engine, EngineError, ViewKey, WindowPrediction
 from iggt_ros.engine.postprocess import OUTPUT_NAMES, run_window
 from iggt_ros.engine.preprocess import check_window
+from iggt_ros.threads import onnxruntime_options
 
 
 class OnnxRuntimeEngine(Engine):
@@ -23,13 +24,15 @@ class OnnxRuntimeEngine(Engine):
     Args:
         path: the .onnx file (its external data file, if any, next to it).
         device: 'cpu', or 'cuda' / 'cuda:N' for the CUDA execution provider (must be available).
-        threads: intra-op threads on the CPU; 0 lets ONNX Runtime choose.
+        threads: the thread policy (`threads` section): pool sizes and no spinning while waiting, which
+            ONNX Runtime does by default and which stalls it on a shared CPU; None = the policy's defaults.
         max_views: largest window accepted (the graph was exported for up to this many frames).
     """
 
     name = "onnxruntime"
 
-    def __init__(self, path: str | Path, device: str = "cpu", threads: int = 0, max_views: int = MAX_VIEWS) -> None:
+    def __init__(self, path: str | Path, device: str = "cpu", threads: ThreadsConfig | None = None,
+                 max_views: int = MAX_VIEWS) -> None:
         try:
             import onnxruntime as ort
         except ImportError as exc:
@@ -47,8 +50,7 @@ class OnnxRuntimeEngine(Engine):
             index = int(device.split(":")[1]) if ":" in device else 0
             providers = [("CUDAExecutionProvider", {"device_id": index}), "CPUExecutionProvider"]
         options = ort.SessionOptions()
-        if threads:
-            options.intra_op_num_threads = threads
+        onnxruntime_options(threads or ThreadsConfig(), options)
         try:
             self.session = ort.InferenceSession(str(path), sess_options=options, providers=providers)
         except Exception as exc:  # onnxruntime raises its own exception types

@@ -13,6 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Protocol
 
+from iggt_ros.config import ThreadsConfig
 from iggt_ros.fleet.bags import BagJob
 from iggt_ros.fleet.task import FAILED, BagOutcome, ReplaySettings, evaluate_bag
 
@@ -93,7 +94,7 @@ class RayRunner:
             try:
                 if address == "local":
                     ray.init(include_dashboard=False, log_to_driver=False,
-                             runtime_env={"env_vars": _worker_env()})
+                             runtime_env={"env_vars": _worker_env(cpus_per_bag)})
                 else:
                     ray.init(address=address, log_to_driver=False)
             except Exception as exc:
@@ -142,9 +143,12 @@ class RayRunner:
             self._owns = False
 
 
-def _worker_env() -> dict[str, str]:
-    """What a local Ray instance's workers need to import the same iggt_ros as this driver."""
-    env = {"OPENBLAS_NUM_THREADS": os.environ.get("OPENBLAS_NUM_THREADS", "1")}
+def _worker_env(cpus_per_bag: float) -> dict[str, str]:
+    """What a local Ray instance's workers need: the thread policy sized to one bag's CPUs (set before their
+    libraries load; a bag's `threads` counts of 0 then mean that share) and the driver's iggt_ros."""
+    from iggt_ros.threads import environment
+
+    env = environment(ThreadsConfig(), cpus=max(1, int(cpus_per_bag)))
     if os.environ.get("PYTHONPATH"):
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return env

@@ -54,7 +54,7 @@ import numpy as np
 
 from iggt_ros.config import ClusteringConfig
 from iggt_ros.perception import pixel_kernels
-from iggt_ros.perception.blas import limit_openblas, single_threaded_blas
+from iggt_ros.perception.blas import single_threaded_blas
 from iggt_ros.perception.pixel_ops import BlockStats, make_pixel_ops, min_cosine
 from iggt_ros.perception.scaling import ViewScale, patch_grid_size, view_scale
 from iggt_ros.perception.speckle import drop_small_pieces_window, warm_up
@@ -169,8 +169,10 @@ class InstanceClusterer:
     block_px = 4
     """Side of the blocks of the coarse assignment pass (read at every second pixel, like 4-px patches)."""
 
-    def __init__(self, config: ClusteringConfig, seed: int = 0) -> None:
+    def __init__(self, config: ClusteringConfig, seed: int = 0, threads: int = 0) -> None:
         self.config = config
+        self.threads = threads
+        """Threads of the compiled per-pixel passes and of fast_hdbscan (the thread policy's `pixel`; 0 = all)."""
         self._rng = np.random.default_rng(seed)
         self._pos_centre = np.zeros(3, np.float32)
         self._pos_scale = 1.0
@@ -182,7 +184,6 @@ class InstanceClusterer:
         _warm_backend(config.backend)
         warm_up()  # and not the speckle kernel's compilation either
         pixel_kernels.warm_up()  # nor the clean-up's counting and relabelling kernels
-        limit_openblas(config.openblas_threads)  # after the imports above: their BLAS libraries are loaded now
 
     def cluster(self, features: np.ndarray, valid: np.ndarray | None = None,
                 confidence: np.ndarray | None = None, points: np.ndarray | None = None) -> ClusterResult:
@@ -195,7 +196,7 @@ class InstanceClusterer:
             points: [V,H,W,3] points in any frame: tell scene structure from big objects, and join the
                 features when ``position_weight`` > 0.
         """
-        with pixel_kernels.parallel_section(self.config.threads), single_threaded_blas():
+        with pixel_kernels.parallel_section(self.threads), single_threaded_blas():
             return self._cluster(features, valid, confidence, points)
 
     def _cluster(self, features: np.ndarray, valid: np.ndarray | None, confidence: np.ndarray | None,

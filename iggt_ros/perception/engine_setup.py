@@ -21,4 +21,4 @@ def create_window_engine(config: IggtConfig) -> Engine:
     from iggt_ros.engine.factory import create_engine
 
     return create_engine(config.engine, input_size=(config.input.image_height, config.input.image_width),
-                         window_sizes=(window_views(config),))
+                         window_sizes=(window_views(config),), threads=config.threads)

@@ -36,6 +36,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from iggt_ros import threads
 from iggt_ros.config import IggtConfig
 from iggt_ros.engine.base import Engine, EngineError, ViewKey, WindowPrediction
 from iggt_ros.engine.preprocess import preprocess_images
@@ -189,6 +190,8 @@ class Pipeline:
         self.synchronizer = ApproximateTimeSynchronizer(config.input.cameras, config.input.sync_queue_size,
                                                         config.input.sync_slop_s)
         self._make_components()
+        # the libraries are loaded now (engine, clustering): size the pools they brought per the thread policy
+        threads.apply_runtime(config.threads)
         self._snapshot = MapSnapshot(-1, 0, self._initial_frame(), ())
         self.windows_processed = 0
         self.resets = 0
@@ -204,7 +207,7 @@ class Pipeline:
     def _make_components(self) -> None:
         cfg = self.config
         self.window_buffer = WindowBuffer(cfg.window, cfg.input.cameras)
-        self.clusterer = InstanceClusterer(cfg.clustering, seed=self.seed)
+        self.clusterer = InstanceClusterer(cfg.clustering, seed=self.seed, threads=cfg.threads.pixel)
         self.tracker = InstanceTracker(cfg.tracking)
         self.aligner = WorldAligner(cfg.mapping, cfg.input)
         self.object_map = ReexpressibleObjectMap(cfg.mapping, seed=self.seed)
@@ -335,7 +338,7 @@ class Pipeline:
         if pred.num_views != len(frames):
             return empty(f"engine returned {pred.num_views} views for {len(frames)} images; window skipped")
         # from here on the compiled per-pixel passes split the views among the configured threads
-        post_processing.enter_context(pixel_kernels.parallel_section(self.config.clustering.threads))
+        post_processing.enter_context(pixel_kernels.parallel_section(self.config.threads.pixel))
 
         t = time.perf_counter()
         valid = self._valid_pixels(pred, warnings, window.index)

@@ -68,3 +68,37 @@ def fastdds_environment(large_images: bool, config_dir: str) -> dict[str, str]:
         raise FileNotFoundError(f"large_images:=true needs the Fast DDS profile '{path}', which is missing; "
                                 "reinstall iggt_ros (colcon build installs config/)")
     return {name: path for name in PROFILE_VARIABLES}
+
+
+THREAD_ARGUMENTS = {"torch_threads": "threads.torch", "pixel_threads": "threads.pixel"}
+"""Launch arguments that override the config file's thread policy (empty = the file's value)."""
+
+
+def thread_setup(config_file: str, arguments: dict[str, str],
+                 environ: dict[str, str] | None = None) -> tuple[dict[str, object], dict[str, str]]:
+    """Parameters and environment of the node process for the thread policy.
+
+    The policy is the config file's `threads` section with the launch arguments over it. The libraries
+    read it when they load, before the node reads its parameters, so it reaches them through the
+    process environment; the same values go to the node as parameters so that what it logs and reports
+    is what runs. A variable already set in the launching shell is left to win, as it would without launch.
+    """
+    from iggt_ros.config import load_config
+    from iggt_ros.threads import environment
+
+    overrides: dict[str, object] = {}
+    for argument, key in THREAD_ARGUMENTS.items():
+        text = arguments.get(argument, "").strip()
+        if text:
+            overrides[key] = _launch_int(argument, text)
+    policy = load_config(config_file or None).replace(**overrides).threads
+    environ = dict(os.environ) if environ is None else environ
+    env = {name: value for name, value in environment(policy).items() if name not in environ}
+    return overrides, env
+
+
+def _launch_int(argument: str, text: str) -> int:
+    try:
+        return int(text)
+    except ValueError:
+        raise ValueError(f"launch argument {argument}:={text!r} must be an integer (0 = every CPU)") from None

@@ -30,6 +30,7 @@ _WHY_FIXED = {
     "mapping": "the object map's voxels and frame are built with it",
     "query": "the text and region encoders are loaded at configure time",
     "publish": "the diagnostics timer is created at configure time",
+    "threads": "thread pools are sized when the libraries load, at process start and configure time",
 }
 
 

@@ -51,10 +51,13 @@ class DiagnosticsReport:
 class RuntimeStats:
     """Thread-safe counters fed by the worker and the callbacks, read by the diagnostics timer."""
 
-    def __init__(self, engine: str, clock: Callable[[], float] = time.monotonic, history: int = 50) -> None:
-        """history: how many recent windows the latency figures cover (they stay shown while idle)."""
+    def __init__(self, engine: str, clock: Callable[[], float] = time.monotonic, history: int = 50,
+                 started: float | None = None) -> None:
+        """history: how many recent windows the latency figures cover (they stay shown while idle);
+        started: the `clock` time configure began (default: now), for the cold start of the first window."""
         self.engine = engine
         self._clock = clock
+        self._started = clock() if started is None else started
         self._lock = threading.Lock()
         self._period_start = clock()
         self._recent: collections.deque[dict[str, float]] = collections.deque(maxlen=history)
@@ -81,6 +84,8 @@ class RuntimeStats:
     def record_window(self, timings_ms: Mapping[str, float], warnings: Sequence[str] = ()) -> None:
         """One processed window: its stage timings (including publishing) and warnings."""
         with self._lock:
+            if self.windows == 0:  # cold start: engine load, kernel and library warm-up, first frames, first window
+                self.info["configure_to_first_window_s"] = f"{self._clock() - self._started:.2f}"
             self.windows += 1
             self._period_windows += 1
             self._recent.append({stage: float(ms) for stage, ms in timings_ms.items()})
