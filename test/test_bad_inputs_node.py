@@ -164,3 +164,24 @@ def test_the_suite_runs_on_a_domain_of_its_own_whatever_the_shell_set(tmp_path):
     domain, discovery, localhost, peers = line.split("ENV ", 1)[1].split()
     assert domain != "0" and 1 <= int(domain) <= 100
     assert (discovery, localhost, peers) == ("LOCALHOST", "1", "-")
+
+
+def test_configure_warns_when_the_default_transport_cannot_carry_the_images():
+    from iggt_ros.ros.tf_health import transport_warning
+
+    text = transport_warning(2, 504, 336, {})  # the robot: 2 cameras at 504x336, default Fast DDS
+    assert text is not None and "1.02 MB per time step" in text and "large_images:=true" in text
+    assert transport_warning(1, 504, 336, {}) is None  # one image fits the 512 KiB segment
+    assert transport_warning(2, 504, 336, {"FASTDDS_DEFAULT_PROFILES_FILE": "/p.xml"}) is None
+    assert transport_warning(2, 504, 336, {"RMW_IMPLEMENTATION": "rmw_cyclonedds_cpp"}) is None
+
+
+def test_configure_says_so_on_the_node(harness_factory, monkeypatch):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    for name in ("FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE", "RMW_IMPLEMENTATION"):
+        monkeypatch.delenv(name, raising=False)
+    h = harness_factory(base_params(**{"input.use_tf": False, "input.image_width": 504, "input.image_height": 336}),
+                        HeldEngine(oracle()))
+    assert h.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert h.node.stats.info["transport"] == "default Fast DDS segment too small for these images"

@@ -404,3 +404,25 @@ def test_image_far_larger_than_the_model_input_is_used_and_said(tmp_path):
     assert s.flagged == {"large image": 6} and s.skipped == {} and s.images_read == 6
     (text,) = warned(s, "/front/image_raw at", f"{big_w}x{big_h}", "model input 56x28")
     assert "image_proc" in text and s.windows >= 1
+
+
+def test_output_bag_is_self_contained_and_every_message_decodes_with_the_mcap_readers(base_run):
+    """A viewer reads the output with the mcap + mcap-ros2 libraries alone and can place every output frame."""
+    from mcap.reader import make_reader
+    from mcap_ros2.decoder import DecoderFactory
+
+    (path,) = base_run.output_bag.glob("*.mcap")
+    counts: dict[str, int] = {}
+    static, depth_frames = [], set()
+    with path.open("rb") as f:
+        for _schema, channel, _message, decoded in make_reader(
+                f, decoder_factories=[DecoderFactory()]).iter_decoded_messages():
+            counts[channel.topic] = counts.get(channel.topic, 0) + 1
+            if channel.topic == C.TF_STATIC_TOPIC:
+                static.append(decoded)
+            elif channel.topic == "/iggt/depth/front":
+                depth_frames.add(decoded.header.frame_id)
+    assert counts == base_run.output_counts and counts[C.TF_STATIC_TOPIC] == 1
+    mounts = {(t.header.frame_id, t.child_frame_id) for m in static for t in m.transforms}
+    assert mounts == {("base_link", "front_optical_frame")}
+    assert depth_frames == {"front_optical_frame"}

@@ -8,9 +8,10 @@ bag (mcap by default) holding:
   instance and depth images), recorded at the bag time of the frame that completed the window,
   i.e. when the node would have published it;
 * the input images as decoded rgb8 on `/<camera>/image_raw` with their `/<camera>/camera_info`
-  (pinhole K as read; distortion is not carried), and `/tf` holding the camera poses the replay
-  used (world frame -> each optical frame at each image stamp), so every output can be placed in
-  RViz or Foxglove from the output bag alone.
+  (pinhole K as read; distortion is not carried), `/tf` holding the camera poses the replay
+  used (world frame -> each optical frame at each image stamp), and the input's `/tf_static`
+  (latched; the camera mounts), so every output can be placed in RViz or Foxglove from the output
+  bag alone.
 
 When the bag carries ground truth (`iggt_ros.bag.sample` convention) it also writes an evaluation
 report (accumulated by `iggt_ros.eval.record`, rendered by `iggt_ros.eval.report`): each output
@@ -52,7 +53,7 @@ import yaml
 
 from iggt_ros.apps.replay_query import QueryStateRecorder
 from iggt_ros.apps.replay_truth import TruthStore
-from iggt_ros.bag.reader import BagError, BagReader, CameraImage, GroundTruthImage, TimeJump
+from iggt_ros.bag.reader import BagError, BagReader, CameraImage, GroundTruthImage, StaticTransforms, TimeJump
 from iggt_ros.bag.writer import STORAGES, BagWriter
 from iggt_ros.config import ENGINE_BACKENDS, MAX_VIEWS, ConfigError, IggtConfig, load_config
 from iggt_ros.engine.base import Engine, EngineError, ViewKey
@@ -316,8 +317,13 @@ class _RunState:
     def _write(self, topic: str, record_ns: int, data: L.MessageData) -> None:
         writer = self.writer
         if topic not in writer.counts:
-            writer.add_topic(topic, data.typename, latched=False)
+            writer.add_topic(topic, data.typename, latched=topic == C.TF_STATIC_TOPIC)
         writer.write(topic, record_ns, data)
+
+    def _write_static(self, event: StaticTransforms) -> None:
+        """The input's camera mounts, copied: a viewer places the optical frames of the outputs from the bag alone."""
+        self._write(C.TF_STATIC_TOPIC, event.record_ns, L.tf_message(
+            [L.TransformData(parent, child, stamp, matrix) for parent, child, stamp, matrix in event.transforms]))
 
     def _events(self) -> Iterator[Any]:
         if not self.replay.progress:
@@ -352,6 +358,10 @@ class _RunState:
                     elif isinstance(event, TimeJump):
                         self._flush()
                         self._time_jump(event)
+                    elif isinstance(event, StaticTransforms):
+                        if self._pending and event.record_ns != self._pending[0].record_ns:
+                            self._flush()
+                        self._write_static(event)
                 self._flush()
             except KeyboardInterrupt:
                 self.summary.stopped = "interrupted"

@@ -18,6 +18,8 @@ from typing import BinaryIO
 
 MAGIC = b"\x89MCAP0\r\n"
 OP_SCHEMA, OP_CHANNEL, OP_MESSAGE, OP_CHUNK = 0x03, 0x04, 0x05, 0x06
+MAX_CHUNK_BYTES = 256 * 1024 * 1024
+"""A chunk header claiming more than this (uncompressed) is corrupt: recorders write chunks of a few MB."""
 
 
 @dataclass
@@ -48,6 +50,10 @@ class McapScan:
                 yield from self._records(f, schemas, channels, top_level=True)
         except _Damaged as exc:
             self.stopped = str(exc)
+        except (struct.error, UnicodeDecodeError, ValueError, EOFError, RuntimeError, zlib.error) as exc:
+            # a record whose fields contradict its bytes (a string or chunk longer than the record,
+            # a broken compressed stream): the file is damaged from there on
+            self.stopped = f"a damaged record ({type(exc).__name__}: {exc})"
 
     def _records(self, f: BinaryIO, schemas: dict[int, str], channels: dict[int, tuple[str, int]],
                  top_level: bool) -> Iterator[ScannedMessage]:
@@ -60,6 +66,10 @@ class McapScan:
             if len(head) < 9:
                 raise _Damaged("file ends inside a record header")
             opcode, length = struct.unpack("<BQ", head)
+            remaining = _remaining(f)
+            if length > remaining:  # checked before reading: a damaged length must not allocate gigabytes
+                raise _Damaged(f"file ends inside a record (opcode 0x{opcode:02x}, {length} bytes, "
+                               f"{remaining} left)")
             body = f.read(length)
             if len(body) < length:
                 raise _Damaged(f"file ends inside a record (opcode 0x{opcode:02x}, {length} bytes)")
@@ -87,6 +97,14 @@ class _Damaged(Exception):
     pass
 
 
+def _remaining(f: BinaryIO) -> int:
+    """Bytes left after the current position (a file, or the BytesIO of a chunk)."""
+    here = f.tell()
+    end = f.seek(0, 2)
+    f.seek(here)
+    return end - here
+
+
 def _string(body: bytes, offset: int) -> tuple[str, int]:
     (n,) = struct.unpack_from("<I", body, offset)
     return body[offset + 4: offset + 4 + n].decode(), offset + 4 + n
@@ -110,6 +128,8 @@ def _chunk_records(body: bytes) -> bytes:
     compression, offset = _string(body, 28)
     (n,) = struct.unpack_from("<Q", body, offset)
     data = body[offset + 8: offset + 8 + n]
+    if size > MAX_CHUNK_BYTES:
+        raise _Damaged(f"a chunk claims {size} bytes uncompressed, more than a recording writes; corrupt header")
     if compression == "zstd":
         try:
             from compression import zstd  # Python >= 3.14

@@ -45,6 +45,7 @@ from iggt_ros.perception.frames import CameraFrame
 from iggt_ros.perception.input_checks import InputProblem, StampGuard, image_problem, problem
 from iggt_ros.perception.records import InstanceRecord
 from iggt_ros.perception.warn_once import WarnOnce
+from iggt_ros.spatial import transform_from
 
 log = logging.getLogger("iggt_ros.bag.reader")
 
@@ -124,7 +125,16 @@ class TimeJump:
     to_ns: int
 
 
-BagEvent = CameraImage | GroundTruthImage | GroundTruthObjects | TimeJump
+@dataclass
+class StaticTransforms:
+    """A /tf_static message (its usable transforms), so a replay can copy the camera mounts to its output."""
+
+    record_ns: int
+    transforms: list[tuple[str, str, int, np.ndarray]]
+    """(parent, child, stamp_ns, parent_from_child [4,4]) of every finite transform of the message."""
+
+
+BagEvent = CameraImage | GroundTruthImage | GroundTruthObjects | TimeJump | StaticTransforms
 
 
 @dataclass
@@ -331,12 +341,16 @@ class BagReader:
         decoded.sort(key=lambda m: _PRIORITY.get(m[0], 2 if m[0] in cameras_by_info
                                                  else 4 if m[0] in self.ground_truth_topics else 3))
         images_done = False
-        for topic, _record_ns, msg in decoded:
+        for topic, record_ns, msg in decoded:
             if topic in (C.TF_TOPIC, C.TF_STATIC_TOPIC):
                 static = topic == C.TF_STATIC_TOPIC
                 self._add_tf(msg, static, topic)
                 if self._stamps.holding():
                     self._tf_since_hold.append((msg, static, topic))
+                if static:
+                    transforms = _finite_transforms(msg)
+                    if transforms:
+                        yield StaticTransforms(record_ns, transforms)
             elif topic in cameras_by_info:
                 cam = cameras_by_info[topic]
                 try:
@@ -463,6 +477,18 @@ class _ScanSource:
 
     def close(self) -> None:
         pass
+
+
+def _finite_transforms(msg: Any) -> list[tuple[str, str, int, np.ndarray]]:
+    out = []
+    for t in msg.transforms:
+        tr, rot = t.transform.translation, t.transform.rotation
+        with np.errstate(invalid="ignore", divide="ignore", over="ignore"):
+            matrix = transform_from((tr.x, tr.y, tr.z), (rot.x, rot.y, rot.z, rot.w))
+        parent, child = str(t.header.frame_id).lstrip("/"), str(t.child_frame_id).lstrip("/")
+        if parent and child and parent != child and np.all(np.isfinite(matrix)):
+            out.append((parent, child, stamp_ns(t.header.stamp), matrix))
+    return out
 
 
 def _stamp_or_zero(msg: Any) -> int:

@@ -16,6 +16,7 @@ the same outputs.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Callable
 from typing import Any
 
@@ -28,7 +29,7 @@ from iggt_ros.messages.tf_buffer import TransformBuffer
 from iggt_ros.perception.frames import CameraFrame, FrameSet
 from iggt_ros.perception.input_checks import InputProblem, problem
 from iggt_ros.ros.camera_input import CameraInputs, PoseSource, make_image_decoder
-from iggt_ros.ros.tf_health import TfHealth
+from iggt_ros.ros.tf_health import TfHealth, transport_warning
 from iggt_ros.spatial import transform_from
 
 TF_QOS = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
@@ -78,6 +79,11 @@ class InputPaths:
         self.inputs = CameraInputs(cfg.input.cameras, make_image_decoder(log.info), log.warning, self._pose_source(),
                                    model_hw=(cfg.input.image_height, cfg.input.image_width))
         self._report_problem = self.inputs.report_problem
+        transport = transport_warning(len(cfg.input.cameras), cfg.input.image_width, cfg.input.image_height,
+                                      os.environ)
+        if transport is not None:
+            log.warning(f"transport: {transport}")
+        set_info("transport", "default Fast DDS segment too small for these images" if transport else "ok")
         set_info("images", self.inputs.decoder.name)
 
     # ------------------------------------------------------------------ TF

@@ -11,13 +11,38 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 
+from iggt_ros.ros.launch_logic import PROFILE_VARIABLES
 from iggt_ros.ros.runtime_stats import OK, WARN, DiagnosticsReport
 
 LARGE_IMAGES_HINT = ("with large images, give Fast DDS a larger shared-memory segment "
                      "(launch argument large_images:=true, README 'Large images over Fast DDS')")
+
+
+FASTDDS_SEGMENT_BYTES = 512 * 1024
+"""Fast DDS's default shared-memory segment per writing process (Humble and Jazzy)."""
+
+
+def transport_warning(cameras: int, width: int, height: int, env: Mapping[str, str]) -> str | None:
+    """Why the default transport cannot carry the configured images (said at configure time), or None.
+
+    One time step of `cameras` rgb8 images of at least `width` x `height` (the model input; camera
+    images are rarely smaller) must fit Fast DDS's default shared-memory segment, or images are lost
+    and /tf queued behind them arrives seconds late. Only Fast DDS without a profile is concerned.
+    """
+    rmw = env.get("RMW_IMPLEMENTATION", "rmw_fastrtps_cpp") or "rmw_fastrtps_cpp"
+    if not rmw.startswith("rmw_fastrtps") or any(env.get(v) for v in PROFILE_VARIABLES):
+        return None
+    step_bytes = cameras * width * height * 3
+    if step_bytes <= FASTDDS_SEGMENT_BYTES:
+        return None
+    return (f"{cameras} camera(s) of at least {width}x{height} rgb8 send {step_bytes / 1e6:.2f} MB per time step, more "
+            f"than the {FASTDDS_SEGMENT_BYTES // 1024} KiB shared-memory segment Fast DDS gives a publisher by "
+            "default: images will be lost and /tf will arrive late (camera poses missing). Launch with "
+            "large_images:=true and give the camera drivers (or ros2 bag play) the same profile, README "
+            "'Large images over Fast DDS'")
 
 
 @dataclass
