@@ -36,11 +36,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from iggt_ros.threads import prepare_process  # noqa: E402
+
+prepare_process()  # the package's thread policy, before numpy and torch load (they read it once)
+
+import numpy as np  # noqa: E402
 import torch  # noqa: E402
 
 from iggt_ros.engine.onnxruntime_engine import OnnxRuntimeEngine  # noqa: E402

@@ -47,14 +47,18 @@ import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 
-import numpy as np
-from scipy import ndimage
-from scipy.spatial import cKDTree
-
 try:  # an installed package (a colcon install: the node part needs its generated messages) is used as it is
     import iggt_ros  # noqa: F401
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
+
+from iggt_ros.threads import prepare_process  # noqa: E402
+
+prepare_process()  # the package's thread policy, before numpy, scipy and torch load (they read it once)
+
+import numpy as np  # noqa: E402
+from scipy import ndimage  # noqa: E402
+from scipy.spatial import cKDTree  # noqa: E402
 
 from iggt_ros.config import IggtConfig, ThreadsConfig  # noqa: E402
 from iggt_ros.engine.base import Engine, ViewKey, WindowPrediction  # noqa: E402
@@ -459,9 +463,6 @@ def node_overhead(seed: int, steps: int, threads: ThreadsConfig | None = None) -
 
 # ---------------------------------------------------------------------------------------------- report
 def run(args: argparse.Namespace) -> dict:
-    import torch
-
-    torch.set_num_threads(2)
     logging.disable(logging.WARNING)  # the per-window warnings of the pipeline are not the subject here
     report: dict = {"machine": {"cpus": os.cpu_count(), "python": platform.python_version(),
                                 "load_average_at_start": os.getloadavg()}, "rows": []}

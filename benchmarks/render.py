@@ -21,10 +21,14 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from iggt_ros.threads import prepare_process  # noqa: E402
+
+prepare_process()  # the package's thread policy, before numpy loads (it reads it once)
+
+import numpy as np  # noqa: E402
 
 from iggt_ros.synthetic.render import SceneRenderer  # noqa: E402
 from iggt_ros.synthetic.sequence import plan_sequence  # noqa: E402
