@@ -21,6 +21,12 @@ os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"  # Jazzy and later
 os.environ["ROS_LOCALHOST_ONLY"] = "1"  # Humble; Jazzy reads the range above and ignores this when it is set
 os.environ.pop("ROS_STATIC_PEERS", None)
 
+# The package's thread policy, as every entry point applies it, before the test modules import numpy and torch:
+# the suite shares 2 cores with the nodes and launch processes it starts, where spinning threads stall.
+from iggt_ros.threads import prepare_process  # noqa: E402
+
+prepare_process()
+
 
 def ros_available() -> tuple[bool, str]:
     try:
