@@ -38,12 +38,17 @@ def available_cpus() -> int:
         return max(1, os.cpu_count() or 1)
 
 
+CPU_SHARE_VARIABLE = "IGGT_CPU_SHARE"
+"""Set by a launcher that gives the process fewer CPUs than it may run on (a Ray task's CPUs)."""
+
+
 def cpu_share(environ: Mapping[str, str] | None = None) -> int:
-    """The CPUs a count of 0 stands for: OMP_NUM_THREADS when the environment sets it (a launcher such as
-    Ray, or the user, sized this process), else every CPU the process may use."""
+    """The CPUs a count of 0 stands for: IGGT_CPU_SHARE when a launcher set it, else every CPU the process may use.
+
+    OMP_NUM_THREADS is not read here: the policy itself sets it (to PyTorch's count)."""
     environ = os.environ if environ is None else environ
     try:
-        value = int(environ.get("OMP_NUM_THREADS", ""))
+        value = int(environ.get(CPU_SHARE_VARIABLE, ""))
     except ValueError:
         value = 0
     return value if value > 0 else available_cpus()
@@ -73,8 +78,9 @@ def resolve(policy: ThreadsConfig, cpus: int | None = None) -> ThreadCounts:
 
 
 def environment(policy: ThreadsConfig, cpus: int | None = None) -> dict[str, str]:
-    """The variables the libraries read when they load (the launch file passes them to the node)."""
-    counts = resolve(policy, cpus or available_cpus())
+    """The variables the libraries read when they load (the launch file passes them to the node); `cpus`: the
+    process's share (default: `cpu_share()`)."""
+    counts = resolve(policy, cpus)
     return {
         "OMP_WAIT_POLICY": "PASSIVE",  # libgomp of PyTorch and of numba's OpenMP layer: waiting threads sleep
         "OMP_NUM_THREADS": str(counts.torch),  # PyTorch's (and MKL's) default intra-op count

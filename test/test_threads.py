@@ -72,9 +72,10 @@ def test_variables_the_user_sets_win_over_the_policy():
 
 
 def test_zero_counts_mean_the_share_the_process_was_given():
-    assert threads.cpu_share({"OMP_NUM_THREADS": "1"}) == 1, "a launcher such as Ray sized the process"
+    assert threads.cpu_share({"IGGT_CPU_SHARE": "1"}) == 1, "a launcher such as Ray sized the process"
     assert threads.cpu_share({}) == threads.available_cpus()
-    assert threads.cpu_share({"OMP_NUM_THREADS": "many"}) == threads.available_cpus()
+    assert threads.cpu_share({"IGGT_CPU_SHARE": "many"}) == threads.available_cpus()
+    assert threads.cpu_share({"OMP_NUM_THREADS": "1"}) == threads.available_cpus(), "the policy's own variable"
     counts = threads.resolve(ThreadsConfig(torch=0, pixel=3), cpus=5)
     assert (counts.torch, counts.pixel, counts.openblas, counts.torch_interop) == (5, 3, 1, 1)
     env = threads.environment(ThreadsConfig(torch=2), cpus=4)
@@ -169,3 +170,13 @@ def test_the_first_window_reports_the_cold_start_from_configure():
     now[0] = 20.0
     stats.record_window({"inference": 5.0})
     assert stats.report().values["configure_to_first_window_s"] == "6.00", "measured at the first window only"
+
+
+def test_ray_workers_get_the_policy_sized_to_one_bags_cpus():
+    from iggt_ros.fleet.runners import _worker_env
+
+    env = _worker_env(1.0)
+    assert env["OMP_WAIT_POLICY"] == "PASSIVE" and env["NUMBA_NUM_THREADS"] == "1"
+    share = threads.cpu_share(env)
+    assert share == 1 and threads.resolve(ThreadsConfig(), cpus=share).pixel == 1, \
+        "a bag's 'every CPU' is its task's CPUs, not the machine's"

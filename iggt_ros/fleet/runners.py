@@ -146,9 +146,10 @@ class RayRunner:
 def _worker_env(cpus_per_bag: float) -> dict[str, str]:
     """What a local Ray instance's workers need: the thread policy sized to one bag's CPUs (set before their
     libraries load; a bag's `threads` counts of 0 then mean that share) and the driver's iggt_ros."""
-    from iggt_ros.threads import environment
+    from iggt_ros.threads import CPU_SHARE_VARIABLE, environment
 
-    env = environment(ThreadsConfig(), cpus=max(1, int(cpus_per_bag)))
+    share = max(1, int(cpus_per_bag))
+    env = {**environment(ThreadsConfig(), cpus=share), CPU_SHARE_VARIABLE: str(share)}
     if os.environ.get("PYTHONPATH"):
         env["PYTHONPATH"] = os.environ["PYTHONPATH"]
     return env
