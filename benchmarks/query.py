@@ -290,6 +290,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pipeline-scenes", type=int, default=0,
                     help="also replay this many of the scenes through the pipeline (oracle engine)")
     ap.add_argument("--relations-per-kind", type=int, default=3, help="relation queries per relation and scene")
+    ap.add_argument("--latency-only", action="store_true",
+                    help="only measure query latency with 50 instances (writes query_latency.json)")
     ap.add_argument("--split", choices=tuple(SPLIT_KINDS), default="benchmark",
                     help="'validation' scenes with the dev phrasings (for tuning; never held-out phrasings)")
     ap.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
@@ -314,6 +316,15 @@ def main(argv: list[str] | None = None) -> int:
     latency = latency_check(pool, outcomes, cfg, args)
     print(f"latency with {latency['instances']} instances: median {latency['median_ms']:.1f} ms, "
           f"p95 {latency['p95_ms']:.1f} ms over {latency['queries']} queries", flush=True)
+    if args.latency_only:
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        latency.update(command="python benchmarks/query.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                       load_average=[round(load_start, 2), round(os.getloadavg()[0], 2)],
+                       machine=f"{platform.machine()}, {os.cpu_count()} CPUs")
+        (out / "query_latency.json").write_text(json.dumps(latency, indent=1))
+        print(f"wrote {out / 'query_latency.json'}")
+        return 0
     pipeline, pipeline_relations, pipeline_scenes = None, None, []
     if args.pipeline_scenes:
         import tempfile

@@ -242,12 +242,13 @@ def color_names() -> dict[tuple[str, ...], str]:
     keys = list(names)
     lab = _srgb_to_lab(np.array([mcolors.to_rgb(names[k]) for k in keys]))
     nearest = np.argmin(np.linalg.norm(lab[:, None] - ref[None], axis=2), axis=1)
+    sizes = {w for value, words in SIZE_WORDS.items() for w in (value, *words)}
     heads = {w: c for c in palette for w in (c, *COLOR_WORDS[c]) if " " not in w and "-" not in w}
     heads["grey"] = "gray"
     for key, i in zip(keys, nearest, strict=True):
         toks = tuple(tokenize(key))
-        if not toks or set(toks) & set(SHAPES):
-            continue
+        if not toks or set(toks) & set(SHAPES) or toks[0] in sizes:
+            continue  # 'medium pink' is a size and a colour, not one colour name
         # English colour compounds take the colour of their last word ('midnight blue' is blue),
         # whatever its shade; a name without a basic colour word goes by its appearance.
         out.setdefault(toks, heads.get(toks[-1], labels[int(i)]))
