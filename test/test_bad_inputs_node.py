@@ -185,3 +185,31 @@ def test_configure_says_so_on_the_node(harness_factory, monkeypatch):
                         HeldEngine(oracle()))
     assert h.node.trigger_configure() == TransitionCallbackReturn.SUCCESS
     assert h.node.stats.info["transport"] == "default Fast DDS segment too small for these images"
+
+
+def test_no_request_from_outside_ends_the_node(harness_factory):
+    """Parameters of the wrong type, out of range or unknown, queries and resets in any state: each is answered
+    (refused with a reason where it must be) and the node keeps serving."""
+    from lifecycle_msgs.msg import Transition
+    from std_srvs.srv import Trigger
+
+    from iggt_ros.srv import Query
+
+    h = harness_factory(base_params(**{"input.use_tf": False}), HeldEngine(oracle()))
+    # unconfigured: the services of the node's own interface do not exist yet; lifecycle ones refuse
+    assert not h.change_state(Transition.TRANSITION_ACTIVATE)
+    assert h.change_state(Transition.TRANSITION_CONFIGURE)
+    results = h.set_remote_parameters({"window.size": "eight"})
+    assert not results[0].successful
+    results = h.set_remote_parameters({"mapping.voxel_size_m": float("nan")})
+    assert not results[0].successful and results[0].reason
+    results = h.set_remote_parameters({"window.size": 10**6})
+    assert not results[0].successful and "window.size" in results[0].reason
+    h.set_remote_parameters({"no.such_key": 3})  # accepted or refused, but answered
+    query = h.service(Query, "/iggt/query")
+    answer = h.call(query, Query.Request(text="", max_results=2**32 - 1, min_score=float("nan")), 30.0)
+    assert answer is not None and answer.message
+    reset = h.call(h.service(Trigger, "/iggt/reset"), Trigger.Request(), 30.0)
+    assert reset.success
+    assert h.change_state(Transition.TRANSITION_ACTIVATE) and h.state() == "active"
+    assert h._thread.is_alive()

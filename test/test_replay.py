@@ -63,7 +63,8 @@ def test_every_output_topic_is_in_the_bag_with_its_type(mcap_run):
     assert summary.engine == "oracle" and summary.oracle
     assert types == {
         "/front/image_raw": "sensor_msgs/msg/Image", "/front/camera_info": "sensor_msgs/msg/CameraInfo",
-        "/tf": "tf2_msgs/msg/TFMessage", "/iggt/points": "sensor_msgs/msg/PointCloud2",
+        "/tf": "tf2_msgs/msg/TFMessage", "/tf_static": "tf2_msgs/msg/TFMessage",
+        "/iggt/points": "sensor_msgs/msg/PointCloud2",
         "/iggt/instances": "iggt_ros/msg/InstanceArray", "/iggt/detections": "vision_msgs/msg/Detection3DArray",
         "/iggt/markers": "visualization_msgs/msg/MarkerArray", "/iggt/instance_image/front": "sensor_msgs/msg/Image",
         "/iggt/instance_image/front/colorized": "sensor_msgs/msg/Image", "/iggt/depth/front": "sensor_msgs/msg/Image"}
