@@ -5,13 +5,24 @@ official architecture (VGGT-1B backbone, ~1 B parameters) with random weights, s
 latency, memory and numerics, not quality. Everything it measures lands in one folder:
 
 * model: for each window size S (default 2, 8, 16, 24) at 504x336, the forward latency (CUDA-synchronised,
-  median of `--repeats` after a warm-up) and the peak GPU memory in bf16 (backbone under autocast, heads in
-  fp32, as the release) and fp32, and the parity of every output of bf16 against fp32 (camera poses,
+  median of `--repeats` after a warm-up) and the peak memory PyTorch allocated during it in bf16 (backbone
+  under autocast, heads in fp32, as the release; only where the GPU has native bf16) and fp32, and the
+  parity of every output of bf16 against fp32 (camera poses,
   intrinsics, depth and its confidence, point map and its confidence, instance features): relative error
   of each, and the cosine between bf16 and fp32 instance features per pixel;
 * pipeline: `Pipeline.process_window` per window on a synthetic sequence with the model on the GPU in
   bf16 (inference and every post-processing stage), and post-processing of the oracle engine's features
   with the per-pixel passes on the GPU (clustering.pixel_device = cuda) beside numpy.
+
+Memory: "peak allocated" is `torch.cuda.max_memory_allocated` -- every live PyTorch tensor: the FP32
+weights (both precisions share one model), in bf16 also autocast's bf16 weight copies, and the
+activations; not the CUDA context, cuBLAS/cuDNN workspaces or the caching allocator's reserve
+("peak reserved" adds the reserve). "weights" is the FP32 parameter size, so peak - weights is what one
+window costs on top of the resident model. A deployment that stores bf16 weights saves half of "weights".
+
+Imports: each step imports what it needs when it runs, so the model step runs on a machine with
+PyTorch only; the pipeline step needs the package's full dependencies (pyyaml, scipy, ...) and is
+skipped with the missing one named when they are absent.
 
 Results: gpu_check.json (rewritten after every step, so a run cut short keeps what it measured),
 gpu_check.md and environment.txt in `--out`. A time limit (`--time-limit`, default 420 s) skips the steps
@@ -41,11 +52,7 @@ try:  # an installed package (a colcon install, pip) is used as it is; else the 
 except ImportError:
     sys.path.insert(0, str(Path(__file__).resolve().parents[1]))
 
-from iggt_ros.config import IggtConfig  # noqa: E402
-from iggt_ros.engine.base import ViewKey, WindowPrediction  # noqa: E402
-from iggt_ros.perception.frames import CameraFrame, FrameSet  # noqa: E402
-from iggt_ros.perception.pipeline import Pipeline  # noqa: E402
-from iggt_ros.synthetic.sequence import make_sequence  # noqa: E402
+from iggt_ros.engine.base import ViewKey, WindowPrediction  # noqa: E402 - numpy only
 
 OUTPUTS = ("extrinsics", "intrinsics", "depth", "depth_conf", "world_points", "world_points_conf",
            "instance_features")
@@ -128,12 +135,28 @@ def reset_peak(device: str) -> None:
         torch.cuda.reset_peak_memory_stats(torch.device(device))
 
 
-def peak_gib(device: str) -> float | None:
+def peak_gib(device: str) -> tuple[float | None, float | None]:
+    """(peak allocated, peak reserved) GiB since the last reset; None off CUDA."""
     import torch
 
     if device.startswith("cuda"):
-        return torch.cuda.max_memory_allocated(torch.device(device)) / 2 ** 30
-    return None
+        dev = torch.device(device)
+        return torch.cuda.max_memory_allocated(dev) / 2 ** 30, torch.cuda.max_memory_reserved(dev) / 2 ** 30
+    return None, None
+
+
+def precisions(device: str) -> tuple[str, ...]:
+    """bf16 and fp32 where the device computes bf16 natively (CPUs via autocast, Ampere/Orin and newer GPUs);
+    fp32 only elsewhere, instead of timing an emulation."""
+    import torch
+
+    if not device.startswith("cuda"):
+        return ("bf16", "fp32")
+    try:
+        native = torch.cuda.is_bf16_supported(including_emulation=False)
+    except TypeError:  # PyTorch before 2.4 has no emulation flag
+        native = torch.cuda.get_device_capability(torch.device(device))[0] >= 8
+    return ("bf16", "fp32") if native else ("fp32",)
 
 
 def random_images(s: int, hw: tuple[int, int], seed: int) -> np.ndarray:
@@ -174,13 +197,16 @@ def check_model(report: Report, args: argparse.Namespace, hw: tuple[int, int]) -
     model = build_model(args.model, args.device)
     report.data["model_build_s"] = time.perf_counter() - t
     report.data["parameters"] = int(sum(p.numel() for p in model.parameters()))
-    engines = {prec: TorchEngine(model, hw, args.device, prec, max_views=max(args.sizes)) for prec in ("bf16", "fp32")}
+    report.data["weights_gib"] = sum(p.numel() * p.element_size() for p in model.parameters()) / 2 ** 30
+    report.data["precisions"] = list(precisions(args.device))
+    engines = {prec: TorchEngine(model, hw, args.device, prec, max_views=max(args.sizes))
+               for prec in report.data["precisions"]}
     report.save()
     for s in args.sizes:
         images = random_images(s, hw, seed=s)
         batch = torch.from_numpy(images).to(args.device).permute(0, 3, 1, 2).float().div(255.0)
         preds = {}
-        for prec in ("bf16", "fp32"):
+        for prec in engines:
             if not report.time_left(f"model S={s} {prec}"):
                 continue
             engine = engines[prec]
@@ -197,9 +223,10 @@ def check_model(report: Report, args: argparse.Namespace, hw: tuple[int, int]) -
                 t0 = time.perf_counter()
                 preds[prec] = engine.infer(images, [ViewKey("cam", i) for i in range(s)])
                 infer_ms = (time.perf_counter() - t0) * 1e3
+                allocated, reserved = peak_gib(args.device)
                 row = {"S": s, "precision": prec, "size": f"{hw[1]}x{hw[0]}",
                        "forward_ms_median": statistics.median(times), "forward_ms_min": min(times),
-                       "infer_ms": infer_ms, "peak_memory_gib": peak_gib(args.device)}
+                       "infer_ms": infer_ms, "peak_allocated_gib": allocated, "peak_reserved_gib": reserved}
             except torch.cuda.OutOfMemoryError as exc:
                 row = {"S": s, "precision": prec, "size": f"{hw[1]}x{hw[0]}", "error": f"out of memory: {exc}"}
                 torch.cuda.empty_cache()
@@ -216,13 +243,17 @@ def check_model(report: Report, args: argparse.Namespace, hw: tuple[int, int]) -
 
 def sequence_windows(seq, size: int, count: int):
     """The sequence's frame sets for a one-camera pipeline (every step a keyframe)."""
+    from iggt_ros.perception.frames import CameraFrame, FrameSet
+
     for step in seq.steps[: size + (count - 1) * (size // 2)]:
         frames = {v.camera: CameraFrame(v.camera, v.stamp_ns, v.rgb, v.intrinsics, f"{v.camera}_optical")
                   for v in step}
         yield FrameSet(step[0].stamp_ns, frames)
 
 
-def pipeline_config(seq, hw: tuple[int, int], size: int, pixel_device: str) -> IggtConfig:
+def pipeline_config(seq, hw: tuple[int, int], size: int, pixel_device: str):
+    from iggt_ros.config import IggtConfig
+
     return IggtConfig().replace(**{
         "input.cameras": seq.rig.names, "input.image_width": hw[1], "input.image_height": hw[0],
         "window.size": size, "window.stride": size // 2, "window.min_translation_m": 0.0,
@@ -230,7 +261,9 @@ def pipeline_config(seq, hw: tuple[int, int], size: int, pixel_device: str) -> I
         "clustering.pixel_device": pixel_device})
 
 
-def run_pipeline(report: Report, name: str, engine, config: IggtConfig, frames: list[FrameSet]) -> None:
+def run_pipeline(report: Report, name: str, engine, config, frames: list) -> None:
+    from iggt_ros.perception.pipeline import Pipeline
+
     pipe = Pipeline(config, engine)
     rows = []
     for frameset in frames:
@@ -249,7 +282,16 @@ def run_pipeline(report: Report, name: str, engine, config: IggtConfig, frames: 
 
 def check_pipeline(report: Report, args: argparse.Namespace, hw: tuple[int, int]) -> None:
     """The whole pipeline per window: model on the device in bf16; oracle features with GPU or numpy pixel passes."""
-    from iggt_ros.engine.oracle import OracleEngine
+    try:
+        import iggt_ros.config  # noqa: F401 - pyyaml
+        import iggt_ros.perception.pipeline  # noqa: F401 - scipy, scikit-learn, ...
+        from iggt_ros.engine.oracle import OracleEngine
+        from iggt_ros.synthetic.sequence import make_sequence
+    except ImportError as exc:
+        missing = exc.name or str(exc)
+        report.data["skipped"].append(f"pipeline: needs {missing} (pip install the package with its dependencies)")
+        print(f"skipped pipeline: {missing} is not installed", flush=True)
+        return
     from iggt_ros.engine.torch_engine import TorchEngine
 
     size = args.pipeline_window
@@ -258,8 +300,9 @@ def check_pipeline(report: Report, args: argparse.Namespace, hw: tuple[int, int]
     frames = list(sequence_windows(seq, size, args.pipeline_windows))
     pixel_device = args.device if args.device.startswith("cuda") else "cpu"
     if report.time_left("pipeline with the model"):
-        engine = TorchEngine(build_model(args.model, args.device), hw, args.device, "bf16", max_views=size)
-        run_pipeline(report, f"{args.model} model (random weights), bf16, S={size}", engine,
+        prec = precisions(args.device)[0]
+        engine = TorchEngine(build_model(args.model, args.device), hw, args.device, prec, max_views=size)
+        run_pipeline(report, f"{args.model} model (random weights), {prec}, S={size}", engine,
                      pipeline_config(seq, hw, size, pixel_device), frames)
         del engine
     oracle = OracleEngine.from_sequence(seq, input_size=hw, similarity="full", window_local_features=True,
@@ -273,17 +316,19 @@ def markdown(data: dict) -> str:
     env = data.get("environment", {})
     lines = ["# GPU check", "", "Environment: " + ", ".join(f"{k} {v}" for k, v in env.items()), "",
              f"Model: {data['args']['model']} architecture, random weights, {data.get('parameters', 0):,} parameters "
-             f"(built in {data.get('model_build_s', float('nan')):.1f} s). "
-             f"Total time {data.get('elapsed_s', 0):.0f} s.",
+             f"(built in {data.get('model_build_s', float('nan')):.1f} s), FP32 weights "
+             f"{data.get('weights_gib', float('nan')):.2f} GiB. Total time {data.get('elapsed_s', 0):.0f} s.",
+             "", "Peak allocated: every PyTorch tensor (FP32 weights, in bf16 also autocast's bf16 weight copies, "
+             "activations); peak reserved adds the caching allocator's reserve; neither counts the CUDA context.",
              "", "| S | precision | size | forward ms (median) | forward ms (min) | infer ms (with transfers) | "
-             "peak memory GiB |", "|---|---|---|---|---|---|---|"]
+             "peak allocated GiB | peak reserved GiB |", "|---|---|---|---|---|---|---|---|"]
     for r in data["model"]:
         if "error" in r:
-            lines.append(f"| {r['S']} | {r['precision']} | {r['size']} | {r['error']} | | | |")
+            lines.append(f"| {r['S']} | {r['precision']} | {r['size']} | {r['error']} | | | | |")
             continue
-        mem = "" if r["peak_memory_gib"] is None else f"{r['peak_memory_gib']:.2f}"
+        mem = ["" if r.get(k) is None else f"{r[k]:.2f}" for k in ("peak_allocated_gib", "peak_reserved_gib")]
         lines.append(f"| {r['S']} | {r['precision']} | {r['size']} | {r['forward_ms_median']:.1f} | "
-                     f"{r['forward_ms_min']:.1f} | {r['infer_ms']:.1f} | {mem} |")
+                     f"{r['forward_ms_min']:.1f} | {r['infer_ms']:.1f} | {mem[0]} | {mem[1]} |")
     if data["parity"]:
         lines += ["", "bf16 against fp32 (relative L2 error of each output; instance features also as per-pixel "
                   "cosine):", "", "| S | " + " | ".join(OUTPUTS) + " | feature cosine mean / p1 / min |",

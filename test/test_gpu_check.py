@@ -82,3 +82,26 @@ def test_without_cuda_the_default_run_says_what_to_do(tmp_path, capsys):
         pytest.skip("a CUDA device is present: the default run is the real check")
     assert load_script().main(["--out", str(tmp_path)]) == 2
     assert "--device cpu --model tiny" in capsys.readouterr().err
+
+
+def test_model_step_runs_with_only_pytorch_installed(tmp_path):
+    """pyyaml and scipy unimportable (a fresh CUDA machine with PyTorch only): the module imports, the model
+    step measures, and the pipeline step is skipped naming what is missing."""
+    import subprocess
+    import sys
+
+    code = (
+        "import sys, importlib.util\n"
+        "sys.modules['yaml'] = None; sys.modules['scipy'] = None\n"
+        f"spec = importlib.util.spec_from_file_location('gpu_check', {str(SCRIPT)!r})\n"
+        "module = importlib.util.module_from_spec(spec); spec.loader.exec_module(module)\n"
+        "sys.exit(module.main(['--model', 'tiny', '--device', 'cpu', '--size', '140x84', '--sizes', '2',\n"
+        f"                     '--repeats', '1', '--out', {str(tmp_path)!r}]))\n"
+    )
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    data = json.loads((tmp_path / "gpu_check.json").read_text())
+    assert data["errors"] == []
+    assert {(r["S"], r["precision"]) for r in data["model"]} == {(2, "bf16"), (2, "fp32")}
+    assert any(s.startswith("pipeline: needs yaml") for s in data["skipped"]), data["skipped"]
+    assert data["weights_gib"] > 0 and "Peak allocated: every PyTorch tensor" in (tmp_path / "gpu_check.md").read_text()
