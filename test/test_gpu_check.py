@@ -105,3 +105,21 @@ def test_model_step_runs_with_only_pytorch_installed(tmp_path):
     assert {(r["S"], r["precision"]) for r in data["model"]} == {(2, "bf16"), (2, "fp32")}
     assert any(s.startswith("pipeline: needs yaml") for s in data["skipped"]), data["skipped"]
     assert data["weights_gib"] > 0 and "Peak allocated: every PyTorch tensor" in (tmp_path / "gpu_check.md").read_text()
+
+
+def test_tensorrt_check_without_a_gpu_says_so(tmp_path, capsys):
+    """benchmarks/trt_check.py needs CUDA and TensorRT; here it stops at once with exit code 2 and a reason."""
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("a CUDA device is present: the check itself runs there")
+    spec = importlib.util.spec_from_file_location("trt_check", SCRIPT.with_name("trt_check.py"))
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    assert module.main(["--out", str(tmp_path)]) == 2
+    assert "needs a GPU with TensorRT 10" in capsys.readouterr().err
+    layers = [{"Name": "aggregator.frame_blocks.0.attn/node_Softmax_342"},
+              {"Name": "{ForeignNode[aggregator.global_blocks.0.attn/node_MatMul_1...node_MatMul_3]}"}]
+    verdict = module.attention_fusion(layers)
+    assert verdict["unfused_attention_softmax_layers"] == 1 and not verdict["fused"]
+    assert module.attention_fusion(layers[1:])["fused"]
