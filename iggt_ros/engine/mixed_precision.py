@@ -226,7 +226,11 @@ def write_mixed_precision(src: str | Path, dst: str | Path, fp32_patterns: Seque
 
 def read_precision(path: str | Path) -> tuple[str, list[str]] | None:
     """(precision, FP32 patterns) of a graph `write_mixed_precision` wrote; None for any other graph."""
-    import onnx
+    try:
+        import onnx
+    except ImportError as exc:
+        raise EngineError("building a plan reads the ONNX graph's metadata with the onnx package: pip install "
+                          "onnx (the only package the build needs besides TensorRT, torch and numpy)") from exc
 
     props = {p.key: p.value for p in onnx.load(str(path), load_external_data=False).metadata_props}
     if PRECISION_KEY not in props:
