@@ -48,7 +48,14 @@ from iggt_ros.vlm.phrasings import load_phrasings  # noqa: E402
 from iggt_ros.vlm.registry import make_region_encoder, make_text_encoder  # noqa: E402
 from iggt_ros.vlm.synthetic_views import observations, sequence_instances  # noqa: E402
 from iggt_ros.vlm.train_region import SEEDS  # noqa: E402
-from iggt_ros.vlm.understanding import RELATIONS, SUPERLATIVES, QueryReader, singular, tokenize  # noqa: E402
+from iggt_ros.vlm.understanding import (  # noqa: E402
+    RELATIONS,
+    SUPERLATIVES,
+    QueryReader,
+    reader_for,
+    singular,
+    tokenize,
+)
 
 TRAJECTORIES = ("orbit", "walk", "pan")
 SPLIT_KINDS = {"benchmark": KINDS, "validation": ("canonical", "synonym", "dev")}
@@ -154,7 +161,8 @@ def split_summaries(outcomes: list) -> tuple[dict, dict]:
 def latency_check(pool: list[list], outcomes: list, cfg: QueryConfig, args, count: int = 50,
                   queries: int = 300) -> dict:
     """Query latency with `count` embedded instances in the map, with a fresh text encoder and reader
-    (no cached texts): held-out phrasings and relation queries of the benchmark, each asked once."""
+    (no cached texts; the reader's tables built first, as the node does at load): held-out, dev and
+    relation queries of the benchmark, each asked once."""
     from iggt_ros.vlm.query import answer_query
 
     instances = []
@@ -169,6 +177,7 @@ def latency_check(pool: list[list], outcomes: list, cfg: QueryConfig, args, coun
     rng = np.random.default_rng(0)
     texts = [texts[i] for i in rng.permutation(len(texts))[:queries]]
     encoder = make_text_encoder(cfg)
+    reader_for(encoder).warm()  # as the node does when its encoders load
     viewer = np.eye(4)
     lat = []
     for text in texts:
@@ -257,7 +266,8 @@ def markdown(summary: dict, meta: dict, scenes: list[dict], pipeline: dict | Non
             f"## Latency with {latency['instances']} instances in the map",
             "",
             f"{latency['queries']} held-out, dev and relation queries, each asked once with a fresh text encoder "
-            f"(no cached texts), torch threads {latency['torch_threads']}: median {latency['median_ms']:.1f} ms, "
+            f"(no cached texts; the reader's tables built first, as the node does at load), torch threads "
+            f"{latency['torch_threads']}: median {latency['median_ms']:.1f} ms, "
             f"p95 {latency['p95_ms']:.1f} ms, max {latency['max_ms']:.1f} ms.",
         ]
     enc = sum(s["regions_encoded"] for s in scenes)

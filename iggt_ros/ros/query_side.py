@@ -33,6 +33,7 @@ from iggt_ros.vlm.answer_frame import transform_records
 from iggt_ros.vlm.labels import NOT_EMBEDDED_YET, LabelVocabulary, attribute_vocabulary, too_small_reason
 from iggt_ros.vlm.query import QueryResult, answer_query
 from iggt_ros.vlm.query_index import LabelSink, QueryIndex
+from iggt_ros.vlm.understanding import reader_for
 
 Logger = Callable[[str], None]
 TransformLookup = Callable[[str, str, int], np.ndarray]
@@ -105,6 +106,8 @@ class QuerySide:
 
         try:
             text = make_text_encoder(self.config)
+            if text is not None:
+                reader_for(text).warm()  # the first query should not pay for the reader's tables
             region = make_region_encoder(self.config)
             vocabulary = (LabelVocabulary(self.config.label_vocabulary or attribute_vocabulary(), text)
                           if text is not None and region is not None else None)

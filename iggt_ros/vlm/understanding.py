@@ -346,6 +346,13 @@ class QueryReader:
         self._lock = threading.Lock()
 
     # ------------------------------------------------------------------ public
+    def warm(self) -> QueryReader:
+        """Build the word tables and encode the attribute words now (hundreds of ms), not on the first query."""
+        self._fuzzy_words()
+        if self._embed is not None:
+            self._anchors()
+        return self
+
     def read(self, text: str) -> ParsedQuery:
         with self._lock:
             hit = self._cache.get(text)
