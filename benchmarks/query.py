@@ -86,6 +86,23 @@ def query_outcomes(seed: int, instances, text_encoder, cfg, args) -> list:
     return outcomes
 
 
+def segmentation_scene(seed: int, args, cfg: QueryConfig, text_encoder, region_encoder, matrix) -> None:
+    """Shape classes from the region embeddings of ground-truth-mask instances, scored per pixel."""
+    from iggt_ros.synthetic.attributes import SHAPES
+    from iggt_ros.vlm.segmentation import class_image, classify
+
+    traj = TRAJECTORIES[seed % len(TRAJECTORIES)]
+    seq = make_sequence(seed, num_steps=args.steps, trajectory=traj, width=args.width, height=args.height)
+    instances = sequence_instances(seq, min_area_px=cfg.embed_min_area_px)
+    embedder = InstanceEmbedder(region_encoder, cfg)
+    for view in observations(seq.views(), instances):
+        embedder.process(view)
+    predicted = classify(embedder.store.vectors(), list(SHAPES), text_encoder)
+    truth = {int(o.id): list(SHAPES).index(o.shape) for o in seq.scene.objects}
+    for view in seq.views():
+        matrix.update(class_image(view.instance_ids, predicted), class_image(view.instance_ids, truth))
+
+
 def run_scene(seed: int, args, cfg: QueryConfig, text_encoder, region_encoder) -> tuple[list, dict, list]:
     traj = TRAJECTORIES[seed % len(TRAJECTORIES)]
     seq = make_sequence(seed, num_steps=args.steps, trajectory=traj, width=args.width, height=args.height)
@@ -300,6 +317,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--pipeline-scenes", type=int, default=0,
                     help="also replay this many of the scenes through the pipeline (oracle engine)")
     ap.add_argument("--relations-per-kind", type=int, default=3, help="relation queries per relation and scene")
+    ap.add_argument("--segmentation-only", action="store_true",
+                    help="only score shape-class segmentation (2D mIoU, mAcc) from ground-truth-mask instances")
     ap.add_argument("--latency-only", action="store_true",
                     help="only measure query latency with 50 instances (writes query_latency.json)")
     ap.add_argument("--split", choices=tuple(SPLIT_KINDS), default="benchmark",
@@ -314,6 +333,23 @@ def main(argv: list[str] | None = None) -> int:
     lo = SEEDS[args.split][0]
     seeds = list(range(lo, lo + args.scenes))
     load_start = os.getloadavg()[0]
+    if args.segmentation_only:
+        from iggt_ros.synthetic.attributes import SHAPES
+        from iggt_ros.vlm.segmentation import ConfusionMatrix
+
+        matrix = ConfusionMatrix(len(SHAPES))
+        for seed in seeds:
+            segmentation_scene(seed, args, cfg, text_encoder, region_encoder, matrix)
+        result = {"command": "python benchmarks/query.py " + " ".join(argv if argv is not None else sys.argv[1:]),
+                  "classes": list(SHAPES), "seeds": [seeds[0], seeds[-1]], "masks": "ground truth",
+                  "miou_2d": matrix.miou(), "macc_2d": matrix.macc(),
+                  "iou_per_class": dict(zip(SHAPES, matrix.iou().tolist(), strict=True)),
+                  "accuracy_per_class": dict(zip(SHAPES, matrix.accuracy().tolist(), strict=True))}
+        out = Path(args.out)
+        out.mkdir(parents=True, exist_ok=True)
+        (out / "query_segmentation.json").write_text(json.dumps(result, indent=1))
+        print(json.dumps(result, indent=1))
+        return 0
     outcomes, scenes, pool = [], [], []
     for seed in seeds:
         o, s, instances = run_scene(seed, args, cfg, text_encoder, region_encoder)
