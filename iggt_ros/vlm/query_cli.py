@@ -32,7 +32,7 @@ def result_to_dict(result: QueryResult) -> dict:
     """A JSON-ready form of a query answer (the same fields as the service response)."""
     return {
         "success": result.success, "message": result.message, "frame_id": result.frame_id,
-        "latency_ms": round(result.latency_ms, 3),
+        "latency_ms": round(result.latency_ms, 3), "understood": result.understood,
         "instances": [{
             "id": r.instance.id, "score": round(r.score, 6),
             "centroid": [float(v) for v in r.instance.centroid],
@@ -46,6 +46,8 @@ def result_to_dict(result: QueryResult) -> dict:
 
 def format_table(result: QueryResult) -> str:
     lines = [f"{result.message} (frame '{result.frame_id}', {result.latency_ms:.1f} ms)"]
+    if result.understood:
+        lines.append(f"understood: {result.understood}")
     if result.ranked:
         lines.append(f"{'rank':>4} {'id':>5} {'score':>6}  {'centroid (m)':<24} {'box size (m)':<20} attributes")
         for i, r in enumerate(result.ranked, 1):
