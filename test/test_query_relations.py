@@ -122,3 +122,14 @@ def test_answers_in_base_link_through_tf(scene):
     answered = transform_records([red], base_from_odom)[0]
     true_center = np.linalg.inv(odom_from_base) @ np.append(red.box_center, 1.0)
     assert np.linalg.norm(answered.box_center - true_center[:3]) < 1e-9
+
+
+def test_on_top_of_picks_the_object_resting_on_the_reference():
+    box = obj(1, "blue", "box", 2.0, 0.0, size=0.4)
+    on_box = obj(2, "red", "cube", 2.0, 0.05, size=0.2)
+    on_box.box_center = np.array([2.0, 0.05, 0.4 + 0.1])  # bottom at the box's top
+    beside = obj(3, "green", "cube", 2.0, 1.0, size=0.2)
+    result = answer_query("the cube on top of the blue box", [box, on_box, beside], WordAxisEncoder(),
+                          viewer=np.eye(4))
+    assert [r.instance.id for r in result.ranked][:2] == [2, 3]
+    assert result.ranked[0].score > 10 * result.ranked[1].score
