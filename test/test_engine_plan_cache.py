@@ -121,6 +121,16 @@ def test_plan_from_another_gpu_or_tensorrt_is_refused(tmp_path, here, says):
         pc.find_plan(tmp_path, "abc", SHAPE, BUILD, here)
 
 
+def test_lookup_falls_back_to_a_plan_built_here_with_other_settings(tmp_path):
+    small = BuildSettings(profiles=SHAPE.profiles, workspace_bytes=1 << 30).key_fields()
+    meta = _write_plan(tmp_path, ORIN, build=small)
+    assert pc.plan_cache_key("abc", SHAPE, small, ORIN) != pc.plan_cache_key("abc", SHAPE, BUILD, ORIN)
+    assert pc.find_plan(tmp_path, "abc", SHAPE, BUILD, ORIN) == pc.plan_path(tmp_path, meta.cache_key)
+    # ... but never one of another GPU module: the near miss is explained.
+    with pytest.raises(EngineError, match="16 SMs"):
+        pc.find_plan(tmp_path, "abc", SHAPE, BUILD, AGX)
+
+
 def test_plan_of_another_package_version_is_refused(tmp_path):
     meta = pc.PlanMetadata("abc", SHAPE.input_size, SHAPE.profiles, dict(BUILD), ORIN, package_version="0.0.1")
     plan = tmp_path / "engine.plan"

@@ -113,7 +113,7 @@ def test_factory_builds_only_on_request_then_finds_the_plan(built, tmp_path):
                           cache_dir=str(tmp_path))
     with pytest.raises(EngineError, match="iggt-ros export"):
         create_engine(config, input_size=SIZE, window_sizes=(2,))
-    result = export_to_cache(config, SIZE, window_sizes=(2,), tensorrt=True, workspace_gb=1.0)
+    result = export_to_cache(config, SIZE, window_sizes=(2,), tensorrt=True)
     assert result.plan_path is not None and result.plan_path.is_file()
     assert json.loads(Path(f"{result.plan_path}.parity.json").read_text())["frames"] == 2
     engine = create_engine(config, input_size=SIZE, window_sizes=(2,))

@@ -305,21 +305,38 @@ def check_plan_shape(meta: PlanMetadata, plan: str | Path, input_size: Sequence[
 
 def find_plan(cache_dir: str | Path, model_hash: str, shape: PlanShape, build: Mapping,
               device: DeviceInfo) -> Path | None:
-    """The cached plan for exactly this key, or None; raises EngineError when a plan for the same weights,
-    shapes and precision exists but was built on another GPU, TensorRT or package version (so the user
-    learns why)."""
+    """The cached plan for this key; else the newest plan of the same weights, shapes and precision built
+    here with other settings (e.g. a smaller workspace given to `build-engine`); else None.
+
+    Raises EngineError when the only plans for the same weights, shapes and precision were built on another
+    GPU, TensorRT or package version, so the user learns why instead of reading "not found".
+    """
     key = plan_cache_key(model_hash, shape, build, device)
     path = plan_path(cache_dir, key)
     if path.is_file():
         check_plan_compatible(PlanMetadata.read(path), device, path)
         return path
+    usable, refused = [], None
     for other in sorted(_root(cache_dir).glob(f"trt-*/{PLAN_NAME}")):
         try:
             meta = PlanMetadata.read(other)
         except EngineError:
             continue
-        if meta.model_sha256 == model_hash and meta.shape == shape and meta.precision == build.get("precision"):
+        if meta.model_sha256 != model_hash or meta.shape != shape or meta.precision != build.get("precision"):
+            continue
+        try:
             check_plan_compatible(meta, device, other)
+        except EngineError as exc:
+            refused = exc
+            continue
+        usable.append((other.stat().st_mtime_ns, other, meta))
+    if usable:
+        _, other, meta = max(usable, key=lambda u: u[0])
+        changed = sorted(k for k in set(build) | set(meta.build) if build.get(k) != meta.build.get(k))
+        log.info("using %s, built with other settings (%s)", other, ", ".join(changed))
+        return other
+    if refused is not None:
+        raise refused
     return None
 
 
