@@ -133,3 +133,9 @@ def test_on_top_of_picks_the_object_resting_on_the_reference():
                           viewer=np.eye(4))
     assert [r.instance.id for r in result.ranked][:2] == [2, 3]
     assert result.ranked[0].score > 10 * result.ranked[1].score
+
+
+def test_a_reference_nothing_explains_is_said_and_not_guessed(scene):
+    got, result = top("the green cube left of the zorblax", scene)
+    assert got == 2  # the green cube, by its description alone
+    assert "reference of 'left_of' ('zorblax') names no known object" in result.understood

@@ -17,6 +17,7 @@ relation or superlative, a score is the best attribute score times the instance'
 
 from __future__ import annotations
 
+import dataclasses
 import time
 from collections import Counter
 from collections.abc import Mapping, Sequence
@@ -137,7 +138,7 @@ def answer_query(text: str, instances: Sequence[InstanceRecord], text_encoder: T
 
 def _mentions(parsed: ParsedQuery) -> list[Description | None]:
     """The target and each reference, None for a mention that names nothing to embed."""
-    return [d if not d.empty or d.unknown else None for d in (parsed.target, *parsed.references)]
+    return [None if d.empty else d for d in (parsed.target, *parsed.references)]
 
 
 def attribute_matches(mention: Description, vectors: np.ndarray, text_encoder: TextEncoder) -> np.ndarray | None:
@@ -167,6 +168,15 @@ def _rank(query: str, parsed: ParsedQuery, vectors: np.ndarray, boxes: Sequence[
     if not parsed.understood:
         q = text_encoder.encode([query])[0]
         return np.clip((1.0 + vectors @ q) / 2.0, 0.0, 1.0), parsed.summary() + "; ranked by the text as typed"
+    note = ""
+    if any(r.empty for r in parsed.references):
+        # 'left of the zorblax': no object to relate to; answer the target alone rather than guess one
+        words = " ".join(w for r in parsed.references for w in r.unknown) or "nothing"
+        note = f"; the reference of '{parsed.relation}' ('{words}') names no known object, so the relation is ignored"
+        parsed = dataclasses.replace(parsed, relation=None, references=())
+        if not parsed.understood:
+            q = text_encoder.encode([query])[0]
+            return np.clip((1.0 + vectors @ q) / 2.0, 0.0, 1.0), parsed.summary() + note
     mentions = _mentions(parsed)
     texts = [m.canonical() for m in mentions if m is not None]
     encoded = iter(text_encoder.encode(texts)) if texts else iter(())
@@ -174,7 +184,7 @@ def _rank(query: str, parsed: ParsedQuery, vectors: np.ndarray, boxes: Sequence[
                    for m in mentions]
     target = per_mention[0]
     if parsed.relation is None and parsed.superlative is None:
-        return target, parsed.summary()
+        return target, parsed.summary() + note
     geometry = Geometry.from_boxes(np.stack([b.box_center for b in boxes]), np.stack([b.box_size for b in boxes]),
                                    viewer)
     matches = [None if m is None else attribute_matches(m, vectors, text_encoder) for m in mentions]
@@ -186,7 +196,7 @@ def _rank(query: str, parsed: ParsedQuery, vectors: np.ndarray, boxes: Sequence[
         understood += "; reference IDs " + ", ".join(str(boxes[i].id) for i in result.references)
     if viewer is None and (parsed.relation or parsed.superlative):
         understood += "; directions from the map frame's axes (robot pose unknown)"
-    return best * result.weights, understood
+    return best * result.weights, understood + note
 
 
 def _summary(missing: Counter[str], most: int = 3) -> str:
