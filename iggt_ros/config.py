@@ -355,6 +355,9 @@ class PublishConfig:
     depth: bool = True
     markers: bool = True
     detections: bool = True
+    instance_frames: bool = False
+    """A TF frame `iggt/instance_<id>` at the box of every confirmed instance, on /tf (for planners that
+    look objects up with TF); a frame is no longer sent once its instance leaves the map or is lost."""
     diagnostics_period_s: float = 1.0
 
     BOUNDS: ClassVar[dict[str, Bound]] = {"diagnostics_period_s": Bound(0, lo_open=True, note="seconds")}

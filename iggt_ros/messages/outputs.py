@@ -14,6 +14,7 @@ carry the same topics and bytes. Topics, relative to the namespace (default ``/i
 | `instance_image/<camera>` | sensor_msgs/Image 16UC1 | instance IDs of one view, 0 = none |
 | `instance_image/<camera>/colorized` | sensor_msgs/Image rgb8 | the same IDs in the stable palette |
 | `depth/<camera>` | sensor_msgs/Image 32FC1 | depth in metres (output-frame units), NaN = unknown |
+| `/tf` (absolute; off by default) | tf2_msgs/TFMessage | output frame -> `iggt/instance_<id>` at each confirmed box |
 
 Decisions users rely on:
 
@@ -42,10 +43,12 @@ from dataclasses import dataclass
 
 from iggt_ros.config import PublishConfig
 from iggt_ros.engine.preprocess import resize_nearest
+from iggt_ros.messages import convention as C
 from iggt_ros.messages import layouts as L
 from iggt_ros.messages.message import Header, MessageData
 from iggt_ros.perception.pipeline import WindowResult
-from iggt_ros.perception.records import instance_record
+from iggt_ros.perception.records import STATE_CONFIRMED, InstanceRecord, instance_record
+from iggt_ros.spatial import transform_from, yaw_quaternion
 
 log = logging.getLogger(__name__)
 
@@ -104,6 +107,8 @@ class OutputTopics:
             topics[self.detections] = DETECTIONS_TYPE
         if p is None or p.markers:
             topics[self.markers] = MARKERS_TYPE
+        if p is None or p.instance_frames:
+            topics[C.TF_TOPIC] = TF_TYPE
         for cam in cameras:
             if p is None or p.instance_images:
                 topics[self.instance_image(cam)] = IMAGE_TYPE
@@ -112,6 +117,18 @@ class OutputTopics:
             if p is None or p.depth:
                 topics[self.depth(cam)] = IMAGE_TYPE
         return topics
+
+
+TF_TYPE = "tf2_msgs/msg/TFMessage"
+INSTANCE_FRAME_PREFIX = "iggt/instance_"
+
+
+def instance_frames(header: Header, rows: Sequence[InstanceRecord]) -> MessageData:
+    """/tf transforms header.frame_id -> iggt/instance_<id> at the box (centre, yaw) of each confirmed instance."""
+    transforms = [L.TransformData(header.frame_id, f"{INSTANCE_FRAME_PREFIX}{int(r.id)}", header.stamp_ns,
+                                  transform_from(r.box_center, yaw_quaternion(r.box_yaw)))
+                  for r in rows if int(r.state) == STATE_CONFIRMED]
+    return L.tf_message(transforms)
 
 
 @dataclass
@@ -159,6 +176,10 @@ class OutputAdapter:
             out.append(OutputMessage(self.topics.markers, L.marker_array(header, rows, sorted(gone)),
                                      header.stamp_ns))
             self._marker_ids = {r.id for r in rows if r.state != L.STATE_LOST}
+        if p.instance_frames:
+            frames = instance_frames(header, rows)
+            if frames.fields["transforms"]:
+                out.append(OutputMessage(C.TF_TOPIC, frames, header.stamp_ns))
         if p.instance_images or p.colorized_instance_images or p.depth:
             out.extend(self._view_messages(result, source_sizes or {}))
         return out
