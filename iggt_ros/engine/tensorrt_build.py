@@ -1,11 +1,12 @@
 """Build a TensorRT plan from the exported ONNX with the TensorRT 10 Python builder API.
 
 Precision: the matrix work (attention and MLP matmuls, convolutions of the backbone) runs in FP16 (or
-BF16), while LayerNorms, the RoPE rotation and the dense heads stay FP32: all-FP16 ports of VGGT are
-reported to lose pose accuracy (LayerNorm and RoPE over 48 blocks), and the heads' exp/expm1
-activations overflow FP16. The attention's matmul-softmax-matmul is left in half precision so
-TensorRT can fuse it (its fused kernels accumulate the softmax in FP32); pinned, it would materialise
-S*T x S*T scores per head -- 773 M at S=8 and 504x336.
+BF16), while LayerNorms, the RoPE rotation and the dense heads stay FP32: the heads' exp/expm1
+activations overflow FP16, and LayerNorm statistics and RoPE angles over 48 blocks are kept exact
+as a precaution (the FP16 plan's error against PyTorch FP32 is what `build-engine` reports). The
+attention's matmul-softmax-matmul is left in half precision so TensorRT can fuse it (its fused
+kernels accumulate the softmax in FP32); pinned, it would materialise S*T x S*T scores per head --
+773 M per global layer of the official model at S=8 and 504x336.
 
 The default strongly typed build (`typing="strong"`, the only kind TensorRT 11 has) parses the
 mixed-precision graph `mixed_precision` writes (FP16 initializers, FP32 where pinned), so nothing
