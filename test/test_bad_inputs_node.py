@@ -213,3 +213,32 @@ def test_no_request_from_outside_ends_the_node(harness_factory):
     assert reset.success
     assert h.change_state(Transition.TRANSITION_ACTIVATE) and h.state() == "active"
     assert h._thread.is_alive()
+
+
+def test_duplicate_stamps_are_dropped_and_large_images_used_and_said(harness_factory, input_path):
+    from rclpy.lifecycle import TransitionCallbackReturn
+
+    from iggt_ros.ros.convert import to_rclpy
+
+    seq = sequence()
+    h = harness_factory(base_params(**{"input.use_tf": False}), HeldEngine(oracle()))
+    node = h.node
+    assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+    assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+    counts = node.inputs.counts.total
+    h.play(0, with_tf=False)
+    h.play(1, with_tf=False)
+    h.publish_step(1, with_tf=False)  # the same set again: a driver repeating its stamp
+    wait_for(lambda: counts.get("duplicate stamp", 0) >= 1, 20.0, "the repeated stamp counted")
+    # a set of images 5x the model input on each side (25x its pixels): resized and used, said once per camera
+    sets = node.stats.frame_sets
+    stamp = int(seq.steps[2][0].stamp_ns)
+    for view in seq.steps[2]:
+        big = np.repeat(np.repeat(view.rgb, 5, axis=0), 5, axis=1)
+        header = Header(stamp, optical_frame(view.camera))
+        h.publish_raw(f"{view.camera}/camera_info", to_rclpy(L.camera_info(header, view.intrinsics * [[5], [5], [1]],
+                                                                          big.shape[1], big.shape[0])))
+        h.publish_raw(f"{view.camera}/image_raw", to_rclpy(L.rgb_image(header, big)))
+    wait_for(lambda: node.stats.frame_sets > sets, 30.0, "the large set used")
+    assert counts.get("large image") == len(seq.rig.names)
+    assert node.pipeline.resets == 0 and node.pipeline.time_jumps == 0
