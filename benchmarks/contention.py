@@ -140,7 +140,8 @@ def measure_demo(setting: str, busy: int, workdir: Path, env: dict[str, str], ti
         stop(hogs)
     if done.returncode != 0:
         return {"error": f"demo exit {done.returncode}: {done.stderr.strip().splitlines()[-1:]}"}
-    first = re.search(r"first window ([0-9.]+) s after the process started", done.stdout)
+    first = re.search(r"first window [0-9.]+ s after the replay started \(([0-9.]+) s after the process started\)",
+                      done.stdout)
     latency = re.search(r"latency per window: mean ([0-9.]+) ms, p95 ([0-9.]+) ms", done.stdout)
     return {"wall_s": wall, "first_window_s": float(first.group(1)) if first else None,
             "window_mean_ms": float(latency.group(1)) if latency else None,

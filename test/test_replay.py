@@ -70,6 +70,9 @@ def test_every_output_topic_is_in_the_bag_with_its_type(mcap_run):
         "/iggt/instance_image/front/colorized": "sensor_msgs/msg/Image", "/iggt/depth/front": "sensor_msgs/msg/Image"}
     assert summary.images_read == FRAMES and len(bag["/front/image_raw"]) == FRAMES
     assert summary.windows >= 2
+    assert 0 < summary.first_window_s <= summary.wall_s
+    assert summary.process_age_at_first_window_s >= summary.first_window_s, "the process started before the replay"
+    assert any(line.startswith("first window") for line in summary.headline())
     for topic in ("/iggt/points", "/iggt/instances", "/iggt/detections", "/iggt/markers"):
         assert len(bag[topic]) == summary.windows
     # each output view once, on every per-view topic

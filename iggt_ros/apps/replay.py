@@ -66,6 +66,7 @@ from iggt_ros.messages.outputs import OutputAdapter
 from iggt_ros.perception.engine_setup import create_window_engine
 from iggt_ros.perception.pipeline import Pipeline, WindowResult
 from iggt_ros.perception.warn_once import WarnOnce
+from iggt_ros.process_age import process_age_s
 
 log = logging.getLogger(__name__)
 
@@ -108,6 +109,11 @@ class ReplaySummary:
     report: ReportFiles | None = None
     query_state: Path | None = None
     wall_s: float = 0.0
+    first_window_s: float | None = None
+    """Seconds from the start of the replay (opening the bag, loading the engine) to the first window's outputs."""
+    process_age_at_first_window_s: float | None = None
+    """Cold start of a fresh process (`iggt-ros replay`, `demo`): seconds from the process start (imports
+    included) to the first window's outputs; in a long-lived process it is that process's age."""
 
     @property
     def metrics(self) -> dict[str, Any] | None:
@@ -117,6 +123,9 @@ class ReplaySummary:
         """The few numbers worth printing: windows, latency and, with ground truth, the metrics."""
         lines = [f"{self.images_read} images, {self.framesets} synchronised sets, {self.windows} windows, "
                  f"{self.views} output views in {self.wall_s:.1f} s (engine: {self.engine})"]
+        if self.first_window_s is not None:
+            lines.append(f"first window {self.first_window_s:.1f} s after the replay started "
+                         f"({self.process_age_at_first_window_s:.1f} s after the process started)")
         if self.reexpressions or self.tf_dropout_windows:
             lines.append(f"TF: map moved into the TF world frame {self.reexpressions} time(s) (TF came after the "
                          f"first windows); {self.tf_dropout_windows} window(s) without TF stayed in it")
@@ -271,7 +280,7 @@ class Replay:
             config = self._configure(reader)
             truth = TruthStore(config.window.size, len(config.input.cameras), config.input.sync_queue_size)
             engine = self._make_engine(config, reader, truth)
-            state = _RunState(self, reader, config, truth, engine)
+            state = _RunState(self, reader, config, truth, engine, started)
             state.execute()
         finally:
             reader.close()
@@ -284,8 +293,10 @@ class _RunState:
     """Everything of one run that changes while it runs (kept apart from the options)."""
 
     def __init__(self, replay: Replay, reader: BagReader, config: IggtConfig, truth: TruthStore,
-                 engine: Engine) -> None:
+                 engine: Engine, replay_started: float) -> None:
         self.replay = replay
+        self.replay_started = replay_started
+        """time.monotonic() when the replay started (the first window's delay counts from it)"""
         self.reader = reader
         self.config = config
         self.truth = truth
@@ -442,6 +453,9 @@ class _RunState:
                 self.reader.world_frame, image.frame_id, image.stamp_ns, image.world_from_camera)]))
 
     def _output(self, result: WindowResult, record_ns: int) -> None:
+        if self.summary.windows == 0:
+            self.summary.first_window_s = time.monotonic() - self.replay_started
+            self.summary.process_age_at_first_window_s = process_age_s()
         self.summary.windows += 1
         for msg in self.adapter.messages(result, self.source_sizes):
             self._write(msg.topic, record_ns, msg.data)
