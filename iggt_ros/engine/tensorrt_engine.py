@@ -57,7 +57,7 @@ class TensorRTEngine(Engine):
             self._engine = self._runtime.deserialize_cuda_engine(plan.read_bytes())
             if self._engine is None:
                 raise EngineError(f"TensorRT could not deserialise {plan} (see its log); rebuild it with "
-                                  "`iggt-ros export`")
+                                  "`iggt-ros build-engine`")
             self._context = self._engine.create_execution_context()
             self._stream = torch.cuda.Stream(self.device)
         names = [self._engine.get_tensor_name(i) for i in range(self._engine.num_io_tensors)]
