@@ -359,3 +359,20 @@ def _slice_outputs(out: dict, i: int) -> dict:
 
 def _slice_truth(truth, i: int):
     return type(truth)(**{k: v[i:i + 1] for k, v in vars(truth).items()})
+
+
+def compact_checkpoint(src: str | Path, dst: str | Path) -> Path:
+    """Copy a resumable checkpoint with Adam's moments in bfloat16, to commit it under 20 MB.
+
+    The weights stay float32; `torch.optim` casts the moments back to the parameters' dtype when a
+    run resumes, so training continues in float32 (the moments lose precision once, not the weights).
+    """
+    state = torch.load(src, map_location="cpu", weights_only=False)
+    for slot in state["optimizer"]["state"].values():
+        for key in ("exp_avg", "exp_avg_sq"):
+            if key in slot:
+                slot[key] = slot[key].to(torch.bfloat16)
+    dst = Path(dst)
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    torch.save(state, dst)
+    return dst
