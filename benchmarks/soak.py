@@ -4,14 +4,14 @@
     .venv/bin/python benchmarks/soak.py --report      # table and plots from the runs in benchmarks/results
 
 The input is `synthetic.long_walk`: rooms with their own objects joined by an empty corridor, every room
-visited again and again, rendered step by step at 10 Hz with TF poses (nothing is stored). Each run replays
-it through `Pipeline` with the default configuration (keyframes, windows of 8 steps, stride 4, the map's
-bounds) at the engine's input size, and records per window: the process's RSS, the window's latency (engine
-and post-processing, `timings_ms['total']`, wall clock) and its CPU time (all threads of the process; on a
-shared machine wall-clock latency follows the other work, CPU time follows the pipeline), the map's size
-(instances, voxels), the IDs handed out and the true objects seen so far. Engines: the oracle (degraded
-ground truth as in the quality benchmark: window-local features, an unknown similarity per window, noisy
-boundaries) and the embedded tiny model.
+visited again and again, rendered step by step at 10 Hz with TF poses (nothing is stored). Each run
+replays it through `Pipeline` with the default configuration (keyframes, windows of 8 steps, 6 with 2
+cameras (12 images), stride 4, the map's bounds) at the engine's input size, and records per window:
+the process's RSS, the window's latency (engine and post-processing, `timings_ms['total']`, wall clock)
+and its CPU time (all threads of the process; on a shared machine wall-clock latency follows the other
+work, CPU time follows the pipeline), the map's size (instances, voxels), the IDs handed out and the
+true objects seen so far. Engines: the oracle (degraded ground truth as in the quality benchmark:
+window-local features, an unknown similarity per window, noisy boundaries) and the embedded tiny model.
 
 Re-identification: a true object "comes back" when it is seen (at least MIN_PIXELS pixels in a view) in a
 window after REVISIT_GAP or more windows without being seen; it is re-identified when the ID covering most
@@ -40,7 +40,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from iggt_ros.config import IggtConfig  # noqa: E402
+from iggt_ros.config import MAX_VIEWS, IggtConfig  # noqa: E402
 from iggt_ros.engine.base import ViewKey  # noqa: E402
 from iggt_ros.engine.oracle import OracleEngine  # noqa: E402
 from iggt_ros.engine.preprocess import resize_nearest  # noqa: E402
@@ -129,8 +129,9 @@ def run(frames: int, cameras: int, engine_kind: str, seed: int, log_every: int, 
     truth: dict[ViewKey, object] = {}
     engine = make_engine(engine_kind, truth, seed)
     h, w = engine.input_size
+    # the default window (8 steps) unless the cameras' images would exceed what IGGT takes at once
     config = IggtConfig().replace(**{"input.cameras": list(walk.rig.names), "input.image_width": w,
-                                     "input.image_height": h})
+                                     "input.image_height": h, "window.size": min(8, MAX_VIEWS // cameras)})
     pipe = Pipeline(config, engine)
     score = RevisitScore(walk)
     visit_starts = np.array([v.start for v in walk.visits])
