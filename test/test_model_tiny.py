@@ -92,3 +92,21 @@ def test_configurations_without_the_new_fields_build_the_released_layout():
     assert config.dense_scales == (4.0, 2.0, 1.0, 0.5) and config.image_features == 0
     with pytest.raises(ValueError, match="halving factors"):
         IggtModelConfig.from_dict({**data, "dense_scales": [4, 1, 1, 0.5]})
+
+
+def test_warm_start_across_patch_sizes_keeps_what_a_token_sees():
+    """A 7-px kernel from a 14-px one responds to a patch as the old kernel did to that patch enlarged 2x."""
+    from iggt_ros.model.transfer import transfer_weights
+
+    torch.manual_seed(0)
+    coarse, fine = Iggt(IggtModelConfig.tiny()), Iggt(IggtModelConfig.tiny_fine_image())
+    report = transfer_weights(fine, coarse.state_dict())
+    assert len(report.converted) == 2 and len(report.copied) > 600
+    assert all(("resize_layers" in n or "image_branch" in n) for n in report.kept), report.kept
+    block = "aggregator.frame_blocks.3.attn.qkv.weight"
+    assert torch.equal(fine.state_dict()[block], coarse.state_dict()[block])
+    patch = torch.rand(1, 3, 7, 7)
+    enlarged = patch.repeat_interleave(2, dim=2).repeat_interleave(2, dim=3)
+    old = coarse.aggregator.patch_embed.patch_embed.proj
+    new = fine.aggregator.patch_embed.patch_embed.proj
+    assert torch.allclose(new(patch), old(enlarged), atol=1e-5)

@@ -24,6 +24,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                              "IggtModelConfig")
     parser.add_argument("--init", default=None,
                         help="start from these weights (.safetensors/.pt/.pth), e.g. the official checkpoint")
+    parser.add_argument("--transfer", default=None,
+                        help="start from the weights of another design (e.g. the embedded tiny model for tiny_fine): "
+                             "tensors that fit are copied, the patch kernel and position table converted")
     parser.add_argument("--data", default=None,
                         help="dataset folder of scenes (see iggt_ros/train/README.md); default: synthetic scenes")
     parser.add_argument("--cache", default=None,
@@ -102,6 +105,10 @@ def build_trainer(args: argparse.Namespace) -> Trainer:
         from iggt_ros.model.checkpoint import load_weights
 
         load_weights(model, args.init)
+    if args.transfer:
+        from iggt_ros.model.transfer import transfer_weights
+
+        print(f"warm start from {args.transfer}: {transfer_weights(model, args.transfer).describe()}")
     if args.cache:
         from iggt_ros.train.cache import CachedWindowSource
 
@@ -129,7 +136,7 @@ def build_trainer(args: argparse.Namespace) -> Trainer:
         loss=LossWeights(samples=args.samples, instance=args.instance_weight, pull=args.pull,
                         pull_ramp=args.pull_ramp),
     )
-    if not args.init:
+    if not args.init and not args.transfer:
         start_instance_features_centered(model, TrainBatch.stack(source.batch(0, 1, 0.0)).images)
     model.config.extra = {**model.config.extra, "input_hw": [height, width],
                           "train_data": args.cache or args.data or "synthetic", "train_seed": args.seed}
