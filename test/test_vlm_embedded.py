@@ -114,4 +114,7 @@ def test_cli_answers_from_a_saved_state(encoders, scene, tmp_path, capsys):
     assert out["instances"][0]["score"] >= out["instances"][1]["score"]
     rc = query_cli.run(parser.parse_args([str(tmp_path), text]))
     table = capsys.readouterr().out
-    assert rc == 0 and "rank" in table and f"color={obj.color_name}" in table.splitlines()[2]
+    lines = table.splitlines()
+    header = next(i for i, line in enumerate(lines) if line.startswith("rank"))
+    assert rc == 0 and f"color={obj.color_name}" in lines[header + 1], "the best answer is the first row"
+    assert any(line.startswith("understood:") for line in lines[:header]), "how the text was read comes first"
