@@ -1,4 +1,4 @@
-"""tools/train_cuda.sh: the prepared GPU training run resumes the committed checkpoint and writes one folder.
+"""tools/train_cuda.sh: the prepared GPU training run resumes the committed study run and writes one folder.
 
 Here it runs on the CPU (IGGT_TRAIN_DEVICE=cpu) for one step: the same script, arguments and files as on a
 CUDA machine, only the device differs.
@@ -15,12 +15,15 @@ import pytest
 import torch
 
 REPO = Path(__file__).resolve().parents[1]
+DESIGN = "tiny_fine_image"
+"""The design whose study run the script continues by default."""
 
 
 def test_script_resumes_the_committed_run_and_writes_its_outputs(tmp_path):
-    committed = torch.load(REPO / "training" / "tiny_iggt" / "last.pt", map_location="cpu", weights_only=False)
+    committed = torch.load(REPO / "training" / DESIGN / "last.pt", map_location="cpu", weights_only=False)
     env = {**os.environ, "PYTHON": sys.executable, "IGGT_TRAIN_DEVICE": "cpu", "IGGT_TRAIN_BATCH": "1",
-           "IGGT_TRAIN_MORE_STEPS": "1"}
+           "IGGT_TRAIN_MORE_STEPS": "1", "IGGT_TRAIN_CACHE_WINDOWS": "2"}
+    env.pop("IGGT_TRAIN_DESIGN", None)
     done = subprocess.run(["bash", str(REPO / "tools" / "train_cuda.sh"), str(tmp_path), "600"], env=env,
                           capture_output=True, text=True, timeout=600)
     assert done.returncode == 0, done.stderr[-2000:]
@@ -32,7 +35,16 @@ def test_script_resumes_the_committed_run_and_writes_its_outputs(tmp_path):
     assert moments and all(m.dtype == torch.float32 for m in moments)
     for name in ("model.safetensors", "train_log.csv", "losses.png"):
         assert (run / name).exists(), name
-    assert f"resuming at step {committed['step']}" in done.stdout
+    assert f"resuming {DESIGN} at step {committed['step']}" in done.stdout
+    assert (tmp_path / "cache" / "cache.json").exists()
+
+
+def test_script_names_the_committed_designs_when_asked_for_another(tmp_path):
+    env = {**os.environ, "PYTHON": sys.executable, "IGGT_TRAIN_DEVICE": "cpu", "IGGT_TRAIN_DESIGN": "no_such_design"}
+    done = subprocess.run(["bash", str(REPO / "tools" / "train_cuda.sh"), str(tmp_path)], env=env,
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 2 and DESIGN in done.stderr
+    assert not (tmp_path / "run").exists()
 
 
 def test_script_refuses_without_cuda(tmp_path):
