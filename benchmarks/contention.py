@@ -284,6 +284,27 @@ def main_value(row: dict) -> float | None:
     return row.get("median_ms", row.get("wall_s"))
 
 
+README_WHAT = {"engine-torch": "engine, torch: 8 frames at 140x84 (ms)",
+               "engine-onnxruntime": "engine, onnxruntime: 8 frames at 140x84 (ms)",
+               "postprocess": "post-processing: 8-view 504x336 window (ms)",
+               "node": "node: engine return to last output (ms)", "demo": "iggt-ros demo: wall time (s)"}
+
+
+def readme_rows(report: dict) -> list[str]:
+    """The README's table (the thread policy section): the median per condition and the ratio, per workload and
+    setting; test/test_readme_numbers.py holds the README to these numbers."""
+    lines = ["| workload, setting | " + " | ".join("idle" if b == 0 else f"{b} busy" for b in report["busy"])
+             + f" | {max(report['busy'])} busy / idle |", "|---|" + "---:|" * (len(report["busy"]) + 1)]
+    for row in report["rows"]:
+        values = [main_value(row["results"].get(str(b), {})) for b in report["busy"]]
+        if any(v is None for v in values) or row.get("ratio") is None:
+            continue
+        lines.append(f"| {README_WHAT[row['workload']]}, {row['setting']} | "
+                     + " | ".join(f"{v:.0f}" if v >= 100 else f"{v:.1f}" for v in values)
+                     + f" | {row['ratio']:.2f}x |")
+    return lines
+
+
 def markdown(report: dict) -> str:
     m = report["machine"]
     lines = [
@@ -332,6 +353,7 @@ def markdown(report: dict) -> str:
               "first window published (node). For the node p95 is the maximum over its windows."]
     if report.get("notes"):
         lines += [""] + [f"- {n}" for n in report["notes"]]
+    lines += ["", "## README table", "", *readme_rows(report)]
     return "\n".join(lines) + "\n"
 
 

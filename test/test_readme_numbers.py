@@ -96,3 +96,26 @@ def test_the_checks_catch_a_drift():
     assert agree(["0.23", "1.05"], [0.2225, 1.0911]) == ["README 0.23 vs results 0.2225",
                                                          "README 1.05 vs results 1.0911"]
     assert agree(["0.22", "1.09"], [0.2225, 1.0911]) == []
+
+
+def test_thread_policy_table_is_the_contention_results():
+    """The README's table of the thread policy section is the one benchmarks/contention.py derives from its results."""
+    import importlib.util
+
+    spec = importlib.util.spec_from_file_location("contention", ROOT / "benchmarks" / "contention.py")
+    contention = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(contention)
+    lines = {line.strip() for line in README.read_text().splitlines()}
+    missing = [line for line in contention.readme_rows(results("contention")) if line not in lines]
+    assert not missing, "README thread-policy table differs from benchmarks/results/contention.json: " + \
+        "; ".join(missing)
+
+
+def test_thread_policy_cold_start_is_the_contention_results():
+    rows = {(r["workload"], r["setting"]): r["results"] for r in results("contention")["rows"]}
+    demo, node = rows[("demo", "policy")], rows[("node", "policy")]
+    text = README.read_text()
+    start = text.index("Cold start, same run:")
+    numbers = shown(text[start:text.index("numba caches", start)].replace("2 busy", "").replace("2 cores", ""))
+    want = [demo["0"]["first_window_s"], demo["2"]["first_window_s"], node["0"]["configure_to_first_window_s"]]
+    assert not agree(numbers, want), agree(numbers, want)
