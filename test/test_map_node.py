@@ -124,3 +124,12 @@ def test_save_restart_load_keeps_ids_and_boxes_and_reidentifies(rclpy_context, t
         assert int(map_status()["points"]) > 0 and map_status()["max_instances"] == "1000"
     finally:
         second.close()
+
+    from lifecycle_msgs.msg import Transition
+
+    third = Harness(rclpy_context, dict(params, **{"mapping.map_file": "broken"}), HeldEngine(oracle()))
+    try:  # a map_file that cannot be loaded fails the configure, with the reason; the node stays up
+        assert not third.change_state(Transition.TRANSITION_CONFIGURE)
+        assert third.state() == "unconfigured" and third.node.pipeline is None
+    finally:
+        third.close()
