@@ -22,12 +22,17 @@ def test_embedded_definitions_equal_the_repository_interfaces():
     assert (REPO / "msg" / "Instance.msg").read_text() == msgdefs.INSTANCE_MSG
     assert (REPO / "msg" / "InstanceArray.msg").read_text() == msgdefs.INSTANCE_ARRAY_MSG
     assert (REPO / "srv" / "Query.srv").read_text() == msgdefs.QUERY_SRV
+    assert (REPO / "srv" / "SaveMap.srv").read_text() == msgdefs.SAVE_MAP_SRV
+    assert (REPO / "srv" / "LoadMap.srv").read_text() == msgdefs.LOAD_MAP_SRV
 
 
 def test_every_interface_file_is_embedded():
     """A new .msg or .srv in the repository must be added to msgdefs (and so to the typestore)."""
     names = {p.name for p in (REPO / "msg").glob("*.msg")} | {p.name for p in (REPO / "srv").glob("*.srv")}
-    assert names == {"Instance.msg", "InstanceArray.msg", "Query.srv"}
+    assert names == {"Instance.msg", "InstanceArray.msg", "Query.srv", "SaveMap.srv", "LoadMap.srv"}
+    store = typestore()
+    for service in ("Query", "SaveMap", "LoadMap"):
+        assert {f"iggt_ros/srv/{service}_Request", f"iggt_ros/srv/{service}_Response"} <= set(store.fielddefs)
 
 
 def test_typestore_fields_follow_the_definitions():

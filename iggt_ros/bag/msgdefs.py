@@ -47,12 +47,32 @@ uint32 max_results       # 0 means the node's default (query.max_results)
 float32 min_score        # drop instances scoring below this; 0 keeps every ranked instance
 string target_frame      # frame of the returned boxes and centroids (TF at the map's stamp); empty = the map's frame
 ---
-bool success             # false: message says why (empty or over-long text, no instances yet, no text encoder, no transform)
+bool success             # false: message says why (empty or too long text, no instances, no text encoder, no transform)
 string message
 Instance[] instances     # ranked, best first; header.frame_id is target_frame when one was given
 float32[] scores         # one per instance, same order
 string understood        # how the text was read: target attributes, relation and references, e.g.
                          # "target: the red cube [scarlet->red]; relation: left_of the blue sphere; reference IDs 7"
+"""
+
+SAVE_MAP_SRV = """\
+# Save the object map (instances, IDs, boxes, voxel points, embeddings, labels, frame, stamps) to
+# <mapping.map_directory>/<name>.npz, replacing a map of the same name.
+string name              # a map name (letters, digits, '_', '-', '.'), never a path; '..', '/' and links are refused
+---
+bool success             # false: message says why (bad name, no window yet, map not in the world frame, disk error)
+string message           # on success: the file written and how many instances it holds
+"""
+
+LOAD_MAP_SRV = """\
+# Replace the object map by <mapping.map_directory>/<name>.npz. Saved instances keep their IDs, are
+# re-identified when seen again, and new IDs continue after the largest saved one. A file of another
+# format version, another frame than input.world_frame, or a corrupted one is refused and the running
+# map is kept.
+string name              # a map name (letters, digits, '_', '-', '.'), never a path; '..', '/' and links are refused
+---
+bool success
+string message           # what was loaded, or why nothing was
 """
 
 VISION_MSGS: dict[str, str] = {

@@ -13,7 +13,15 @@ from functools import lru_cache
 from rosbags.typesys import Stores, get_types_from_msg, get_typestore
 from rosbags.typesys.store import Typestore
 
-from iggt_ros.bag.msgdefs import INSTANCE_ARRAY_MSG, INSTANCE_MSG, QUERY_SRV, VISION_MSGS, split_service
+from iggt_ros.bag.msgdefs import (
+    INSTANCE_ARRAY_MSG,
+    INSTANCE_MSG,
+    LOAD_MAP_SRV,
+    QUERY_SRV,
+    SAVE_MAP_SRV,
+    VISION_MSGS,
+    split_service,
+)
 
 INSTANCE = "iggt_ros/msg/Instance"
 INSTANCE_ARRAY = "iggt_ros/msg/InstanceArray"
@@ -24,13 +32,11 @@ DETECTION3D_ARRAY = "vision_msgs/msg/Detection3DArray"
 
 def own_definitions() -> dict[str, str]:
     """Type name -> .msg text of every type registered on top of the Jazzy store."""
-    request, response = split_service(QUERY_SRV)
-    defs = {
-        INSTANCE: INSTANCE_MSG,
-        INSTANCE_ARRAY: INSTANCE_ARRAY_MSG,
-        QUERY_REQUEST: request,
-        QUERY_RESPONSE: response,
-    }
+    defs = {INSTANCE: INSTANCE_MSG, INSTANCE_ARRAY: INSTANCE_ARRAY_MSG}
+    for name, text in (("Query", QUERY_SRV), ("SaveMap", SAVE_MAP_SRV), ("LoadMap", LOAD_MAP_SRV)):
+        request, response = split_service(text)
+        defs[f"iggt_ros/srv/{name}_Request"] = request
+        defs[f"iggt_ros/srv/{name}_Response"] = response
     defs.update(VISION_MSGS)
     return defs
 
