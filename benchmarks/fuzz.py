@@ -23,6 +23,11 @@ from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
 RESULTS = ROOT / "benchmarks" / "results"
+sys.path.insert(0, str(ROOT))
+
+from iggt_ros.threads import prepare_process  # noqa: E402
+
+prepare_process()  # the package's thread policy, before the harness loads numpy (it reads it once)
 SHARE = {"cdr": 0.19, "image": 0.19, "compressed": 0.14, "camera_info": 0.14, "tf": 0.14, "stamps": 0.14,
          "bag": 0.06}
 """Share of the cases per target (bag cases cost a file write and a full read each)."""

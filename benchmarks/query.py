@@ -28,11 +28,15 @@ import sys
 import time
 from pathlib import Path
 
-import numpy as np
-import torch
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from iggt_ros.threads import prepare_process  # noqa: E402
+
+prepare_process()  # the package's thread policy, before numpy and torch load (they read it once)
+
+import numpy as np  # noqa: E402
+import torch  # noqa: E402
 
 from iggt_ros.config import QueryConfig  # noqa: E402
 from iggt_ros.synthetic.sequence import make_sequence  # noqa: E402
