@@ -24,11 +24,15 @@ import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
+
+from iggt_ros.threads import prepare_process  # noqa: E402
+
+prepare_process()  # the package's thread policy, before numpy and torch load (they read it once)
+
+import numpy as np  # noqa: E402
 
 from iggt_ros.engine.preprocess import resize_nearest  # noqa: E402
 from iggt_ros.eval.metrics import drop_small_instances  # noqa: E402

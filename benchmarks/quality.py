@@ -33,10 +33,14 @@ import time
 from dataclasses import asdict
 from pathlib import Path
 
-import numpy as np
-
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
+
+from iggt_ros.threads import prepare_process  # noqa: E402
+
+prepare_process()  # the package's thread policy, before numpy and torch load (they read it once)
+
+import numpy as np  # noqa: E402
 
 from benchmarks.ceiling import GridDesign, group_ceiling  # noqa: E402
 from iggt_ros.train.evaluate import (  # noqa: E402

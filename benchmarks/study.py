@@ -25,6 +25,10 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from iggt_ros.threads import prepare_process  # noqa: E402
+
+prepare_process()  # the package's thread policy, before numpy and torch load (they read it once)
+
 from benchmarks.ceiling import GridDesign, group_ceiling  # noqa: E402
 from benchmarks.quality import GROUPS, mean_scores, model_patch, verdicts  # noqa: E402
 from iggt_ros.train.evaluate import evaluate_sequence, model_input_hw, tiny_engine_factory  # noqa: E402
