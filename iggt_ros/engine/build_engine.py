@@ -170,8 +170,13 @@ def run(args: argparse.Namespace) -> int:
     except (EngineError, ValueError) as exc:
         print(f"iggt-ros build-engine: {exc}", file=sys.stderr)
         return 1
+    print_plan(result, "iggt-ros build-engine")
+    return 0
+
+
+def print_plan(result, prog: str) -> None:
+    """Where the plan is, and a warning when its parity check against PyTorch FP32 failed."""
     print(f"TensorRT plan: {result.plan_path}")
     if result.parity is not None and not result.parity["ok"]:
-        print("iggt-ros build-engine: the plan differs from PyTorch FP32 beyond the indicative tolerance (see "
-              "above); check the pose and depth errors before deploying it", file=sys.stderr)
-    return 0
+        print(f"{prog}: the plan differs from PyTorch FP32 beyond the indicative tolerance (see above); check the "
+              "pose and depth errors before deploying it", file=sys.stderr)

@@ -98,15 +98,12 @@ def run(args: argparse.Namespace) -> int:
             return 3
         if args.onnx_only:
             return 0
-        from iggt_ros.engine.build_engine import build_from_bundle
+        from iggt_ros.engine.build_engine import build_from_bundle, print_plan
 
         built = build_from_bundle(folder, out_dir / plan_cache.PLAN_NAME if out_dir else None, settings,
                                   device=args.device, cache_dir=args.cache_dir, parity=not args.no_parity)
     except (EngineError, ValueError) as exc:
         print(f"iggt-ros export: {exc}", file=sys.stderr)
         return 1
-    print(f"TensorRT plan: {built.plan_path}")
-    if built.parity is not None and not built.parity["ok"]:
-        print("iggt-ros export: the TensorRT plan differs from PyTorch beyond the indicative tolerance (see above); "
-              "check the pose and depth errors before deploying it", file=sys.stderr)
+    print_plan(built, "iggt-ros export")
     return 0
