@@ -55,3 +55,12 @@ def rclpy_context():
         yield ctx
     finally:
         rclpy.shutdown(context=ctx)
+
+
+def pytest_collection_modifyitems(config, items):
+    """IGGT_TEST_ORDER=reverse runs the suite back to front: no test may depend on what ran before it."""
+    order = os.environ.get("IGGT_TEST_ORDER", "")
+    if order == "reverse":
+        items.reverse()
+    elif order:
+        raise pytest.UsageError(f"IGGT_TEST_ORDER={order!r}: the only order besides the default is 'reverse'")
