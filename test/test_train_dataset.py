@@ -25,7 +25,6 @@ def dataset(tmp_path_factory):
     seq_b = make_sequence(12, num_steps=3, cameras=2, width=168, height=112, num_objects=4, coverage=0.2)
     export_scene(seq_a.views(), root / "scene_a")
     export_scene(seq_b.views(), root / "scene_b", depth_png=True)
-    (root / "notes").mkdir()  # a folder that is not a scene must be reported, not silently used
     return root, seq_a, seq_b
 
 
@@ -47,9 +46,12 @@ def test_scene_folder_reads_back_what_was_written(dataset):
 
 def test_windows_are_resized_to_the_model_input_with_consistent_geometry(dataset):
     root, seq_a, _ = dataset
-    with pytest.raises(DatasetError, match="notes"):
-        FolderWindowSource(root, H, W)
-    (root / "notes").rmdir()
+    (root / "notes").mkdir()  # a folder that is not a scene must be reported, not silently used
+    try:
+        with pytest.raises(DatasetError, match="notes"):
+            FolderWindowSource(root, H, W)
+    finally:
+        (root / "notes").rmdir()  # the module's other tests share the folder
     source = FolderWindowSource(root, H, W, min_frames=2, max_frames=4, seed=3)
     assert [s.path.name for s in source.scenes] == ["scene_a", "scene_b"]
     windows = source.batch(step=5, batch_size=3, progress=0.0)
@@ -86,8 +88,6 @@ def test_missing_camera_file_skips_the_frame_and_bad_json_is_reported(dataset, t
 
 def test_a_training_step_on_the_folder_lowers_nothing_to_nan(dataset, tmp_path):
     root, _, _ = dataset
-    if (root / "notes").exists():
-        (root / "notes").rmdir()
     torch.manual_seed(0)
     source = FolderWindowSource(root, H, W, min_frames=2, max_frames=2)
     trainer = Trainer(Iggt(IggtModelConfig.tiny()), source, TrainConfig(steps=1, checkpoint_every=1), tmp_path / "run")
