@@ -119,3 +119,12 @@ def test_thread_policy_cold_start_is_the_contention_results():
     numbers = shown(text[start:text.index("numba caches", start)].replace("2 busy", "").replace("2 cores", ""))
     want = [demo["0"]["first_window_s"], demo["2"]["first_window_s"], node["0"]["configure_to_first_window_s"]]
     assert not agree(numbers, want), agree(numbers, want)
+
+
+def test_model_card_table_is_the_quality_results():
+    card = ROOT / "iggt_ros" / "data" / "tiny_iggt.md"
+    line = next(ln for ln in card.read_text().splitlines() if ln.startswith("| tiny, these weights"))
+    numbers = [n for c in cells(line)[1:] for n in shown(c)]
+    tiny = results("quality")["means"]["default"]["tiny"]
+    want = [tiny[k] for k in ("t_miou", "t_sr", "depth_abs_rel", "depth_delta_103", "pose_ate")]
+    assert not agree(numbers, want), agree(numbers, want)
