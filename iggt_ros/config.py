@@ -20,9 +20,10 @@ from typing import Any, ClassVar
 
 import yaml
 
+from iggt_ros.limits import MAX_VIEWS
+
 NODE_NAME = "iggt_node"
 PATCH_MULTIPLE = 28  # the instance head windows an even patch grid: sides must be multiples of 2*14
-MAX_VIEWS = 12  # images per forward pass the released IGGT supports (window.size x cameras)
 
 
 class ConfigError(ValueError):

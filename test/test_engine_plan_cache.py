@@ -331,8 +331,7 @@ def test_engine_path_plan_matching_the_configuration_goes_on_to_load(tmp_path, m
         create_engine(config, input_size=(336, 504), window_sizes=(4, 8))
 
 
-def test_engine_max_views_agrees_with_the_configuration():
-    from iggt_ros.config import MAX_VIEWS
-    from iggt_ros.engine.base import MAX_VIEWS as ENGINE_MAX_VIEWS
+def test_plans_are_built_for_the_largest_window_the_model_accepts():
+    from iggt_ros.limits import MAX_VIEWS
 
-    assert ENGINE_MAX_VIEWS == MAX_VIEWS == pc.DEFAULT_MAX_FRAMES
+    assert pc.DEFAULT_MAX_FRAMES == MAX_VIEWS

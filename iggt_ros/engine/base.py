@@ -14,8 +14,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
-MAX_VIEWS = 12
-"""Images per forward pass the released IGGT supports (window.size x cameras); `config.MAX_VIEWS` agrees."""
+from iggt_ros.limits import MAX_VIEWS  # noqa: F401 - the engines' limit, re-exported for their callers
 
 
 @dataclass(frozen=True)
