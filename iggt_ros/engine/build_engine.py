@@ -124,12 +124,12 @@ def onnx_check(source: str | Path, precision: str = "fp16") -> dict:
     return report
 
 
-def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("source", help="export bundle folder (or a file in it) written by `iggt-ros export`")
+def add_build_arguments(parser: argparse.ArgumentParser) -> None:
+    """The TensorRT build options, shared by `iggt-ros build-engine` and `iggt-ros export`."""
     parser.add_argument("--frames", type=int, nargs="+", default=[8],
-                        help="window sizes S; one static profile each (default 8)")
+                        help="window sizes S; one static TensorRT profile each (default 8)")
     parser.add_argument("--frame-range", type=int, nargs=3, metavar=("MIN", "OPT", "MAX"),
-                        help="one dynamic profile instead of static ones")
+                        help="one dynamic TensorRT profile instead of static ones")
     parser.add_argument("--precision", choices=PRECISIONS, default="fp16",
                         help="fp16 (default), bf16 (strong typing; Ampere/Orin and newer) or fp32")
     parser.add_argument("--typing", choices=("strong", "weak"), default="strong",
@@ -143,10 +143,27 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="weak typing: layer-name pattern kept in FP32 (repeatable; replaces the defaults)")
     parser.add_argument("--timing-cache", default=None, help="timing cache file (default: one per GPU in the cache)")
     parser.add_argument("--cache-dir", default="~/.cache/iggt_ros/engines",
-                        help="engine cache the plan goes into (the node's engine.cache_dir)")
-    parser.add_argument("--output", default=None, help="write the plan here instead of into the cache")
+                        help="engine cache (the node's engine.cache_dir)")
     parser.add_argument("--device", default="cuda", help="CUDA device (default cuda)")
-    parser.add_argument("--no-parity", action="store_true", help="skip the check against the saved outputs")
+    parser.add_argument("--no-parity", action="store_true", help="skip the plan's check against the saved outputs")
+
+
+def settings_from_args(args: argparse.Namespace) -> BuildSettings:
+    """`BuildSettings` from the options of `add_build_arguments` (checked)."""
+    profiles = (plan_cache.check_profiles([args.frame_range]) if args.frame_range
+                else plan_cache.static_profiles(args.frames))
+    settings = BuildSettings(profiles=profiles, precision=args.precision, typing=args.typing,
+                             workspace_bytes=int(args.workspace_gb * (1 << 30)), tf32=args.tf32,
+                             fp32_patterns=tuple(args.fp32_pattern or DEFAULT_FP32_PATTERNS),
+                             timing_cache=Path(args.timing_cache).expanduser() if args.timing_cache else None)
+    settings.validate()
+    return settings
+
+
+def add_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("source", help="export bundle folder (or a file in it) written by `iggt-ros export`")
+    add_build_arguments(parser)
+    parser.add_argument("--output", default=None, help="write the plan here instead of into the cache")
     parser.add_argument("--check-onnx-only", action="store_true",
                         help="run the bundle's graph for --precision on ONNX Runtime (CPU) against the saved "
                              "outputs and stop; needs no GPU or TensorRT")
@@ -158,12 +175,7 @@ def run(args: argparse.Namespace) -> int:
         if args.check_onnx_only:
             report = onnx_check(args.source, args.precision)
             return 0 if report["ok"] else 3
-        profiles = (plan_cache.check_profiles([args.frame_range]) if args.frame_range
-                    else plan_cache.static_profiles(args.frames))
-        settings = BuildSettings(profiles=profiles, precision=args.precision, typing=args.typing,
-                                 workspace_bytes=int(args.workspace_gb * (1 << 30)), tf32=args.tf32,
-                                 fp32_patterns=tuple(args.fp32_pattern or DEFAULT_FP32_PATTERNS),
-                                 timing_cache=Path(args.timing_cache).expanduser() if args.timing_cache else None)
+        settings = settings_from_args(args)
         out = Path(args.output).expanduser() if args.output else None
         result = build_from_bundle(args.source, out, settings, device=args.device, cache_dir=args.cache_dir,
                                    parity=not args.no_parity)

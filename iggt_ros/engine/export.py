@@ -26,11 +26,8 @@ from pathlib import Path
 import numpy as np
 
 from iggt_ros.engine import plan_cache
-from iggt_ros.engine.bundle import (  # noqa: F401 - the parity helpers are part of this module's interface
+from iggt_ros.engine.bundle import (
     HALF_TOLERANCE,
-    PARITY_ATOL,
-    PARITY_RTOL,
-    TENSORRT_TOLERANCE,
     ExportManifest,
     format_parity,
     mixed_name,

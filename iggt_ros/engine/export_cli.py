@@ -22,62 +22,38 @@ from iggt_ros.engine.base import EngineError
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
+    from iggt_ros.engine.build_engine import add_build_arguments
+
     parser.add_argument("--checkpoint", default="", help="weights file; empty: the embedded tiny model")
     parser.add_argument("--model", default="tiny",
                         help="configuration for weights without one: tiny, official, parity or a JSON file")
     parser.add_argument("--allow-partial", action="store_true", help="export even if the checkpoint misses keys")
     parser.add_argument("--height", type=int, default=336, help="input height, multiple of 28 (default 336)")
     parser.add_argument("--width", type=int, default=504, help="input width, multiple of 28 (default 504)")
-    parser.add_argument("--frames", type=int, nargs="+", default=[8],
-                        help="window sizes S; one static TensorRT profile each (default 8)")
-    parser.add_argument("--frame-range", type=int, nargs=3, metavar=("MIN", "OPT", "MAX"),
-                        help="one dynamic TensorRT profile instead of static ones")
     parser.add_argument("--max-frames", type=int, default=12, help="largest S the ONNX graph accepts (default 12)")
-    parser.add_argument("--precision", choices=("fp16", "bf16", "fp32"), default="fp16",
-                        help="plan precision; fp16/bf16 also write the mixed-precision graph into the bundle")
-    parser.add_argument("--workspace-gb", type=float, default=2.0,
-                        help="cap on TensorRT's tactic scratch memory in GiB (default 2); weights and "
-                             "activations come on top")
-    parser.add_argument("--tf32", action="store_true", help="let FP32 layers of the plan use TF32")
-    parser.add_argument("--fp32-pattern", action="append", default=None, metavar="REGEX",
-                        help="layer-name pattern kept in FP32 (repeatable; replaces the defaults)")
-    parser.add_argument("--typing", choices=("strong", "weak"), default="strong",
-                        help="strong: precision written into the graph (default; required by TensorRT 11); "
-                             "weak: per-layer precision constraints (TensorRT 10, fp16 only)")
-    parser.add_argument("--timing-cache", default=None, help="timing cache file (default: one per GPU in the cache)")
-    parser.add_argument("--cache-dir", default="~/.cache/iggt_ros/engines", help="engine cache directory")
     parser.add_argument("--output-dir", default=None, help="write model.onnx / engine.plan here instead")
     parser.add_argument("--onnx-only", action="store_true",
                         help="stop after the bundle (build the plan on the target with `iggt-ros build-engine`)")
-    parser.add_argument("--device", default="cuda", help="CUDA device for TensorRT (default cuda)")
     parser.add_argument("--parity-frames", type=int, default=2,
                         help="S of the ONNX Runtime parity input (references are also saved for every --frames S)")
-    parser.add_argument("--no-parity", action="store_true", help="skip the plan's parity check")
+    add_build_arguments(parser)
 
 
 def run(args: argparse.Namespace) -> int:
     import gc
 
     from iggt_ros.engine import plan_cache
+    from iggt_ros.engine.build_engine import settings_from_args
     from iggt_ros.engine.export import export_bundle
     from iggt_ros.engine.preprocess import check_input_size
-    from iggt_ros.engine.tensorrt_build import DEFAULT_FP32_PATTERNS, BuildSettings
     from iggt_ros.engine.weights import file_sha256, load_engine_model
 
     try:
         size = check_input_size((args.height, args.width))
-        if args.frame_range:
-            profiles = plan_cache.check_profiles([args.frame_range])
-        else:
-            profiles = plan_cache.static_profiles(args.frames)
+        settings = settings_from_args(args)
+        profiles = settings.profiles
         if max(p[2] for p in profiles) > args.max_frames:
             raise ValueError(f"profiles reach S={max(p[2] for p in profiles)} but --max-frames is {args.max_frames}")
-        settings = BuildSettings(profiles=profiles, precision=args.precision,
-                                 workspace_bytes=int(args.workspace_gb * (1 << 30)),
-                                 fp32_patterns=tuple(args.fp32_pattern or DEFAULT_FP32_PATTERNS),
-                                 timing_cache=Path(args.timing_cache).expanduser() if args.timing_cache else None,
-                                 typing=args.typing, tf32=args.tf32)
-        settings.validate()
         model, _, weights = load_engine_model(args.checkpoint, args.model, args.allow_partial)
         sha = file_sha256(weights, args.cache_dir)
         out_dir = Path(args.output_dir).expanduser() if args.output_dir else None
