@@ -113,3 +113,37 @@ def test_phrasing_sets_are_disjoint_and_make_queries():
         load_phrasings("train")
     word = misspell("cylinder", random.Random(3))
     assert word != "cylinder" and edit_distance(word, "cylinder") == 1
+
+
+@pytest.mark.parametrize("text, color", [
+    ("the teal blue box", "cyan"),            # the vocabulary knows the first word: it names the colour
+    ("the turquoise green ball", "cyan"),
+    ("the navy blue box", "blue"),            # a colour name of appearance only shades the last word
+    ("the midnight blakc cube", "black"),     # also when the last word is misspelt
+    ("the mifnight black cube", "black"),     # or the first
+    ("the pea grern cone", "green"),
+])
+def test_two_colour_words_name_one_colour(reader, text, color):
+    assert reader.read(text).target.color == color
+
+
+@pytest.mark.parametrize("text, expected", [
+    ("the blackened cube", ("black", "cube", None)),     # '-ened' colour adjective
+    ("the rred ccan", ("red", "cylinder", None)),         # doubled letters
+    ("the cuebs that are mocha", ("brown", "cube", None)),  # slip in the singular form
+])
+def test_word_forms_and_slips_in_plain_forms(reader, text, expected):
+    assert attrs(reader, text) == expected
+
+
+def test_a_colour_name_between_palette_colours_keeps_both():
+    """'saffron' is nearly as close to yellow as to orange: both stay candidates and the ranking takes
+    the best; a vocabulary word or a plain colour never has alternatives."""
+    reader = QueryReader(None)
+    saffron = reader.read("the saffron ball").target
+    assert set(saffron.colors) == {"orange", "yellow"} and saffron.canonicals() == [
+        f"the {c} sphere" for c in saffron.colors]
+    assert saffron.matches("yellow", "sphere", "small") and not saffron.matches("blue", "sphere", "small")
+    assert reader.read("the red ball").target.colors == ("red",)
+    assert reader.read("the crimson ball").target.other_colors == ()
+    assert "(or " in reader.read("the saffron ball").summary()

@@ -159,3 +159,21 @@ def test_cli_reports_problems(tmp_path, instances, capsys):
     save_config(cfg, tmp_path / "params.yaml")
     assert _cli([str(tmp_path), "red", "--config", str(tmp_path / "params.yaml")]) == 1
     assert "query.text_encoder is 'none'" in capsys.readouterr().err
+
+
+def test_attribute_fit_ranks_by_the_named_attribute_and_keeps_the_best_score(instances):
+    """Two instances equally close to the text as a whole: the one more surely red ranks first, and the
+    best-fitting instance keeps its plain cosine score."""
+    from iggt_ros.vlm.query import attribute_fit
+    from iggt_ros.vlm.understanding import Description
+
+    enc = ColorWordEncoder()
+    vectors = normalize_rows(np.array([[1.0, 0.5, 0.0], [1.0, 0.0, 0.5], [0.0, 1.0, 0.0]], np.float32))
+    fit = attribute_fit(Description(color="red"), vectors, enc)
+    assert fit.max() == pytest.approx(1.0) and fit[2] < fit[0] and fit[2] < fit[1]
+    both = attribute_fit(Description(color="red", other_colors=("green",)), vectors, enc)
+    assert both[2] > fit[2]  # green is accepted too
+    assert np.all(attribute_fit(None, vectors, enc) == 1.0)
+    # nothing underflows: a colour far from every instance still orders them
+    far = attribute_fit(Description(color="blue"), vectors * 1.0, enc)
+    assert np.all(far > 0) and far[1] > far[0]

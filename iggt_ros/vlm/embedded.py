@@ -99,17 +99,19 @@ class EmbeddedTextEncoder(TextEncoder):
     def encode(self, texts: Sequence[str]) -> np.ndarray:
         texts = list(texts)
         with self._lock:
-            missing = [t for t in dict.fromkeys(texts) if t not in self._cache]
+            found = {t: self._cache[t] for t in dict.fromkeys(texts) if t in self._cache}
+            missing = [t for t in dict.fromkeys(texts) if t not in found]
             if missing:
                 with torch.no_grad():
                     out = self._head(torch.from_numpy(self.encode_base(missing))).numpy()
-                for text, vec in zip(missing, out, strict=True):
-                    self._cache[text] = vec.astype(np.float32)
-                    while len(self._cache) > self._cache_size:
-                        self._cache.popitem(last=False)
-            for text in texts:
+                found.update((text, vec.astype(np.float32)) for text, vec in zip(missing, out, strict=True))
+            # least recently used last out; this call's texts are the most recent, whatever the cache size
+            for text, vec in found.items():
+                self._cache[text] = vec
                 self._cache.move_to_end(text)
-            result = np.stack([self._cache[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
+            while len(self._cache) > self._cache_size:
+                self._cache.popitem(last=False)
+            result = np.stack([found[t] for t in texts]) if texts else np.zeros((0, self.dim), np.float32)
         return normalize_rows(result)
 
 

@@ -10,7 +10,9 @@ superlative (`understanding.QueryReader`); the model is asked with the canonical
 The result says how the text was understood.
 
 Scores are (1 + cosine) / 2 in [0, 1] between the query's text embedding and an instance's
-embedding, so a minimum score of 0 keeps every ranked instance, as the service promises. With a
+embedding, weighed by how surely the instance has each named attribute relative to the instance
+that fits best (`attribute_fit`), so a minimum score of 0 keeps every ranked instance, as the
+service promises. With a
 relation or superlative, a score is the best attribute score times the instance's weight
 (attribute match relative to the best, times its geometric fit), so the order is the order of scores.
 """
@@ -148,18 +150,50 @@ def attribute_matches(mention: Description, vectors: np.ndarray, text_encoder: T
     attribute by attribute ('is its closest colour red, its closest shape a cube?') holds up better
     than a threshold on the joint score, whose scale varies between descriptions.
     """
-    named = [(a, v) for a, v in (("color", mention.color), ("shape", mention.shape), ("size", mention.size)) if v]
+    named = [(a, v) for a, v in (("color", mention.colors), ("shape", (mention.shape,)),
+                                 ("size", (mention.size,))) if v and v[0]]
     if not named:
         return None
     ok = np.ones(len(vectors), bool)
-    for attribute, value in named:
+    for attribute, accepted in named:
         values = ATTRIBUTE_VALUES[attribute]
-        if value not in values:
+        if any(v not in values for v in accepted):
             return None
         texts = [ATTRIBUTE_PROMPTS[attribute].format(v) for v in values]
         best = np.argmax(vectors @ text_encoder.encode(texts).T, axis=1)
-        ok &= best == values.index(value)
+        ok &= np.isin(best, [values.index(v) for v in accepted])
     return ok
+
+
+ATTRIBUTE_TEMPERATURE = 0.02
+"""Softmax temperature over one attribute's values (cosines of the attribute prompts)."""
+ATTRIBUTE_FIT_POWER = 0.5
+"""How strongly `attribute_fit` weighs a score: 0 ignores it."""
+
+
+def attribute_fit(mention: Description | None, vectors: np.ndarray, text_encoder: TextEncoder) -> np.ndarray:
+    """[N] in (0, 1]: how surely each instance has every attribute the mention names, one attribute at a
+    time, relative to the instance that fits best (1).
+
+    The joint score of 'the medium box' also rewards an instance for a colour or size close to what
+    the text happens to embed near; asking attribute by attribute (probability of 'box' among the
+    shapes, of 'medium' among the sizes) keeps the unnamed attributes out of the choice. Relative to
+    the best fit, so the best-fitting instance keeps its plain cosine score.
+    """
+    log_fit = np.zeros(len(vectors))
+    if mention is None:
+        return np.ones(len(vectors))
+    for attribute, accepted in (("color", mention.colors), ("shape", (mention.shape,)), ("size", (mention.size,))):
+        values = ATTRIBUTE_VALUES[attribute]
+        if not accepted or not accepted[0] or any(v not in values for v in accepted):
+            continue
+        cosines = vectors @ text_encoder.encode([ATTRIBUTE_PROMPTS[attribute].format(v) for v in values]).T
+        # log of the softmax mass on the accepted values (in log space: nothing underflows to 0)
+        log_p = cosines.astype(np.float64) / ATTRIBUTE_TEMPERATURE
+        log_p -= log_p.max(axis=1, keepdims=True)
+        mass = np.exp(log_p)
+        log_fit += np.log(mass[:, [values.index(v) for v in accepted]].sum(axis=1)) - np.log(mass.sum(axis=1))
+    return np.exp(ATTRIBUTE_FIT_POWER * (log_fit - log_fit.max()))
 
 
 def _rank(query: str, parsed: ParsedQuery, vectors: np.ndarray, boxes: Sequence[InstanceRecord],
@@ -178,13 +212,16 @@ def _rank(query: str, parsed: ParsedQuery, vectors: np.ndarray, boxes: Sequence[
             q = text_encoder.encode([query])[0]
             return np.clip((1.0 + vectors @ q) / 2.0, 0.0, 1.0), parsed.summary() + note
     mentions = _mentions(parsed)
-    texts = [m.canonical() for m in mentions if m is not None]
+    texts = [t for m in mentions if m is not None for t in m.canonicals()]
     encoded = iter(text_encoder.encode(texts)) if texts else iter(())
-    per_mention = [None if m is None else np.clip((1.0 + vectors @ next(encoded)) / 2.0, 0.0, 1.0)
+    # a mention whose colour word may mean several palette colours scores as the best of them
+    per_mention = [None if m is None else
+                   np.clip((1.0 + np.max(vectors @ np.stack([next(encoded) for _ in m.canonicals()]).T, axis=1))
+                           / 2.0, 0.0, 1.0)
                    for m in mentions]
     target = per_mention[0]
     if parsed.relation is None and parsed.superlative is None:
-        return target, parsed.summary() + note
+        return target * attribute_fit(mentions[0], vectors, text_encoder), parsed.summary() + note
     geometry = Geometry.from_boxes(np.stack([b.box_center for b in boxes]), np.stack([b.box_size for b in boxes]),
                                    viewer)
     matches = [None if m is None else attribute_matches(m, vectors, text_encoder) for m in mentions]

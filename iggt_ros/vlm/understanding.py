@@ -41,6 +41,7 @@ WORD_MARGIN = 0.08
 
 ATTRIBUTES = ("color", "shape", "size")
 
+
 _FILLER_TEXT = """
 a an the this that these those there here it its it's is are was be been being am do does did i i'm
 i'd me my we us our you your please thanks thank hey hi ok okay now just also too very really some
@@ -129,19 +130,30 @@ class Description:
     """Words kept that matched nothing."""
     count: int = 1
     """2 for 'the two boxes' (a 'between' reference)."""
+    other_colors: tuple[str, ...] = ()
+    """Palette colours a colour name is nearly as close to as `color` ('umber': orange, or brown); the
+    ranking takes the best of them, so a name between two palette colours finds an object of either."""
 
     @property
     def empty(self) -> bool:
         return self.color is None and self.shape is None and self.size is None
 
-    def canonical(self) -> str:
+    @property
+    def colors(self) -> tuple[str, ...]:
+        return () if self.color is None else (self.color, *self.other_colors)
+
+    def canonical(self, color: str | None = None) -> str:
         """The plain phrase the model knows best ('the small red cube', 'the red object')."""
-        words = [w for w in (self.size, self.color) if w]
+        words = [w for w in (self.size, color or self.color) if w]
         words.append(self.shape or "object")
         return "the " + " ".join(words)
 
+    def canonicals(self) -> list[str]:
+        """The canonical phrase for each colour the words may mean (one phrase without a colour)."""
+        return [self.canonical(c) for c in self.colors] or [self.canonical()]
+
     def matches(self, color: str, shape: str, size: str) -> bool:
-        return ((self.color is None or self.color == color) and (self.shape is None or self.shape == shape)
+        return ((self.color is None or color in self.colors) and (self.shape is None or self.shape == shape)
                 and (self.size is None or self.size == size))
 
 
@@ -176,6 +188,8 @@ class ParsedQuery:
 
 def _describe(d: Description) -> str:
     text = d.canonical() if not d.empty or d.unknown else "any object"
+    if d.other_colors:
+        text += f" (or {' or '.join(d.other_colors)})"
     if d.count > 1:
         text += f" (x{d.count})"
     return text + (f" [{', '.join(d.terms)}]" if d.terms else "")
@@ -217,9 +231,14 @@ def _srgb_to_lab(rgb: np.ndarray) -> np.ndarray:
     return np.stack([116 * f[:, 1] - 16, 500 * (f[:, 0] - f[:, 1]), 200 * (f[:, 1] - f[:, 2])], axis=1)
 
 
+COLOR_NAME_AMBIGUITY = 1.3
+"""A colour name also means a second palette colour when that colour's nearest shade is at most this
+many times farther (CIELAB) than the nearest one: 'umber' lies between orange and brown."""
+
+
 @lru_cache(maxsize=1)
-def color_names() -> dict[tuple[str, ...], str]:
-    """Colour names of the XKCD survey and CSS -> nearest palette colour (CIELAB); empty without matplotlib."""
+def _color_name_table() -> dict[tuple[str, ...], tuple[str, ...]]:
+    """Colour names of the XKCD survey and CSS -> palette colours they may mean, the nearest first."""
     try:
         from matplotlib import colors as mcolors
     except ImportError:
@@ -238,21 +257,37 @@ def color_names() -> dict[tuple[str, ...], str]:
                 protos.append(mcolors.to_rgb(survey[name]))
                 labels.append(c)
     ref = _srgb_to_lab(np.array(protos))
-    out: dict[tuple[str, ...], str] = {}
+    out: dict[tuple[str, ...], tuple[str, ...]] = {}
     keys = list(names)
     lab = _srgb_to_lab(np.array([mcolors.to_rgb(names[k]) for k in keys]))
-    nearest = np.argmin(np.linalg.norm(lab[:, None] - ref[None], axis=2), axis=1)
+    distance = np.linalg.norm(lab[:, None] - ref[None], axis=2)
     sizes = {w for value, words in SIZE_WORDS.items() for w in (value, *words)}
     heads = {w: c for c in palette for w in (c, *COLOR_WORDS[c]) if " " not in w and "-" not in w}
     heads["grey"] = "gray"
-    for key, i in zip(keys, nearest, strict=True):
+    vocabulary = lexicon()
+    for key, row in zip(keys, distance, strict=True):
         toks = tuple(tokenize(key))
-        if not toks or set(toks) & set(SHAPES) or toks[0] in sizes:
+        if not toks or set(toks) & set(SHAPES) or toks[0] in sizes or toks in out:
             continue  # 'medium pink' is a size and a colour, not one colour name
-        # English colour compounds take the colour of their last word ('midnight blue' is blue),
-        # whatever its shade; a name without a basic colour word goes by its appearance.
-        out.setdefault(toks, heads.get(toks[-1], labels[int(i)]))
+        if toks[-1] in heads:
+            # English colour compounds take the colour of their last word ('midnight blue' is blue),
+            # whatever its shade, unless the vocabulary names the first word's colour ('teal blue' is teal)
+            first = vocabulary.get(toks[:-1])
+            out[toks] = (first[1] if first and first[0] == "color" else heads[toks[-1]],)
+            continue
+        # a name without a basic colour word goes by its appearance: the nearest palette colour, and
+        # any other whose nearest shade is almost as close
+        best: dict[str, float] = {}
+        for label, d in zip(labels, row, strict=True):
+            best[label] = min(best.get(label, np.inf), float(d))
+        ranked = sorted(best, key=best.__getitem__)
+        out[toks] = tuple(c for c in ranked if best[c] <= COLOR_NAME_AMBIGUITY * best[ranked[0]])
     return out
+
+
+def color_names() -> dict[tuple[str, ...], str]:
+    """Colour names of the XKCD survey and CSS -> nearest palette colour (CIELAB); empty without matplotlib."""
+    return {k: v[0] for k, v in _color_name_table().items()}
 
 
 def tokenize(text: str) -> list[str]:
@@ -303,15 +338,19 @@ def singular(word: str) -> str:
 
 
 def _stems(word: str) -> list[str]:
-    """Forms a word may take the vocabulary word from: its singular, and colour adjectives ('bluish')."""
+    """Forms a word may take the vocabulary word from: its singular, colour adjectives ('bluish',
+    'blackened'), and the word with doubled letters made single ('rred', 'ccan')."""
     out = [singular(word)]
-    for suffix in ("ish", "y", "ey", "ie"):
+    for suffix in ("ish", "y", "ey", "ie", "ened", "en"):
         if word.endswith(suffix) and len(word) - len(suffix) >= 3:
             stem = word[: -len(suffix)]
             out += [stem, stem + "e"]
             if len(stem) > 3 and stem[-1] == stem[-2]:
                 out.append(stem[:-1])  # 'reddish' -> 'red'
-    return out
+    single = re.sub(r"(.)\1+", r"\1", word)
+    if single != word and len(single) >= 3:
+        out += [single, singular(single)]
+    return list(dict.fromkeys(out))
 
 
 # ---------------------------------------------------------------------- parser
@@ -334,6 +373,9 @@ class QueryReader:
         self.word_margin = word_margin
         self._lex = lexicon(frozenset(exclude))
         self._colors = color_names()
+        self._color_table = _color_name_table()
+        self._word_source: dict[str, tuple[tuple[str, ...], bool]] = {}
+        """A word resolved through another known word: that word, and whether the vocabulary holds it."""
         self._single = {k[0]: v for k, v in self._lex.items() if len(k) == 1}
         self._longest = max(max(len(k) for k in self._lex), max((len(k) for k in self._colors), default=1))
         self._anchor: tuple[np.ndarray, list[tuple[str, str]]] | None = None
@@ -428,35 +470,56 @@ class QueryReader:
             k = tokens.index("and")
             return self.describe(tokens[:k]), self.describe(tokens[k + 1:])
         d = self.describe([t for t in tokens if t not in ("two", "both", "2")])
-        return (Description(d.color, d.shape, d.size, d.terms, d.unknown, count=2),)
+        return (Description(d.color, d.shape, d.size, d.terms, d.unknown, count=2, other_colors=d.other_colors),)
 
     def _has_attribute(self, tokens: list[str]) -> bool:
         return not self.describe(tokens).empty
 
     # ------------------------------------------------------------------ attributes
     def describe(self, tokens: Sequence[str]) -> Description:
-        """Attribute values named by a run of tokens (the first value of each attribute wins)."""
+        """Attribute values named by a run of tokens (the first value of each attribute wins).
+
+        In a run of two colour words one names the colour: a word of the vocabulary ('teal blue' is
+        teal, so cyan); otherwise the last ('azure blue' is blue, 'bone white' white), also when one of
+        them is misspelt ('midnight blakc' is black).
+        """
         found: dict[str, str] = {}
         terms: list[str] = []
         unknown: list[str] = []
         tokens = list(tokens)
         weak: dict[str, str] = {}
         weak_words: dict[str, str] = {}
+        other_colors: tuple[str, ...] = ()
+        color_from_vocabulary = False
         i = 0
         last_color = -1
+
+        def take_color(value: str, words: str, key: tuple[str, ...], vocabulary: bool, start: int, how: str) -> None:
+            nonlocal terms, other_colors, color_from_vocabulary
+            compound = "color" in found and last_color == start
+            if "color" in found and not compound:
+                return
+            if compound:
+                if color_from_vocabulary and not vocabulary:
+                    return
+                terms = [t for t in terms if "->" + found["color"] not in t]
+                words = f"{tokens[start - 1]} {words}"
+            found["color"] = value
+            other_colors = () if vocabulary else self._color_table.get(key, (value,))[1:]
+            color_from_vocabulary = vocabulary
+            if words != value or how:
+                terms.append(f"{words}->{value}")
+
         while i < len(tokens):
             hit = self._phrase(tokens, i)
             if hit is not None:
                 n, (attribute, value), how = hit
                 words = " ".join(tokens[i:i + n])
-                # In a run of colour words the last is the colour ('azure blue' is blue, 'bone white' white).
-                compound = attribute == "color" and last_color == i
-                if attribute not in found or compound:
-                    if compound:
-                        terms = [t for t in terms if not t.endswith("->" + found["color"])]
-                        words = f"{tokens[i - 1]} {words}"
+                if attribute == "color":
+                    take_color(value, words, tuple(tokens[i:i + n]), not how, i, how)
+                elif attribute not in found:
                     found[attribute] = value
-                    if words != value or how:
+                    if words != value:
                         terms.append(f"{words}->{value}")
                 i += n
                 last_color = i if attribute == "color" else -1
@@ -476,7 +539,11 @@ class QueryReader:
                 continue
             attribute, value = resolved
             if word not in self._by_similarity:
-                if attribute not in found:
+                if attribute == "color":
+                    key, vocabulary = self._word_source.get(word, ((word,), False))
+                    take_color(value, word, key, vocabulary, i - 1, "")
+                    last_color = i
+                elif attribute not in found:
                     found[attribute] = value
                     terms.append(f"{word}->{value}")
                 continue
@@ -488,7 +555,8 @@ class QueryReader:
                 terms = [t for t in terms if t != f"{weak_words[attribute]}~>{value}"]
             else:
                 found[attribute] = value
-        return Description(found.get("color"), found.get("shape"), found.get("size"), tuple(terms), tuple(unknown))
+        return Description(found.get("color"), found.get("shape"), found.get("size"), tuple(terms), tuple(unknown),
+                           other_colors=other_colors)
 
     def _phrase(self, tokens: list[str], i: int) -> tuple[int, tuple[str, str], str] | None:
         """Longest vocabulary or colour-name phrase starting at token i: (length, (attribute, value), how)."""
@@ -530,30 +598,48 @@ class QueryReader:
         return result
 
     def _resolve_word(self, word: str, similarity: bool = True) -> tuple[str, str] | None:
-        for stem in _stems(word):
+        stems = _stems(word)
+        for stem in stems:
             if stem in self._single:
+                self._word_source[word] = ((stem,), True)
                 return self._single[stem]
             if (stem,) in self._colors:
+                self._word_source[word] = ((stem,), False)
                 return "color", self._colors[(stem,)]
-        if len(word) >= 4:
-            # one slip per word of 5-8 letters, two from 9; 4-letter words only by swapped letters
-            limit = 1 if len(word) < 9 else 2
-            mask = _letters(word)
-            best, best_d, tie = None, limit + 1, False
-            for known, value, known_mask in self._fuzzy_words():
-                # cheap bounds first: each slip changes the length by at most one and the letter set by two
-                if abs(len(known) - len(word)) > limit or (mask ^ known_mask).bit_count() > 2 * limit:
-                    continue
-                if len(word) == 4 and sorted(known) != sorted(word):
-                    continue
-                d = edit_distance(word, known, limit + 1)
-                if d < best_d:
-                    best, best_d, tie = value, d, False
-                elif d == best_d and best is not None and value != best:
-                    tie = True
-            if best is not None and best_d <= limit and not tie:
-                return best
+        for form in dict.fromkeys((word, *stems)):  # a slip in the word, then in its plain form ('cuebs')
+            hit = self._misspelt(form)
+            if hit is not None:
+                known, value = hit
+                if value != _FILLER_VALUE:
+                    self._word_source[word] = ((known,), known in self._single)
+                return value
         return self._similar(word) if similarity else None
+
+    def _misspelt(self, word: str) -> tuple[str, tuple[str, str]] | None:
+        """The one known word `word` is a slip of (known word, value), if exactly one is that close.
+
+        One slip per word of 5-8 letters, two from 9; 4-letter words only by swapped letters (any other slip
+        turns too many everyday words into attribute words); shorter words never.
+        """
+        if len(word) < 4:
+            return None
+        limit = 1 if len(word) < 9 else 2
+        mask = _letters(word)
+        best, best_word, best_d, tie = None, "", limit + 1, False
+        for known, value, known_mask in self._fuzzy_words():
+            # cheap bounds first: each slip changes the length by at most one and the letter set by two
+            if abs(len(known) - len(word)) > limit or (mask ^ known_mask).bit_count() > 2 * limit:
+                continue
+            if len(word) == 4 and sorted(known) != sorted(word):
+                continue
+            d = edit_distance(word, known, limit + 1)
+            if d < best_d:
+                best, best_word, best_d, tie = value, known, d, False
+            elif d == best_d and best is not None and value != best:
+                tie = True
+        if best is not None and best_d <= limit and not tie:
+            return best_word, best
+        return None
 
     def _fuzzy_words(self) -> list[tuple[str, tuple[str, str], int]]:
         """Single words a misspelling may stand for: attribute words, and filler ('thiing' is no noun)."""
