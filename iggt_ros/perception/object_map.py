@@ -123,19 +123,49 @@ def voxel_downsample(points: np.ndarray, voxel: float, *arrays: np.ndarray,
     return (keys[idx], points[idx], *(a[idx] for a in arrays))
 
 
+_FOOTPRINT_DIRECTIONS = np.stack([np.cos(np.linspace(0, 2 * np.pi, 32, endpoint=False)),
+                                  np.sin(np.linspace(0, 2 * np.pi, 32, endpoint=False))]).astype(np.float32)
+"""Directions whose extreme points outline a footprint (its convex hull, to within 360/32 degrees)."""
+
+
+def _min_area_yaw(xy: np.ndarray) -> float | None:
+    """Yaw of the smallest-area rectangle around centred footprint points, x along its longer side; None
+    when the footprint is a line or a point.
+
+    The smallest rectangle has a side along an edge of the convex hull, so only the hull's edge
+    directions are tried. Why not the main axis of the points: the points are the surfaces seen so far,
+    and their main axis follows whichever faces the cameras saw (a box seen on two faces leans its axis
+    towards the larger one), which turns the box and moves its centre by centimetres; the sides of the
+    smallest rectangle lie along the faces that were seen."""
+    extreme = np.argmax(xy.astype(np.float32) @ _FOOTPRINT_DIRECTIONS, axis=0)  # hull vertices, in angular order
+    extreme = extreme[np.r_[True, extreme[1:] != extreme[:-1]]]
+    if len(extreme) > 1 and extreme[0] == extreme[-1]:
+        extreme = extreme[:-1]
+    if len(extreme) < 3:
+        return None
+    hull = xy[extreme]
+    edges = np.roll(hull, -1, axis=0) - hull
+    angles = np.mod(np.arctan2(edges[:, 1], edges[:, 0]), np.pi / 2)
+    c, s = np.cos(angles), np.sin(angles)
+    along = np.ptp(hull @ np.stack([c, s]), axis=0)
+    across = np.ptp(hull @ np.stack([-s, c]), axis=0)
+    k = int(np.argmin(along * across))
+    return float(angles[k]) + (np.pi / 2 if across[k] > along[k] else 0.0)
+
+
 def gravity_aligned_box(points: np.ndarray) -> tuple[np.ndarray, np.ndarray, float]:
-    """(center, size, yaw) of a box upright in z whose yaw follows the points' main horizontal axis."""
+    """(center, size, yaw) of a box upright in z: yaw of the smallest rectangle around the points' footprint
+    (`_min_area_yaw`; their main horizontal axis when the footprint is a line), x along its longer side."""
     if len(points) == 0:
         return np.zeros(3), np.zeros(3), 0.0
     pts = np.asarray(points, np.float64)
     xy = pts[:, :2] - pts[:, :2].mean(0)
-    if len(pts) >= 3:
+    yaw = _min_area_yaw(xy) if len(pts) >= 3 else 0.0
+    if yaw is None:
         cov = xy.T @ xy / len(pts)
         evals, evecs = np.linalg.eigh(cov)
         major = evecs[:, int(np.argmax(evals))]
         yaw = float(np.arctan2(major[1], major[0]))
-    else:
-        yaw = 0.0
     yaw = (yaw + np.pi / 2) % np.pi - np.pi / 2  # a box is symmetric: keep yaw in [-pi/2, pi/2)
     c, s = np.cos(yaw), np.sin(yaw)
     rot = np.array([[c, s], [-s, c]])  # world xy -> box xy
