@@ -359,6 +359,9 @@ class PublishConfig:
     instance_frames: bool = False
     """A TF frame `iggt/instance_<id>` at the box of every confirmed instance, on /tf (for planners that
     look objects up with TF); a frame is no longer sent once its instance leaves the map or is lost."""
+    collision_objects: bool = False
+    """Confirmed instances as moveit_msgs/CollisionObject boxes on /collision_object (added, moved and removed as
+    the map changes) for a MoveIt planning scene; needs moveit_msgs (`iggt_ros.ros.collision_objects`)."""
     diagnostics_period_s: float = 1.0
 
     BOUNDS: ClassVar[dict[str, Bound]] = {"diagnostics_period_s": Bound(0, lo_open=True, note="seconds")}

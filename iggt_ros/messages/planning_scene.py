@@ -93,6 +93,16 @@ class PlanningSceneTracker:
             self._sent[iid] = box
         return out
 
+    def resend(self) -> None:
+        """Forget what was sent, so the next update ADDs every confirmed instance again (ADD replaces an object
+        of the same ID): a planning scene that subscribed late has missed the earlier changes."""
+        self._sent.clear()
+
+    @property
+    def sent(self) -> int:
+        """Objects the planning scene holds from this tracker."""
+        return len(self._sent)
+
     def clear(self, header: Header) -> list[MessageData]:
         """REMOVE for everything sent (the map was reset)."""
         out = [collision_object(header, None, REMOVE, iid) for iid in sorted(self._sent)]

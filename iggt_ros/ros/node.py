@@ -61,6 +61,7 @@ from iggt_ros.perception.frames import CameraFrame, FrameSet
 from iggt_ros.perception.pipeline import Collected, Pipeline, WindowResult
 from iggt_ros.perception.window import Window
 from iggt_ros.ros.camera_input import CameraInputs
+from iggt_ros.ros.collision_objects import CollisionObjectPublisher
 from iggt_ros.ros.convert import to_rclpy
 from iggt_ros.ros.diagnostics import diagnostic_array
 from iggt_ros.ros.input_paths import InputPaths
@@ -111,6 +112,7 @@ class IggtNode(LifecycleNode):
         self._diag_pub: Any = None
         self._diag_timer: Any = None
         self._iggt_services: list[Any] = []
+        self.collision_objects: CollisionObjectPublisher | None = None
         self._input_lock = threading.Lock()
         self.add_on_set_parameters_callback(lambda params: self.parameters.on_set(params, self.config))
         guard_lifecycle_requests(self)
@@ -226,6 +228,7 @@ class IggtNode(LifecycleNode):
                 continue
             self._publishers_by_topic[topic] = self.create_lifecycle_publisher(cls, topic, OUTPUT_QOS)
         self._diag_pub = self.create_lifecycle_publisher(DiagnosticArray, "/diagnostics", 10)
+        self.collision_objects = CollisionObjectPublisher(self, cfg.publish)
         self._diag_timer = self.create_timer(cfg.publish.diagnostics_period_s, self._publish_diagnostics,
                                              callback_group=self._service_group)
         self._iggt_services = [
@@ -249,6 +252,8 @@ class IggtNode(LifecycleNode):
             pub = self._publishers_by_topic.get(message.topic)
             if pub is not None:
                 pub.publish(to_rclpy(message.data))
+        if self.collision_objects is not None:
+            self.collision_objects.publish_window(result.stamp_ns, result.frame_id, result.instances)
         publish_ms = (time.perf_counter() - t0) * 1e3
         self.query_side.observe(result)
         return {"publish": publish_ms}
@@ -298,6 +303,8 @@ class IggtNode(LifecycleNode):
             dropped = self.worker.discard_pending()
         if self.query_side is not None:
             self.query_side.reset()
+        if self.collision_objects is not None:
+            self.collision_objects.reset()
         response.success = True
         response.message = (f"map, tracks and instance IDs cleared; {dropped} queued windows discarded"
                             + ("; the window in progress is discarded" if self.worker.busy else ""))
@@ -378,6 +385,9 @@ class IggtNode(LifecycleNode):
         for pub in self._publishers_by_topic.values():
             self.destroy_lifecycle_publisher(pub)
         self._publishers_by_topic = {}
+        if self.collision_objects is not None:
+            self.collision_objects.release()
+            self.collision_objects = None
         if self._diag_pub is not None:
             self.destroy_lifecycle_publisher(self._diag_pub)
             self._diag_pub = None
