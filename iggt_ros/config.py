@@ -314,6 +314,10 @@ class MappingConfig:
     tentative before confirmed, least recently seen first (see `perception.map_bounds`)."""
     max_lost_age_s: float = 3600.0
     """A lost instance not seen for this many seconds of input is removed (0 = kept until max_instances)."""
+    max_object_size_m: float = 2.5
+    """In a metric window, an instance longer than this (its extent in a window or its box in the map) is scene
+    structure (walls, floor), not an object: tracked but kept out of the map and the published IDs
+    (`perception.structure`; 0 = no limit)."""
     map_directory: str = "~/.local/share/iggt_ros/maps"
     """The one directory saved maps are written to and read from; services name a map, never a path."""
     map_file: str = ""
@@ -335,6 +339,7 @@ class MappingConfig:
         "max_points_per_object": Bound(10),
         "max_instances": Bound(1, integer=True),
         "max_lost_age_s": Bound(0, note="seconds"),
+        "max_object_size_m": Bound(0, note="metres (0 = no limit)"),
         "max_cloud_points": Bound(100),
         "rig_baseline_m": Bound(0),
         "tf_settle_windows": Bound(1, integer=True),

@@ -40,6 +40,14 @@ def test_lost_instances_older_than_the_age_bound_go_and_nothing_in_view_does():
     assert select_removals(items, MappingConfig(max_lost_age_s=0.0), now_ns=10_000 * S) == ([], [])
 
 
+def test_an_instance_lost_before_it_was_confirmed_goes_at_once():
+    cfg = MappingConfig(max_lost_age_s=3600.0, max_instances=100)
+    items = [cand(1, seen_s=99, confirmed=False), cand(2, seen_s=99), cand(3, TrackState.TENTATIVE, confirmed=False),
+             cand(4, seen_s=0, confirmed=False, in_view=True)]
+    assert select_removals(items, cfg, now_ns=100 * S) == ([1], [])
+    assert select_removals(items, MappingConfig(max_lost_age_s=0.0), now_ns=100 * S) == ([1], [])
+
+
 def test_count_bound_removes_tentative_then_least_recently_seen_never_in_view():
     cfg = MappingConfig(max_lost_age_s=0.0, max_instances=3)
     items = [cand(1, TrackState.CONFIRMED, seen_s=1, in_view=True), cand(2, seen_s=5),

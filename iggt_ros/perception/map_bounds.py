@@ -8,6 +8,9 @@ Policy (``mapping`` keys), applied after every window once the window's detectio
   for this many seconds of input, measured on message stamps, is removed. An instance loaded from a
   saved map counts its age from the window it was loaded in, not from when it was saved, so a map
   loaded after a long stop is not emptied at once. 0 turns the age rule off.
+* Unconfirmed: an instance lost before it was ever confirmed (detected in fewer than
+  ``tracking.confirm_windows`` windows) is removed at once: a one-window blip (a speck of a wall, a
+  reflection) is not an object to remember for an hour. Counted with the removals by age.
 * ``max_instances``: when the map holds more, instances are removed until it fits: never one detected
   in the current window (a confirmed instance in view always stays), tentative ones before confirmed
   ones, and among them the least recently seen first. When every instance is in view, the map stays
@@ -61,12 +64,12 @@ def select_removals(candidates: Iterable[Candidate], config: MappingConfig, now_
     """
     items = list(candidates)
     age_from_ns = age_from_ns or {}
-    by_age: list[int] = []
+    by_age = [c.id for c in items if c.state == TrackState.LOST and not c.in_view and not c.confirmed]
     if config.max_lost_age_s > 0:
         limit_ns = int(config.max_lost_age_s * 1e9)
         for c in items:
             seen = max(c.last_seen_ns, age_from_ns.get(c.id, 0))
-            if c.state == TrackState.LOST and not c.in_view and now_ns - seen > limit_ns:
+            if c.state == TrackState.LOST and not c.in_view and c.confirmed and now_ns - seen > limit_ns:
                 by_age.append(c.id)
     gone = set(by_age)
     remaining = [c for c in items if c.id not in gone]

@@ -13,8 +13,9 @@ Rules:
   Above ``mapping.max_points_per_object`` voxels, the ones observed longest ago are dropped first.
 * Merge. Two instances are merged into the older ID when they were never detected as separate
   instances in the same window (co-visible objects are different objects: identical duplicates side
-  by side stay apart) and at least half of the smaller one's voxels coincide with the larger's. This
-  repairs an object that came back under a new ID because re-identification missed it. The merged
+  by side stay apart) and at least half of the smaller one's voxels lie on the larger's surface
+  (`near_fraction`; `reidentify` has the rule). This repairs an object that came back under a new ID
+  because re-identification missed it. The merged
   instance keeps the earlier first-seen stamp, the union of the voxels and the summed counts, and
   a label when the kept instance has none.
 * Split. The map never splits an instance on its own: when clustering separates what one ID covered,
@@ -33,6 +34,7 @@ import threading
 from dataclasses import dataclass, field
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from iggt_ros.config import MappingConfig
 from iggt_ros.perception import pixel_kernels
@@ -76,6 +78,8 @@ class _Entry:
     age: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     """Window index at which each voxel was last observed."""
     geometry: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None
+    bounds: tuple[np.ndarray, np.ndarray] | None = None
+    """(min, max) corner of `points`, computed at the first read after they changed (the proximity test's filter)."""
     """(centroid, box centre, box size, yaw) of `points`, computed at the first read after they changed: most
     instances are not seen in a given window, and their box percentiles were most of the map's time."""
     state: TrackState = TrackState.TENTATIVE
@@ -236,6 +240,7 @@ class ObjectMap:
             keys, pts, cols, age = keys[keep], pts[keep], cols[keep], age[keep]
         entry.keys, entry.points, entry.colors, entry.age = keys, pts, cols, age
         entry.geometry = None
+        entry.bounds = None
 
     def restore(self, instance_id: int, points: np.ndarray, colors: np.ndarray, state: TrackState, *,
                 views_seen: int, windows_seen: int, first_seen_ns: int, last_seen_ns: int, label: str = "",
@@ -278,6 +283,28 @@ class ObjectMap:
             shared = np.intersect1d(ea.keys, eb.keys, assume_unique=True).size
             return shared / min(len(ea.keys), len(eb.keys))
 
+    def near_fraction(self, a: int, b: int, distance: float) -> float:
+        """Share of the smaller instance's voxels within `distance` of the other's (0 when either is empty).
+
+        Two views of one object from different places give surface points a voxel or two apart, rarely
+        in the very same voxel (`overlap`); this counts them as the same surface."""
+        with self._lock:
+            ea, eb = self._entries.get(a), self._entries.get(b)
+            if ea is None or eb is None or len(ea.points) == 0 or len(eb.points) == 0:
+                return 0.0
+            (lo_a, hi_a), (lo_b, hi_b) = self._bounds(ea), self._bounds(eb)
+            if np.any(lo_a > hi_b + distance) or np.any(lo_b > hi_a + distance):
+                return 0.0
+            small, large = (ea, eb) if len(ea.points) <= len(eb.points) else (eb, ea)
+            near = cKDTree(large.points).query(small.points, k=1, distance_upper_bound=distance)[0]
+            return float(np.count_nonzero(np.isfinite(near))) / len(small.points)
+
+    @staticmethod
+    def _bounds(entry: _Entry) -> tuple[np.ndarray, np.ndarray]:
+        if entry.bounds is None:
+            entry.bounds = (entry.points.min(0), entry.points.max(0))
+        return entry.bounds
+
     def merge(self, keep: int, drop: int) -> None:
         """Fold instance `drop` into `keep` (see the module rules)."""
         with self._lock:
@@ -301,6 +328,16 @@ class ObjectMap:
         with self._lock:
             e = self._entries[instance_id]
             return e.points.copy(), e.colors.copy()
+
+    def extent(self, instance_id: int) -> tuple[np.ndarray, np.ndarray]:
+        """(centre, size) of the instance's voxels as the tracker measures a detection: the median point and
+        the 5th to 95th percentile range along each world axis."""
+        with self._lock:
+            pts = self._entries[instance_id].points
+            if len(pts) == 0:
+                return np.zeros(3), np.zeros(3)
+            lo, mid, hi = np.percentile(pts[:: max(1, len(pts) // 2000)], [5, 50, 95], axis=0)
+            return mid.astype(np.float64), (hi - lo).astype(np.float64)
 
     def instance(self, instance_id: int) -> ObjectInstance:
         with self._lock:

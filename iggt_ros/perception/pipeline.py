@@ -40,7 +40,7 @@ from iggt_ros import threads
 from iggt_ros.config import IggtConfig
 from iggt_ros.engine.base import Engine, EngineError, ViewKey, WindowPrediction
 from iggt_ros.engine.preprocess import preprocess_images
-from iggt_ros.perception import map_store, pixel_kernels
+from iggt_ros.perception import map_store, pixel_kernels, reidentify, structure
 from iggt_ros.perception.clustering import ClusterResult, InstanceClusterer
 from iggt_ros.perception.frames import CameraFrame, FrameSet
 from iggt_ros.perception.map_bounds import MapBounds, MapSize
@@ -49,7 +49,7 @@ from iggt_ros.perception.mapping import Alignment, WorldAligner
 from iggt_ros.perception.object_map import ObjectInstance, ObjectMap, first_per_voxel
 from iggt_ros.perception.records import TrackState
 from iggt_ros.perception.reframe import ReexpressibleObjectMap
-from iggt_ros.perception.tracking import LOST, Detection, InstanceTracker
+from iggt_ros.perception.tracking import Detection, InstanceTracker
 from iggt_ros.perception.window import ApproximateTimeSynchronizer, Window, WindowBuffer
 
 log = logging.getLogger(__name__)
@@ -375,8 +375,9 @@ class Pipeline:
         timings["tracking"] = (time.perf_counter() - t) * 1e3
 
         t = time.perf_counter()
-        self._update_map(omap, tracker, detections, det_points, lut, track_result.created, window)
+        self._update_map(omap, tracker, detections, det_points, lut, window, alignment.metric)
         bounds.apply(tracker, omap, {int(lut[d.label]) for d in detections}, window.stamp_ns)
+        lut = structure.published(lut, tracker)  # scene structure is tracked, never published as an instance
         id_images = clusterer.pixels.id_image(cluster.labels, lut)
         timings["object_map"] = (time.perf_counter() - t) * 1e3
 
@@ -587,27 +588,23 @@ class Pipeline:
         return detections, det_points
 
     def _update_map(self, omap: ObjectMap, tracker: InstanceTracker, detections: list[Detection],
-                    det_points: dict, lut: np.ndarray, created: list[int], window: Window) -> None:
+                    det_points: dict, lut: np.ndarray, window: Window, metric: bool) -> None:
+        limit = self.config.mapping.max_object_size_m if metric else 0.0  # metres say nothing at the model's scale
+        mapped = []
         for det in detections:
             tid = int(lut[det.label])
-            pts, cols = det_points[det.label]
-            omap.update(tid, pts, cols, det.views, window.stamp_ns, window.index, tracker.tracks[tid].state)
-        # a new instance whose voxels coincide with a lost one never seen beside it is that object again
-        lost = [t for t in tracker.tracks.values() if t.state == LOST]
-        for new_id in created:
-            if new_id not in tracker.tracks:
+            track = tracker.tracks[tid]
+            track.structure = track.structure or structure.too_large(det.extent, limit)
+            if track.structure:
+                omap.remove(tid)
                 continue
-            best, best_overlap = None, MERGE_OVERLAP
-            for old in lost:
-                if new_id in old.co_visible or old.id not in omap:
-                    continue
-                overlap = omap.overlap(old.id, new_id)
-                if overlap >= best_overlap:
-                    best, best_overlap = old.id, overlap
-            if best is not None:
-                omap.merge(best, new_id)
-                tracker.merge(best, new_id, lut)
-                lost = [t for t in lost if t.id != best]
+            pts, cols = det_points[det.label]
+            omap.update(tid, pts, cols, det.views, window.stamp_ns, window.index, track.state)
+            mapped.append(tid)
+        structure.check_map(omap, tracker, mapped, limit)
+        # an instance in view and one out of view on the same surface, never seen apart, are one object
+        reidentify.fold(tracker, omap, mapped, self.config.mapping.voxel_size_m, lut)
+        reidentify.refresh_lost(tracker, omap)
         for tid, track in tracker.tracks.items():
             omap.set_state(tid, track.state)
         for inst in omap.instances():

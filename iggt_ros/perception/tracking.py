@@ -7,7 +7,10 @@ and a real instance head's embedding space is itself window-local. Three cues co
   object covers the same pixels there, whatever its label. This is the strongest cue when present.
 * 3D position in the world frame: a Gaussian kernel on the centroid distance, as wide as half the
   object's size (at least ``position_scale_m`` when the frame is metric). It gates every match, so two identical-looking
-  objects side by side never exchange IDs, and it re-identifies an object that comes back into view.
+  objects side by side never exchange IDs, and it re-identifies an object that comes back into view. A lost track's
+  kernel is ``LOST_KERNEL_SCALE`` times as wide: the object usually comes back seen from another side, whose centroid
+  lies up to the object's size from the side seen last (`reidentify` gives a lost track the whole mapped object's
+  centroid and extent).
 * Feature prototypes (cosine similarity of mean unit features): helpful when the feature space is
   stable across windows, weighted low because it often is not.
 
@@ -44,6 +47,8 @@ TENTATIVE = TrackState.TENTATIVE
 CONFIRMED = TrackState.CONFIRMED
 LOST = TrackState.LOST
 MAX_ID = 65535  # IDs travel as uint16 images
+LOST_KERNEL_SCALE = 2.0
+"""Width of a lost track's position kernel relative to a track in view (see the module docstring)."""
 
 
 @dataclass
@@ -85,6 +90,9 @@ class Track:
     """Pixels of the track in the last window that detected it."""
     co_visible: set[int] = field(default_factory=set)
     """Tracks detected as separate instances in the same window (never merge candidates)."""
+    structure: bool = False
+    """Scene structure (walls, floor: `perception.structure`), not an object: still matched, so that the same
+    piece of wall keeps being recognised, but kept out of the object map and the published IDs."""
 
     @property
     def diameter(self) -> float:
@@ -252,6 +260,8 @@ class InstanceTracker:
         td = np.array([t.diameter for t in tracks])
         # a partly seen object's centroid moves by up to half its size: the kernel is as wide
         sigma = 0.5 * np.maximum(dd[:, None], td[None, :])
+        # a lost object is usually seen again from another side, whose centroid lies up to its size away
+        sigma = sigma * np.where([t.state == LOST for t in tracks], LOST_KERNEL_SCALE, 1.0)[None, :]
         if metric:
             sigma = np.maximum(sigma, cfg.position_scale_m)
         sigma = np.maximum(sigma, 1e-6)
