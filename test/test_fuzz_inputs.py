@@ -35,6 +35,7 @@ from iggt_ros.bag.reader import BagError, BagReader, decode_message
 from iggt_ros.bag.typestore import typestore
 from iggt_ros.messages.images import IMAGE_ENCODINGS, compressed_to_rgb, image_to_rgb, intrinsics_of
 from iggt_ros.messages.tf_buffer import TransformBuffer, TransformError
+from iggt_ros.perception.frames import MissingFrame
 from iggt_ros.perception.input_checks import StampGuard
 from iggt_ros.ros.camera_input import CameraInputs, NumpyImageDecoder
 
@@ -258,8 +259,8 @@ def target_image(msg: Any) -> None:
     """An image message: the node's whole input path takes it or drops it (never raises), and the decoder's
     result is [H,W,3] uint8 of the declared size, or its refusal."""
     inputs = CameraInputs(["cam"], NumpyImageDecoder(), lambda text: None)
-    for frame in inputs.frames("cam", msg, "/fuzz/image_raw"):  # used, or dropped and counted
-        assert frame.image.shape[0] > 0 and frame.image.shape[1] > 0
+    for frame in inputs.frames("cam", msg, "/fuzz/image_raw"):  # used, or dropped and counted (its place kept)
+        assert isinstance(frame, MissingFrame) or (frame.image.shape[0] > 0 and frame.image.shape[1] > 0)
     rgb = image_to_rgb(msg, "/fuzz/image_raw")  # or UnsupportedEncoding / ValueError, a refusal
     assert rgb.dtype == np.uint8 and rgb.ndim == 3 and rgb.shape[2] == 3, rgb.shape
     assert rgb.shape[:2] == (int(msg.height), int(msg.width))

@@ -528,7 +528,8 @@ def test_services_answer_during_inference_and_overload_drops_oldest_windows(harn
 
     # Unsupported encoding on one camera: skipped with a warning, the node goes on. It arrives in a
     # set with the other camera's image, as a misconfigured camera's images do, because message_filters
-    # hands images over for decoding only once a synchronised set forms (the fallback decodes each).
+    # hands images over for decoding only once a synchronised set forms (the fallback decodes each);
+    # the other camera's image is used alone, so its time step completes one more window.
     from iggt_ros.ros.convert import to_rclpy
 
     bad_cam, good_cam = seq.rig.names[0], seq.rig.names[1]
@@ -542,6 +543,9 @@ def test_services_answer_during_inference_and_overload_drops_oldest_windows(harn
     h.publish_raw(f"{bad_cam}/image_raw", bad)
     wait_for(lambda: node.inputs.skipped >= 1, 20.0, "the bad image to be skipped")
     assert node.inputs.skipped == 1, "one bad image is reported once"
+    wait_for(lambda: node.queue.stats().enqueued == 14, 20.0, "the window of the good camera's image")
+    stats = node.queue.stats()
+    assert stats.dropped == 14 - 1 - len(node.queue)
 
     # both services answer while the engine is held (it is released only further down)
     answer = h.call(query, Query.Request(text="the red cube"), 30.0)

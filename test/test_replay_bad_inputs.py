@@ -426,3 +426,64 @@ def test_output_bag_is_self_contained_and_every_message_decodes_with_the_mcap_re
     mounts = {(t.header.frame_id, t.child_frame_id) for m in static for t in m.transforms}
     assert mounts == {("base_link", "front_optical_frame")}
     assert depth_frames == {"front_optical_frame"}
+
+
+# ---------------------------------------------------------------------------------------------- several cameras
+# With several cameras a time step needs every camera's image to form: a bad image leaves its place, so the step
+# forms with the other cameras and only the bad image is lost, never the good images taken with it.
+
+
+@pytest.fixture(scope="module")
+def two_camera_bag(tmp_path_factory) -> Path:
+    path = tmp_path_factory.mktemp("two_cams") / "base"
+    write_sample_bag(path, SampleBagSpec(seed=0, cameras=2, frames=FRAMES, width=W, height=H))
+    return path
+
+
+@pytest.fixture(scope="module")
+def two_camera_run(two_camera_bag, tmp_path_factory):
+    return replay_bag(two_camera_bag, tmp_path_factory.mktemp("two_cams_run") / "out", config())
+
+
+def shifted(seconds_: float) -> Callable[[Plain], None]:
+    def change(msg: Plain) -> None:
+        stamp = msg["header"]["stamp"]
+        msg["header"]["stamp"] = stamp_fields(stamp["sec"] * 10**9 + stamp["nanosec"] + int(seconds_ * 1e9))
+    return change
+
+
+@pytest.mark.parametrize("kind, change", [
+    ("black image", lambda m: m.update(data=np.zeros(len(m["data"]), np.uint8))),
+    ("malformed image", lambda m: m.update(width=0, height=0, step=0, data=np.zeros(0, np.uint8))),
+    ("malformed image", lambda m: m.update(data=np.asarray(m["data"])[: len(m["data"]) // 2])),
+    ("zero stamp", lambda m: m["header"].update(stamp=stamp_fields(0))),
+    ("stamp jump", shifted(-1000.0)),
+    ("stamp jump", shifted(+1000.0)),
+], ids=["black", "0x0", "truncated", "zero-stamp", "glitch-back", "glitch-forward"])
+@pytest.mark.parametrize("bad_camera", ["front_left", "front_right"])
+def test_a_bad_image_of_one_camera_costs_only_itself(two_camera_bag, two_camera_run, tmp_path, kind, change,
+                                                     bad_camera):
+    good_camera = ({"front_left", "front_right"} - {bad_camera}).pop()
+    bad_step = 6
+
+    def edit(topic, _type, t, msg):
+        if topic == f"/{bad_camera}/image_raw" and image_index(msg) == bad_step:
+            change(msg)
+        return [(topic, t, msg)]
+
+    s = edited_run(two_camera_bag, tmp_path, edit)
+    assert s.skipped == {kind: 1} and s.time_jumps == 0 and not s.stopped
+    (text,) = warned(s, f"/{bad_camera}/image_raw at")  # said once, naming the topic, the stamp and what to do
+    assert "check" in text.lower()
+    # the good camera's image of that step formed a time step of its own and reached the outputs
+    assert s.framesets == FRAMES and s.images_read == 2 * FRAMES - 1
+    assert two_camera_run.views == 2 * FRAMES and s.views == 2 * FRAMES - 1  # the README's 23 of 24
+    assert s.windows == two_camera_run.windows
+    out = read_back(tmp_path / "out")
+    bad_stamp = (BAG_START_S * 10**9) + bad_step * 100_000_000
+
+    def published(camera: str) -> set[int]:
+        return {m.header.stamp.sec * 10**9 + m.header.stamp.nanosec for _, m in out[f"/iggt/depth/{camera}"]}
+
+    assert bad_stamp in published(good_camera) and bad_stamp not in published(bad_camera)
+    assert len(published(good_camera)) == FRAMES and len(published(bad_camera)) == FRAMES - 1

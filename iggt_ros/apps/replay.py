@@ -53,7 +53,15 @@ import yaml
 
 from iggt_ros.apps.replay_query import QueryStateRecorder
 from iggt_ros.apps.replay_truth import TruthStore
-from iggt_ros.bag.reader import BagError, BagReader, CameraImage, GroundTruthImage, StaticTransforms, TimeJump
+from iggt_ros.bag.reader import (
+    BagError,
+    BagReader,
+    CameraImage,
+    GroundTruthImage,
+    MissingImage,
+    StaticTransforms,
+    TimeJump,
+)
 from iggt_ros.bag.writer import STORAGES, BagWriter
 from iggt_ros.config import ENGINE_BACKENDS, MAX_VIEWS, ConfigError, IggtConfig, load_config
 from iggt_ros.engine.base import Engine, EngineError, ViewKey
@@ -64,7 +72,7 @@ from iggt_ros.messages import layouts as L
 from iggt_ros.messages.message import Header
 from iggt_ros.messages.outputs import OutputAdapter
 from iggt_ros.perception.engine_setup import create_window_engine
-from iggt_ros.perception.pipeline import Pipeline, WindowResult
+from iggt_ros.perception.pipeline import Collected, Pipeline, WindowResult
 from iggt_ros.perception.warn_once import WarnOnce
 from iggt_ros.process_age import process_age_s
 
@@ -311,7 +319,7 @@ class _RunState:
                                      list(config.input.cameras))
         self.source_sizes: dict[str, tuple[int, int]] = {}
         self.writer: BagWriter | None = None
-        self._pending: list[CameraImage] = []
+        self._pending: list[CameraImage | MissingImage] = []
         self._wall_start: float | None = None
         self._bag_start: int | None = None
         self._warn_once = WarnOnce(self._collect_warning)
@@ -360,7 +368,7 @@ class _RunState:
         try:
             try:
                 for event in self._events():
-                    if isinstance(event, CameraImage):
+                    if isinstance(event, CameraImage | MissingImage):
                         if self._pending and event.record_ns != self._pending[0].record_ns:
                             self._flush()
                         self._pending.append(event)
@@ -409,14 +417,19 @@ class _RunState:
             self._pace(image.record_ns)
             self._input(image)
 
-    def _input(self, image: CameraImage) -> None:
+    def _input(self, image: CameraImage | MissingImage) -> None:
+        if isinstance(image, MissingImage):  # a bad image's place: its time step forms with the other cameras
+            self._collected(self.pipeline.add_frame(image.to_frame()), image.record_ns)
+            return
         self.summary.images_read += 1
         self._write_input(image)
         size = tuple(image.rgb.shape[:2])
         self._check_size(image.camera, size)
         self.source_sizes[image.camera] = size
         self.truth.add_image(image)
-        collected = self.pipeline.add_frame(image.to_frame())
+        self._collected(self.pipeline.add_frame(image.to_frame()), image.record_ns)
+
+    def _collected(self, collected: Collected, record_ns: int) -> None:
         self.truth.keep_only(self.pipeline.held_views())
         if collected.frameset is None:
             return
@@ -426,7 +439,7 @@ class _RunState:
         if collected.window is not None:
             result = self.pipeline.process_window(collected.window)
             if not result.discarded:
-                self._output(result, image.record_ns)
+                self._output(result, record_ns)
 
     def _check_size(self, camera: str, size: tuple[int, int]) -> None:
         previous = self.source_sizes.get(camera)

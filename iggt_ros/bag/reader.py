@@ -41,7 +41,7 @@ from iggt_ros.messages.layouts import read_instances
 from iggt_ros.messages.message import stamp_ns
 from iggt_ros.messages.tf_buffer import InvalidTransform, TransformBuffer, TransformError
 from iggt_ros.perception.camera_frames import CameraCalibration, camera_frame
-from iggt_ros.perception.frames import CameraFrame
+from iggt_ros.perception.frames import CameraFrame, MissingFrame
 from iggt_ros.perception.input_checks import InputProblem, StampGuard, image_problem, problem
 from iggt_ros.perception.records import InstanceRecord
 from iggt_ros.perception.warn_once import WarnOnce
@@ -97,6 +97,22 @@ class CameraImage:
 
 
 @dataclass
+class MissingImage:
+    """A camera's image at `stamp_ns` was bad and dropped (said and counted in `ReadReport`).
+
+    Given to the synchroniser in its place (`to_frame`), so the other cameras' images of that time step
+    are used without it. For a message dropped for its stamp, `stamp_ns` is where the camera's period
+    places it (`input_checks.StampGuard`)."""
+
+    camera: str
+    stamp_ns: int
+    record_ns: int
+
+    def to_frame(self) -> MissingFrame:
+        return MissingFrame(self.camera, self.stamp_ns)
+
+
+@dataclass
 class GroundTruthImage:
     """A ground-truth image of one camera: `kind` 'instances' ([H,W] uint16) or 'depth' ([H,W] float32 m)."""
 
@@ -134,7 +150,7 @@ class StaticTransforms:
     """(parent, child, stamp_ns, parent_from_child [4,4]) of every finite transform of the message."""
 
 
-BagEvent = CameraImage | GroundTruthImage | GroundTruthObjects | TimeJump | StaticTransforms
+BagEvent = CameraImage | MissingImage | GroundTruthImage | GroundTruthObjects | TimeJump | StaticTransforms
 
 
 @dataclass
@@ -308,6 +324,7 @@ class BagReader:
                 self.report.skip("corrupt message")
         # the stamp rule first: a confirmed jump back in time clears the dynamic transforms before this time
         # step's TF goes in; a message held for confirmation waits, the others of this time step go on
+        # (camera, message, record time), or (camera, None, stamp) where a capture was lost for its stamp
         released: list[tuple[_Camera, Any, int]] = []
         current: list[tuple[_Camera, Any, int]] = []
         jumped = False
@@ -330,6 +347,7 @@ class BagReader:
                             "clearing dynamic transforms", topic, jump.from_ns / 1e9, jump.to_ns / 1e9)
                 jumped = True
                 yield jump
+            released.extend((cam, None, lost) for lost in admitted.missing_ns)
             for item_msg, item_record in admitted.items:
                 (current if item_msg is msg else released).append((cam, item_msg, item_record))
         if jumped:
@@ -364,9 +382,12 @@ class BagReader:
                     continue
                 images_done = True  # held images first (older), then this time step's, in record order
                 for cam, item_msg, item_record in released + current:
+                    if item_msg is None:  # a capture lost for its stamp, placed by the camera's period
+                        yield MissingImage(cam.name, item_record, record_ns)
+                        continue
                     image = self._camera_image(cam, item_msg, item_record)
-                    if image is not None:
-                        yield image
+                    yield image if image is not None else MissingImage(cam.name, _stamp_or_zero(item_msg),
+                                                                        item_record)
             elif topic in self.ground_truth_topics:
                 try:
                     truth = self._ground_truth(topic, msg)

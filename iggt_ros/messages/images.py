@@ -52,14 +52,29 @@ def _where(topic: str) -> str:
 
 def image_to_array(msg: Any, topic: str = "") -> np.ndarray:
     """The pixels of a sensor_msgs/Image as [H,W] or [H,W,C] in their own type (no colour conversion)."""
+    raw = check_image_layout(msg, topic)
+    encoding = str(msg.encoding)
+    kind, channels = IMAGE_ENCODINGS[encoding]
+    dtype = np.dtype(kind).newbyteorder(">" if msg.is_bigendian else "<")
+    height, width, step = int(msg.height), int(msg.width), int(msg.step)
+    row_bytes = width * channels * dtype.itemsize
+    rows = raw[: step * height].reshape(height, step)[:, :row_bytes]
+    pixels = np.ascontiguousarray(rows).view(dtype).astype(dtype.newbyteorder("="), copy=False)
+    return pixels.reshape(height, width) if channels == 1 else pixels.reshape(height, width, channels)
+
+
+def check_image_layout(msg: Any, topic: str = "") -> np.ndarray:
+    """The raw bytes of a sensor_msgs/Image (a view), or ValueError when its header does not fit them.
+
+    Every decoder runs this first (cv_bridge included), so an empty, cut or mis-sized image is the same
+    "malformed image" on every path, whatever the decoder would have made of it."""
     encoding = str(msg.encoding)
     if encoding not in IMAGE_ENCODINGS:
         raise UnsupportedEncoding(f"image encoding '{encoding}' {_where(topic)} is not supported; "
                                   f"supported: {', '.join(IMAGE_ENCODINGS)}")
     kind, channels = IMAGE_ENCODINGS[encoding]
     height, width, step = int(msg.height), int(msg.width), int(msg.step)
-    dtype = np.dtype(kind).newbyteorder(">" if msg.is_bigendian else "<")
-    row_bytes = width * channels * dtype.itemsize
+    row_bytes = width * channels * np.dtype(kind).itemsize
     raw = np.frombuffer(memoryview(msg.data), dtype=np.uint8)
     if width <= 0 or height <= 0:
         raise ValueError(f"{encoding} image {_where(topic)} is {width}x{height}: it has no pixels; check the "
@@ -77,9 +92,7 @@ def image_to_array(msg: Any, topic: str = "") -> np.ndarray:
         raise ValueError(f"{encoding} image {_where(topic)} is {width} pixels wide, but 4:2:2 pixels come in "
                          "pairs that share one colour sample, so the width must be even; check the camera "
                          "driver's image size")
-    rows = raw[: step * height].reshape(height, step)[:, :row_bytes]
-    pixels = np.ascontiguousarray(rows).view(dtype).astype(dtype.newbyteorder("="), copy=False)
-    return pixels.reshape(height, width) if channels == 1 else pixels.reshape(height, width, channels)
+    return raw
 
 
 def image_to_rgb(msg: Any, topic: str = "") -> np.ndarray:

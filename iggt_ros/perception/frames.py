@@ -37,3 +37,16 @@ class FrameSet:
     @property
     def cameras(self) -> list[str]:
         return list(self.frames)
+
+
+@dataclass(frozen=True)
+class MissingFrame:
+    """A camera has no usable image at `stamp_ns`: its message there was bad and dropped.
+
+    Given to the synchroniser in place of the frame, it completes the set of that time step without
+    this camera, so the other cameras' images of the step are used instead of waiting for an image
+    that will never come (and being lost with it).
+    """
+
+    camera: str
+    stamp_ns: int

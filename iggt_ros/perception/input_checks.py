@@ -16,6 +16,14 @@ Stamps (`StampGuard`, one stream per camera topic, or per synchronised set):
   both are passed on and the core starts over, as for any loop; if it continues the old sequence,
   the held message was a glitch and is dropped without any reset.
 
+A message dropped for its stamp still stood for one capture of its camera, and the other cameras'
+images of that moment must not be lost with it: the synchroniser would wait for it forever. When the
+next message of the stream shows where the lost captures belonged (its stamp is as many camera periods
+after the last one used as captures were lost, the period being the stream's previous interval),
+`Admitted.missing_ns` gives their stamps, so the adapters can tell the synchroniser that this camera
+is missing at those times (`perception.frames.MissingFrame`). Where the stamps do not show it (a
+repeated message, an irregular stream, the first messages), nothing is guessed.
+
 Images (`image_problem`): no pixels, one grey level over the whole frame (black, white or constant:
 a covered lens, a saturated sensor, a dead driver) are dropped, since no geometry can come from them;
 an image far larger than the model input is used (it is resized) and said once, since it costs time.
@@ -78,12 +86,19 @@ class Admitted(Generic[T]):
     jump_from_ns: int | None = None
     """Set when time really jumped backwards (a loop or a restart): the stamp it came from."""
     jump_to_ns: int | None = None
+    missing_ns: list[int] = field(default_factory=list)
+    """Where captures dropped for their stamps belonged, oldest first: before `items`, the stream has no
+    image at these times (for the synchroniser, so the other cameras' images there are still used)."""
 
 
 @dataclass
 class _Stream(Generic[T]):
     last: int | None = None
     held: tuple[int, T] | None = None
+    period: int | None = None
+    """The interval between the last two messages used (a camera's frame period)."""
+    lost: int = 0
+    """Messages dropped for their stamps since the last one used."""
 
 
 class StampGuard(Generic[T]):
@@ -104,6 +119,7 @@ class StampGuard(Generic[T]):
         if stamp <= 0:
             out.problems.append(problem("zero stamp", topic, stamp, "header stamp is 0 (the publisher's clock was "
                                         "not set)", "Check the camera driver's time source (use_sim_time, clock)"))
+            stream.lost += 1
             return out
         if stream.held is not None:
             held_stamp, held_item = stream.held
@@ -111,23 +127,36 @@ class StampGuard(Generic[T]):
             last = stream.last
             if self._continues(held_stamp, last, stamp):
                 out.items = [held_item]
-                stream.last = held_stamp
+                stream.last, stream.period, stream.lost = held_stamp, None, 0  # a new sequence: no period yet
                 if last is not None and held_stamp < last:
                     out.jump_from_ns, out.jump_to_ns = last, held_stamp
             else:
                 out.problems.append(self._glitch(topic, held_stamp, last))
+                stream.lost += 1
         last = stream.last
         if last is not None and stamp == last:
             out.problems.append(problem("duplicate stamp", topic, stamp, "the same header stamp as the previous "
                                         "message", "Check that the driver stamps each image with its own capture "
                                         "time"))
+            stream.lost += 1
             return out
         if last is not None and (stamp < last or stamp - last > self.far_jump_ns):
             stream.held = (stamp, item)
             return out
-        stream.last = stamp
+        if last is not None:
+            out.missing_ns = self._missing(stream, last, stamp)
+            stream.period = stamp - last
+        stream.last, stream.lost = stamp, 0
         out.items.append(item)
         return out
+
+    @staticmethod
+    def _missing(stream: _Stream[T], last: int, stamp: int) -> list[int]:
+        """Stamps of the captures lost between `last` and `stamp`, where the stream's period places them."""
+        lost, period = stream.lost, stream.period
+        if not lost or not period or round((stamp - last) / period) != lost + 1:
+            return []
+        return [last + (stamp - last) * i // (lost + 1) for i in range(1, lost + 1)]
 
     def flush(self, topic: str | None = None) -> list[InputProblem]:
         """Held messages that no later message confirmed (end of a bag): dropped as glitches."""
@@ -136,6 +165,7 @@ class StampGuard(Generic[T]):
             if stream.held is not None and (topic is None or name == topic):
                 problems.append(self._glitch(name, stream.held[0], stream.last))
                 stream.held = None
+                stream.lost += 1
         return problems
 
     def forget(self) -> None:

@@ -42,7 +42,7 @@ from iggt_ros.engine.base import Engine, EngineError, ViewKey, WindowPrediction
 from iggt_ros.engine.preprocess import preprocess_images
 from iggt_ros.perception import map_store, pixel_kernels, reidentify, structure
 from iggt_ros.perception.clustering import ClusterResult, InstanceClusterer
-from iggt_ros.perception.frames import CameraFrame, FrameSet
+from iggt_ros.perception.frames import CameraFrame, FrameSet, MissingFrame
 from iggt_ros.perception.map_bounds import MapBounds, MapSize
 from iggt_ros.perception.map_store import MapFileError, SavedMap
 from iggt_ros.perception.mapping import Alignment, WorldAligner
@@ -243,8 +243,10 @@ class Pipeline:
         window = self.collect(frameset).window
         return None if window is None else self.process_window(window)
 
-    def add_frame(self, frame: CameraFrame) -> Collected:
-        """One camera frame through the package's synchroniser, then as `collect` once a set forms."""
+    def add_frame(self, frame: CameraFrame | MissingFrame) -> Collected:
+        """One camera frame through the package's synchroniser, then as `collect` once a set forms.
+
+        A `MissingFrame` (that camera's message was bad) lets the set of its time step form without it."""
         with self._state_lock:
             synchronizer = self.synchronizer
         frameset = synchronizer.add(frame)

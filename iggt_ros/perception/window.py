@@ -14,6 +14,10 @@ Two stages, both free of ROS so that the node and the rosbag replay group frames
   sequence (those nearer its last stamp than its new one), because the oldest-first eviction would
   otherwise throw every new frame away and the synchroniser would stall; frames other cameras already
   sent in the new sequence stay, so the first set after the loop forms.
+  A second: a `MissingFrame` (a camera's bad message, dropped) is queued like a frame and matched like
+  one, and the set it completes holds the other cameras only. Without it, the other cameras' images of
+  that time step would wait for a partner that never comes and age out: a bad image would cost its
+  whole time step. A set of missing frames only is not emitted.
 
 * `WindowBuffer` selects keyframes and emits windows of ``size`` time steps with ``stride`` new steps
   between consecutive windows, so consecutive windows share ``size - stride`` steps: the shared views
@@ -32,7 +36,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from iggt_ros.config import WindowConfig
-from iggt_ros.perception.frames import CameraFrame, FrameSet
+from iggt_ros.perception.frames import CameraFrame, FrameSet, MissingFrame
 
 log = logging.getLogger(__name__)
 
@@ -50,9 +54,11 @@ class ApproximateTimeSynchronizer:
         self.cameras = list(cameras)
         self.queue_size = int(queue_size)
         self.slop_ns = int(round(slop_s * 1e9))
-        self._queues: dict[str, dict[int, CameraFrame]] = {c: {} for c in self.cameras}
+        self._queues: dict[str, dict[int, CameraFrame | MissingFrame]] = {c: {} for c in self.cameras}
         self._last_stamp: dict[str, int] = {}
         self.emitted = 0
+        self.incomplete = 0
+        """Sets emitted without a camera whose message at that time was bad (`MissingFrame`)."""
         self.unknown_camera_frames = 0
         self.time_jumps = 0
 
@@ -75,11 +81,11 @@ class ApproximateTimeSynchronizer:
         return dropped
 
     def queued(self, camera: str) -> list[int]:
-        """Stamps waiting in a camera's queue (oldest first); for diagnostics and tests."""
-        return sorted(self._queues[camera])
+        """Stamps of the frames waiting in a camera's queue (oldest first); for diagnostics and tests."""
+        return sorted(s for s, f in self._queues[camera].items() if isinstance(f, CameraFrame))
 
-    def add(self, frame: CameraFrame) -> FrameSet | None:
-        """Queue one frame; return the set it completes, if any."""
+    def add(self, frame: CameraFrame | MissingFrame) -> FrameSet | None:
+        """Queue one frame (or a camera's missing one); return the set it completes, if any."""
         queue = self._queues.get(frame.camera)
         if queue is None:
             self.unknown_camera_frames += 1
@@ -113,9 +119,14 @@ class ApproximateTimeSynchronizer:
             ranked.append(near)
         for combo in itertools.product(*ranked):
             if max(combo) - min(combo) < self.slop_ns:
-                frames = {cam: self._queues[cam].pop(s) for cam, s in zip(self.cameras, combo, strict=True)}
+                taken = [self._queues[cam].pop(s) for cam, s in zip(self.cameras, combo, strict=True)]
+                frames = {f.camera: f for f in taken if isinstance(f, CameraFrame)}
+                if not frames:
+                    return None
                 self.emitted += 1
-                return FrameSet(stamp_ns=int(combo[0]), frames=frames)
+                if len(frames) < len(taken):
+                    self.incomplete += 1
+                return FrameSet(stamp_ns=int(next(iter(frames.values())).stamp_ns), frames=frames)
         return None
 
 

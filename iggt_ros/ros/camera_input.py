@@ -6,7 +6,9 @@ does both. Anything that cannot be decoded is reported once per topic, naming th
 encoding, and the frame is skipped: a misconfigured camera must not flood the log or stop the node.
 The core's bad-input rules (`iggt_ros.perception.input_checks`: zero, repeated or glitched stamps,
 empty or flat images, non-finite calibration or poses) are applied here exactly as the replay
-applies them, and every bad message is counted for /diagnostics (`input_report`).
+applies them, and every bad message is counted for /diagnostics (`input_report`). A dropped image
+leaves its place (`MissingFrame`) so that its time step forms with the other cameras: a bad image
+costs only itself, never the other cameras' images taken with it.
 """
 
 from __future__ import annotations
@@ -22,6 +24,7 @@ from iggt_ros.messages.images import (
     COLOR_ENCODINGS,
     YUV422_ORDER,
     UnsupportedEncoding,
+    check_image_layout,
     compressed_to_rgb,
     image_to_array,
     image_to_rgb,
@@ -30,8 +33,8 @@ from iggt_ros.messages.images import (
 )
 from iggt_ros.messages.message import stamp_ns
 from iggt_ros.perception.camera_frames import CameraCalibration, PoseLookup, camera_frame
-from iggt_ros.perception.frames import CameraFrame
-from iggt_ros.perception.input_checks import InputCounts, InputProblem, StampGuard, image_problem, problem
+from iggt_ros.perception.frames import CameraFrame, MissingFrame
+from iggt_ros.perception.input_checks import Admitted, InputCounts, InputProblem, StampGuard, image_problem, problem
 from iggt_ros.perception.warn_once import Logger, WarnOnce
 from iggt_ros.ros.runtime_stats import OK, WARN, DiagnosticsReport
 from iggt_ros.ros.tf_health import TfHealth
@@ -71,6 +74,7 @@ class CvBridgeImageDecoder:
                                       f"image; supported: {', '.join(COLOR_ENCODINGS)}")
         if encoding in YUV422_ORDER:
             return rgb_from_pixels(image_to_array(msg, topic), encoding, topic)
+        check_image_layout(msg, topic)  # a malformed image is said as on the fallback path, not as cv_bridge's error
         try:
             pixels = self._bridge.imgmsg_to_cv2(msg, desired_encoding="passthrough")
         except Exception as exc:  # cv_bridge raises its own CvBridgeError
@@ -138,25 +142,26 @@ class CameraInputs:
         with self._lock:
             return self._info.get(camera)
 
-    def admit(self, stream: str, stamp: int, item: Any) -> list[Any]:
-        """The core's stamp rule for one stream (a camera topic, or synchronised sets): what to use now.
+    def admit(self, topic: str, msg: Any) -> Admitted[Any]:
+        """The core's stamp rule for one camera topic: the messages to use now, and where it lost captures.
 
         A zero or repeated stamp is dropped; a jump is held until the next message says whether it was
         a glitch (dropped) or a real loop or restart (both used; the core then starts over).
         """
         with self._stamp_lock:
-            admitted = self._stamps.admit(stream, stamp, item)
+            admitted = self._stamps.admit(topic, _stamp_or_zero(msg), msg)
         for p in admitted.problems:
             self.report_problem(p)
-        return admitted.items
+        return admitted
 
-    def frames(self, camera: str, msg: Any, topic: str, compressed: bool = False) -> list[CameraFrame]:
-        """The frames one image message gives (fallback path): the stamp rule, then `frame` for each."""
-        out = []
-        for item in self.admit(topic, _stamp_or_zero(msg), msg):
+    def frames(self, camera: str, msg: Any, topic: str, compressed: bool = False) -> list[CameraFrame | MissingFrame]:
+        """What one image message gives the core's synchroniser (fallback path): the stamp rule, then
+        `frame` for each message to use; a dropped message's place is a `MissingFrame`."""
+        admitted = self.admit(topic, msg)
+        out: list[CameraFrame | MissingFrame] = [MissingFrame(camera, stamp) for stamp in admitted.missing_ns]
+        for item in admitted.items:
             frame = self.frame(camera, item, topic, compressed)
-            if frame is not None:
-                out.append(frame)
+            out.append(frame if frame is not None else MissingFrame(camera, _stamp_or_zero(item)))
         return out
 
     def frame(self, camera: str, msg: Any, topic: str, compressed: bool = False) -> CameraFrame | None:

@@ -5,7 +5,10 @@ Each is chosen once per configure and said once in the log (and on /diagnostics)
 * images: cv_bridge when it imports, else the package's numpy decoder (`camera_input`);
 * synchronisation: message_filters' ApproximateTimeSynchronizer when it imports (images are decoded
   once a synchronised set forms), else one subscription per camera feeding the perception core's
-  own synchroniser (`Pipeline.add_frame`);
+  own synchroniser (`Pipeline.add_frame`). On both, the stamp rule runs per camera before the
+  synchroniser, and a dropped image leaves its place (`MissingFrame`, or `MissingMessage` in
+  message_filters' queues), so its time step forms with the other cameras instead of being lost;
+  an image that cannot be decoded once its set formed is left out of that set alone;
 * TF: tf2_ros when it imports (plus a light /tf subscription of our own to measure its lag), else
   the package's `TransformBuffer` on /tf and /tf_static, else none (outputs stay in the fallback frame).
 
@@ -18,6 +21,7 @@ from __future__ import annotations
 
 import os
 from collections.abc import Callable
+from types import SimpleNamespace
 from typing import Any
 
 import numpy as np
@@ -26,7 +30,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 from iggt_ros.config import IggtConfig
 from iggt_ros.messages.message import stamp_ns
 from iggt_ros.messages.tf_buffer import TransformBuffer
-from iggt_ros.perception.frames import CameraFrame, FrameSet
+from iggt_ros.perception.frames import CameraFrame, FrameSet, MissingFrame
 from iggt_ros.perception.input_checks import InputProblem, problem
 from iggt_ros.ros.camera_input import CameraInputs, PoseSource, make_image_decoder
 from iggt_ros.ros.tf_health import TfHealth, transport_warning
@@ -47,17 +51,31 @@ def input_qos(name: str) -> QoSProfile:
     return qos_profile_sensor_data
 
 
+class MissingMessage:
+    """A dropped image's place in message_filters' queues: the synchroniser reads only its header stamp,
+    matches it like an image, and the set it completes goes on without this camera."""
+
+    def __init__(self, frame: MissingFrame) -> None:
+        from builtin_interfaces.msg import Time
+
+        self.frame = frame
+        sec, nanosec = divmod(int(frame.stamp_ns), 1_000_000_000)
+        self.header = SimpleNamespace(stamp=Time(sec=sec, nanosec=nanosec))
+
+
 class InputPaths:
     """The node's camera, camera_info and TF subscriptions on the path each can take.
 
     `on_arrival()` is called for every image as it arrives (before synchronisation, so every image
-    counts on both paths); `on_frame(frame)` with each decoded frame on the fallback path and
-    `on_frameset(frameset)` with each decoded synchronised set on the standard path.
+    counts on both paths); `on_frame(frame)` with each decoded frame (or a dropped image's
+    `MissingFrame`) on the fallback path and `on_frameset(frameset)` with each decoded synchronised
+    set on the standard path.
     """
 
     def __init__(self, node: Any, cfg: IggtConfig, *, sensor_group: Any, tf_group: Any, set_info: SetInfo,
                  tf_health: TfHealth | None, on_arrival: Callable[[], None],
-                 on_frame: Callable[[CameraFrame], None], on_frameset: Callable[[FrameSet], None]) -> None:
+                 on_frame: Callable[[CameraFrame | MissingFrame], None],
+                 on_frameset: Callable[[FrameSet], None]) -> None:
         self._node = node
         self._cfg = cfg
         self._sensor_group = sensor_group
@@ -191,10 +209,13 @@ class InputPaths:
             self._filters = [message_filters.Subscriber(node, CompressedImage if comp else Image, topic,
                                                         qos_profile=qos, callback_group=self._sensor_group)
                              for _, topic, comp in topics]
-            for f in self._filters:  # before the synchroniser: every image counts, in a set or not
-                f.registerCallback(lambda _msg: self._on_arrival())
+            admitted = []
+            for (cam, topic, _), f in zip(topics, self._filters, strict=True):
+                relay = message_filters.SimpleFilter()  # before the synchroniser: every image counts, in a set or not
+                f.registerCallback(lambda msg, c=cam, t=topic, r=relay: self._admit(c, t, msg, r))
+                admitted.append(relay)
             self._synchronizer = message_filters.ApproximateTimeSynchronizer(
-                self._filters, cfg.input.sync_queue_size, cfg.input.sync_slop_s)
+                admitted, cfg.input.sync_queue_size, cfg.input.sync_slop_s)
             self._synchronizer.registerCallback(lambda *msgs: self._synced(topics, msgs))
             log.info("sync: message_filters ApproximateTimeSynchronizer (standard path)")
             self._set_info("sync", "message_filters")
@@ -214,19 +235,28 @@ class InputPaths:
         for frame in self.inputs.frames(camera, msg, topic, compressed):
             self._on_frame(frame)
 
+    def _admit(self, camera: str, topic: str, msg: Any, relay: Any) -> None:
+        """Standard path: one image through the stamp rule, on to message_filters with the places of the
+        captures it lost, so their time steps still form with the other cameras."""
+        self._on_arrival()
+        admitted = self.inputs.admit(topic, msg)
+        for stamp in admitted.missing_ns:
+            relay.signalMessage(MissingMessage(MissingFrame(camera, stamp)))
+        for item in admitted.items:
+            relay.signalMessage(item)
+
     def _synced(self, topics: list[tuple[str, str, bool]], msgs: tuple[Any, ...]) -> None:
-        """Standard path: a set message_filters synchronised, through the stamp rule; its images are decoded now."""
-        stream = "synchronised " + " + ".join(topic for _, topic, _ in topics)
-        stamp = stamp_ns(msgs[0].header.stamp)
-        for admitted in self.inputs.admit(stream, stamp, msgs):
-            frames = {}
-            for (cam, topic, comp), msg in zip(topics, admitted, strict=True):
-                frame = self.inputs.frame(cam, msg, topic, comp)
-                if frame is None:
-                    break
+        """Standard path: a set message_filters synchronised; its images are decoded now, and one that
+        cannot be used is left out alone: the set goes on with the other cameras."""
+        frames = {}
+        for (cam, topic, comp), msg in zip(topics, msgs, strict=True):
+            if isinstance(msg, MissingMessage):
+                continue
+            frame = self.inputs.frame(cam, msg, topic, comp)
+            if frame is not None:
                 frames[cam] = frame
-            else:
-                self._on_frameset(FrameSet(stamp_ns=frames[topics[0][0]].stamp_ns, frames=frames))
+        if frames:
+            self._on_frameset(FrameSet(stamp_ns=next(iter(frames.values())).stamp_ns, frames=frames))
 
     def unsubscribe(self) -> None:
         """Close the camera and camera_info subscriptions (deactivate)."""

@@ -57,7 +57,7 @@ from iggt_ros.config import NODE_NAME, ConfigError, IggtConfig
 from iggt_ros.engine.base import Engine, EngineError
 from iggt_ros.messages.outputs import OutputAdapter, OutputTopics
 from iggt_ros.perception.engine_setup import create_window_engine
-from iggt_ros.perception.frames import CameraFrame, FrameSet
+from iggt_ros.perception.frames import CameraFrame, FrameSet, MissingFrame
 from iggt_ros.perception.pipeline import Collected, Pipeline, WindowResult
 from iggt_ros.perception.window import Window
 from iggt_ros.ros.camera_input import CameraInputs
@@ -339,8 +339,8 @@ class IggtNode(LifecycleNode):
         if self.stats is not None:
             self.stats.info[key] = value
 
-    def _on_frame(self, frame: CameraFrame) -> None:
-        """Fallback path: one decoded camera frame for the core's synchroniser."""
+    def _on_frame(self, frame: CameraFrame | MissingFrame) -> None:
+        """Fallback path: one decoded camera frame (or a bad one's place) for the core's synchroniser."""
         if self.pipeline is not None:
             with self._input_lock:
                 self._collect(self.pipeline.add_frame(frame))
