@@ -58,6 +58,7 @@ from iggt_ros.bag.reader import (
     BagReader,
     CameraImage,
     GroundTruthImage,
+    GroundTruthObjects,
     MissingImage,
     StaticTransforms,
     TimeJump,
@@ -159,6 +160,10 @@ class ReplaySummary:
         pose = m.get("pose")
         if pose:
             lines.append(f"camera ATE RMSE {_num(pose.get('ate_rmse'))} m over {pose.get('num_poses')} poses")
+        seg = m.get("segmentation")
+        if seg:
+            lines.append(f"semantic segmentation ({', '.join(seg['classes'])}): 2D mIoU {_pct(seg.get('miou_2d'))}, "
+                         f"2D mAcc {_pct(seg.get('macc_2d'))}, 3D mIoU {_pct(seg.get('miou_3d'))}")
         return lines
 
 
@@ -312,9 +317,10 @@ class _RunState:
         self.pipeline = Pipeline(config, engine)
         self.adapter = OutputAdapter(config.publish)
         is_oracle = engine.name == "oracle"
-        self.record = RunRecord(engine.name, is_oracle=is_oracle, notes=list(replay.notes))
+        self.record = RunRecord(engine.name, is_oracle=is_oracle, notes=list(replay.notes),
+                                segmentation_classes=tuple(config.query.label_vocabulary))
         self.query = QueryStateRecorder(config.query, embed=replay.embed and replay.save_query_state,
-                                        on_label=self.pipeline.set_label)
+                                        on_label=self._on_label)
         self.summary = ReplaySummary(replay.input_bag, replay.output_bag, engine.name, is_oracle,
                                      list(config.input.cameras))
         self.source_sizes: dict[str, tuple[int, int]] = {}
@@ -325,6 +331,12 @@ class _RunState:
         self._warn_once = WarnOnce(self._collect_warning)
 
     # ------------------------------------------------------------------ helpers
+    def _on_label(self, instance_id: int, label: str, score: float) -> None:
+        """A label from the query index: into the map (published with the next window) and the segmentation scores."""
+        self.pipeline.set_label(instance_id, label, score)
+        if self.record.segmentation is not None:
+            self.record.segmentation.set_label(instance_id, label)
+
     def warn(self, key: tuple[str, ...], text: str) -> None:
         """Said once per key: logged and collected in the summary."""
         self._warn_once("\x1f".join(key), text)
@@ -374,6 +386,8 @@ class _RunState:
                         self._pending.append(event)
                     elif isinstance(event, GroundTruthImage):
                         self.truth.add_ground_truth(event)
+                    elif isinstance(event, GroundTruthObjects) and self.record.segmentation is not None:
+                        self.record.segmentation.set_true_objects({i.id: i.label for i in event.instances})
                     elif isinstance(event, TimeJump):
                         self._flush()
                         self._time_jump(event)
@@ -436,6 +450,8 @@ class _RunState:
         self.summary.framesets += 1
         if collected.reset:  # time went backwards: instance IDs start over, so do their embeddings
             self.query.forget()
+            if self.record.segmentation is not None:
+                self.record.segmentation.restart()
         if collected.window is not None:
             result = self.pipeline.process_window(collected.window)
             if not result.discarded:
@@ -487,7 +503,19 @@ class _RunState:
             predicted = view.world_from_camera
             if predicted is not None and pose is not None:
                 self.record.add_camera_position(predicted[:3, 3], pose)
+        if self.record.segmentation is not None:
+            self.record.add_cloud(result.points, result.point_ids, self._window_truth(result))
         self.query.add(result)
+
+    def _window_truth(self, result: WindowResult) -> list[tuple]:
+        """(intrinsics, pose, published depth, true IDs) of the window's views with ground truth (3D scores)."""
+        out = []
+        for i, view in enumerate(result.views):
+            entry = self.truth.get(ViewKey(view.camera, view.stamp_ns))
+            if entry is not None and entry.instances is not None and view.intrinsics is not None \
+                    and view.world_from_camera is not None:
+                out.append((view.intrinsics, view.world_from_camera, result.depth[i], entry.instances))
+        return out
 
     # ------------------------------------------------------------------ end
     def _finish(self) -> None:

@@ -35,6 +35,7 @@ from iggt_ros.eval.metrics import (
     pose_ate,
     to_jsonable,
 )
+from iggt_ros.eval.semantic import SegmentationAccumulator, SegmentationMetrics, point_truth
 
 # --------------------------------------------------------------------------------------------
 # Bounded sample of views for the strip
@@ -130,6 +131,8 @@ class RunRecord:
     depth_threshold: float = 1.03
     strip_views: int = 4
     strip_max_side: int = 336
+    segmentation_classes: tuple[str, ...] = ()
+    """Class words for the semantic segmentation scores (`iggt_ros.eval.semantic`); empty: not scored."""
 
     num_views: int = field(init=False, default=0)
     num_windows: int = field(init=False, default=0)
@@ -141,6 +144,8 @@ class RunRecord:
     published_depth: DepthAccumulator = field(init=False)
     """Depth as published: no rescaling."""
     strip: StripSampler = field(init=False)
+    segmentation: SegmentationAccumulator | None = field(init=False, default=None)
+    """Fed with the views here, with `add_cloud`, and by the caller with labels and true objects."""
     _timings: dict[str, array] = field(init=False, default_factory=dict)
     _pred_positions: array = field(init=False, default_factory=lambda: array("d"))
     _gt_positions: array = field(init=False, default_factory=lambda: array("d"))
@@ -150,6 +155,8 @@ class RunRecord:
         self.depth = DepthAccumulator(self.depth_alignment, self.depth_threshold)
         self.published_depth = DepthAccumulator("none", self.depth_threshold)
         self.strip = StripSampler(self.strip_views, self.strip_max_side)
+        if any(c.strip() for c in self.segmentation_classes):
+            self.segmentation = SegmentationAccumulator(self.segmentation_classes)
 
     @property
     def oracle(self) -> bool:
@@ -184,6 +191,8 @@ class RunRecord:
             gt_ids = np.asarray(gt_ids)
             pred_ids = resize_nearest(pred_ids, gt_ids.shape[:2])
             self.instances.add_view(pred_ids, gt_ids)
+            if self.segmentation is not None:
+                self.segmentation.add_view(pred_ids, gt_ids)
         if pred_depth is not None and gt_depth is not None:
             gt_depth = np.asarray(gt_depth)
             pred_depth = resize_nearest(np.asarray(pred_depth), gt_depth.shape[:2])
@@ -191,6 +200,14 @@ class RunRecord:
             self.published_depth.add_view(pred_depth, gt_depth, depth_valid)
         self.strip.offer(pred_ids, gt_ids, image, label)
         self.num_views += 1
+
+    def add_cloud(self, points: np.ndarray, pred_ids: np.ndarray, views: list[tuple[np.ndarray, ...]]) -> None:
+        """A published cloud for the 3D scores: points, their instance IDs, and per view of its window with truth
+        (intrinsics, world_from_camera, published depth, true instance IDs), as `point_truth` takes them."""
+        if self.segmentation is None or not views:
+            return
+        truth = point_truth(points, *(list(column) for column in zip(*views, strict=True)))
+        self.segmentation.add_points(pred_ids, truth)
 
     def add_window_timings(self, timings_ms: Mapping[str, float], metric: bool | None = None) -> None:
         """Add the per-stage latency of one window, in milliseconds, and whether its output was in metres."""
@@ -235,6 +252,8 @@ class RunMetrics:
     latency_ms: dict[str, dict[str, float]]
     depth_published: DepthMetrics | None = None
     """As published, no rescaling."""
+    segmentation: SegmentationMetrics | None = None
+    """Semantic segmentation (2D and 3D) when the record has classes and instance ground truth."""
 
 
 def latency_stats(values: np.ndarray) -> dict[str, float]:
@@ -257,8 +276,10 @@ def compute_run_metrics(record: RunRecord) -> RunMetrics:
     pred_pos, gt_pos = record.positions
     pose = pose_ate(pred_pos, gt_pos) if len(gt_pos) else None
     latency = {stage: latency_stats(v) for stage, v in record.stage_timings_ms.items()}
+    segmentation = record.segmentation.result() if record.segmentation is not None and \
+        record.segmentation.has_truth else None
     return RunMetrics(instances, depth if depth.num_pixels else None, pose, latency,
-                      published if published.num_pixels else None)
+                      published if published.num_pixels else None, segmentation)
 
 
 def metrics_document(record: RunRecord, metrics: RunMetrics) -> dict[str, Any]:
@@ -276,6 +297,7 @@ def metrics_document(record: RunRecord, metrics: RunMetrics) -> dict[str, Any]:
             "depth": metrics.depth.to_dict() if metrics.depth else None,
             "depth_published": metrics.depth_published.to_dict() if metrics.depth_published else None,
             "pose": metrics.pose.to_dict() if metrics.pose else None,
+            "segmentation": metrics.segmentation.to_dict() if metrics.segmentation else None,
             "latency_ms": metrics.latency_ms,
         }
     )

@@ -6,8 +6,9 @@ and `write_report` turns it into an output folder:
 * `metrics.json`: engine, view and window counts, instance metrics (T-mIoU, T-SR, per object,
   matching), depth metrics twice (`depth`: each view rescaled to the truth's median, which scores
   the shape of the depth; `depth_published`: as published, no rescaling, which scores whether it
-  is in metres), trajectory error, per-stage latency statistics. Sections without ground truth
-  are null.
+  is in metres), trajectory error, per-stage latency statistics, and with a class vocabulary
+  semantic segmentation (2D mIoU and mAcc, 3D mIoU over the published clouds' points, per class and
+  the confusion matrices; `iggt_ros.eval.semantic`). Sections without ground truth are null.
 * `summary.md`: the same as tables, with a note when the engine is the ground-truth oracle.
 * `latency.png`: a histogram per pipeline stage.
 * `tmiou_per_object.png`: T-mIoU per true object (only with instance ground truth).
@@ -41,6 +42,7 @@ from iggt_ros.eval.record import (
     compute_run_metrics,
     metrics_document,
 )
+from iggt_ros.eval.semantic import SegmentationMetrics
 from iggt_ros.palette import instance_colors
 
 Colour = tuple[float, float, float]
@@ -219,6 +221,23 @@ def _fmt(value: float | None, percent: bool = False, digits: int = 3) -> str:
     return f"{100 * value:.1f} %" if percent else f"{value:.{digits}f}"
 
 
+def segmentation_markdown(seg: SegmentationMetrics) -> list[str]:
+    """The semantic segmentation section: overall scores, then one row per class."""
+    lines = ["", "## Semantic segmentation", "",
+             f"Classes: {', '.join(seg.classes)}. An instance's class is the word it was last labelled with; a "
+             f"pixel or point of a true object is scored once ({seg.pixels} pixels, {seg.points} points; "
+             f"{seg.points_unplaced} points no view showed are not scored).", "",
+             "| 2D mIoU | 2D mAcc | 3D mIoU | 3D mAcc |", "|---|---|---|---|",
+             f"| {_fmt(seg.miou_2d, percent=True)} | {_fmt(seg.macc_2d, percent=True)} "
+             f"| {_fmt(seg.miou_3d, percent=True)} | {_fmt(seg.macc_3d, percent=True)} |", "",
+             "| class | 2D IoU | 2D accuracy | 3D IoU |", "|---|---|---|---|"]
+    for name, iou, acc, iou3 in zip(seg.classes, seg.iou_2d, seg.accuracy_2d, seg.iou_3d, strict=True):
+        lines.append(f"| {name} | {_fmt(iou, percent=True)} | {_fmt(acc, percent=True)} | {_fmt(iou3, percent=True)} |")
+    if seg.objects_without_class:
+        lines += ["", f"True labels no class matches (not scored): {', '.join(seg.objects_without_class)}."]
+    return lines
+
+
 def summary_markdown(record: RunRecord, metrics: RunMetrics, plots: Mapping[str, Path]) -> str:
     lines = ["# iggt_ros evaluation report", "", f"Engine: `{record.engine_name}`", ""]
     if record.oracle:
@@ -273,6 +292,8 @@ def summary_markdown(record: RunRecord, metrics: RunMetrics, plots: Mapping[str,
             )
     else:
         lines.append("No timings recorded.")
+    if metrics.segmentation is not None:
+        lines += segmentation_markdown(metrics.segmentation)
     if inst is not None and inst.objects:
         lines += [
             "",

@@ -4,7 +4,8 @@ With a class vocabulary (shape words, say), each instance takes the class whose 
 closest to its region embedding; a per-camera class image is then the instance image with every
 instance ID replaced by its class. Scores follow the usual open-vocabulary segmentation protocol:
 one confusion matrix accumulated over every pixel (2D) or point (3D) of every frame, IoU and
-accuracy per class from it, averaged over the classes present in the ground truth.
+accuracy per class from it, averaged over the classes present in the ground truth (the matrix and
+the run-level scores live in `iggt_ros.eval.semantic`).
 """
 
 from __future__ import annotations
@@ -13,10 +14,10 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from iggt_ros.eval.semantic import IGNORE, ConfusionMatrix
 from iggt_ros.vlm.encoders import TextEncoder, normalize_rows
 
-IGNORE = -1
-"""Class index of pixels that are not scored (background, or an instance without an embedding)."""
+__all__ = ["IGNORE", "ConfusionMatrix", "class_image", "classify"]
 
 
 def classify(vectors: Mapping[int, np.ndarray], classes: Sequence[str], text_encoder: TextEncoder,
@@ -37,49 +38,3 @@ def class_image(instance_ids: np.ndarray, classes: Mapping[int, int]) -> np.ndar
     for iid, k in classes.items():
         out[ids == iid] = k
     return out
-
-
-class ConfusionMatrix:
-    """Counts of (true class, predicted class) over pixels or points; truth IGNORE is not scored."""
-
-    def __init__(self, num_classes: int) -> None:
-        if num_classes < 1:
-            raise ValueError(f"num_classes must be at least 1, got {num_classes}")
-        self.n = num_classes
-        self.counts = np.zeros((num_classes, num_classes + 1), np.int64)
-        """Last column: scored pixels predicted IGNORE (missed: they count against the true class)."""
-
-    def update(self, predicted: np.ndarray, truth: np.ndarray) -> None:
-        p, t = np.asarray(predicted).ravel(), np.asarray(truth).ravel()
-        if p.shape != t.shape:
-            raise ValueError(f"prediction and truth differ in size ({p.size} vs {t.size})")
-        keep = t != IGNORE
-        p, t = p[keep], t[keep]
-        if t.size and (t.min() < 0 or t.max() >= self.n or p.max(initial=0) >= self.n or p.min(initial=0) < IGNORE):
-            raise ValueError(f"class indices must be in [0, {self.n}) (or {IGNORE} for none)")
-        p = np.where(p == IGNORE, self.n, p)
-        np.add.at(self.counts, (t, p), 1)
-
-    def present(self) -> np.ndarray:
-        """Classes with at least one true pixel (the average runs over these)."""
-        return self.counts.sum(axis=1) > 0
-
-    def iou(self) -> np.ndarray:
-        """[C] IoU per class: TP / (TP + FP + FN); NaN for classes absent from the truth."""
-        tp = np.diag(self.counts[:, : self.n]).astype(np.float64)
-        fn = self.counts.sum(axis=1) - tp
-        fp = self.counts[:, : self.n].sum(axis=0) - tp
-        out = tp / np.maximum(tp + fp + fn, 1)
-        return np.where(self.present(), out, np.nan)
-
-    def accuracy(self) -> np.ndarray:
-        """[C] per-class accuracy: TP / true pixels of the class; NaN for classes absent from the truth."""
-        tp = np.diag(self.counts[:, : self.n]).astype(np.float64)
-        out = tp / np.maximum(self.counts.sum(axis=1), 1)
-        return np.where(self.present(), out, np.nan)
-
-    def miou(self) -> float:
-        return float(np.nanmean(self.iou())) if self.present().any() else float("nan")
-
-    def macc(self) -> float:
-        return float(np.nanmean(self.accuracy())) if self.present().any() else float("nan")
