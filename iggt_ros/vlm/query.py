@@ -144,11 +144,13 @@ def _mentions(parsed: ParsedQuery) -> list[Description | None]:
 
 
 def attribute_matches(mention: Description, vectors: np.ndarray, text_encoder: TextEncoder) -> np.ndarray | None:
-    """[N] bool: instances whose closest value of every attribute the mention names is the named one.
+    """[N] bool: instances that may have every attribute the mention names.
 
     A relation or superlative chooses among the objects that fit the description; deciding that
-    attribute by attribute ('is its closest colour red, its closest shape a cube?') holds up better
-    than a threshold on the joint score, whose scale varies between descriptions.
+    attribute by attribute ('is red a likely colour, is cube a likely shape?') holds up better than a
+    threshold on the joint score, whose scale varies between descriptions. A value is likely when its
+    probability among the attribute's values is at least `MATCH_RATIO` of the most probable one's, so
+    an object the model hesitates about (a cube or a box?) stays a candidate for the geometry to decide.
     """
     named = [(a, v) for a, v in (("color", mention.colors), ("shape", (mention.shape,)),
                                  ("size", (mention.size,))) if v and v[0]]
@@ -159,16 +161,27 @@ def attribute_matches(mention: Description, vectors: np.ndarray, text_encoder: T
         values = ATTRIBUTE_VALUES[attribute]
         if any(v not in values for v in accepted):
             return None
-        texts = [ATTRIBUTE_PROMPTS[attribute].format(v) for v in values]
-        best = np.argmax(vectors @ text_encoder.encode(texts).T, axis=1)
-        ok &= np.isin(best, [values.index(v) for v in accepted])
+        log_p = _attribute_log_probabilities(attribute, vectors, text_encoder)
+        best = log_p.max(axis=1)
+        ok &= log_p[:, [values.index(v) for v in accepted]].max(axis=1) >= best + np.log(MATCH_RATIO)
     return ok
+
+
+def _attribute_log_probabilities(attribute: str, vectors: np.ndarray, text_encoder: TextEncoder) -> np.ndarray:
+    """[N, values] log-softmax of the cosines to each value's prompt, at `ATTRIBUTE_TEMPERATURE`."""
+    values = ATTRIBUTE_VALUES[attribute]
+    cosines = vectors @ text_encoder.encode([ATTRIBUTE_PROMPTS[attribute].format(v) for v in values]).T
+    logits = cosines.astype(np.float64) / ATTRIBUTE_TEMPERATURE
+    logits -= logits.max(axis=1, keepdims=True)
+    return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
 
 
 ATTRIBUTE_TEMPERATURE = 0.02
 """Softmax temperature over one attribute's values (cosines of the attribute prompts)."""
 ATTRIBUTE_FIT_POWER = 0.5
 """How strongly `attribute_fit` weighs a score: 0 ignores it."""
+MATCH_RATIO = 0.5
+"""An attribute value is likely for an instance when its probability is at least this share of the best value's."""
 
 
 def attribute_fit(mention: Description | None, vectors: np.ndarray, text_encoder: TextEncoder) -> np.ndarray:
@@ -187,12 +200,8 @@ def attribute_fit(mention: Description | None, vectors: np.ndarray, text_encoder
         values = ATTRIBUTE_VALUES[attribute]
         if not accepted or not accepted[0] or any(v not in values for v in accepted):
             continue
-        cosines = vectors @ text_encoder.encode([ATTRIBUTE_PROMPTS[attribute].format(v) for v in values]).T
-        # log of the softmax mass on the accepted values (in log space: nothing underflows to 0)
-        log_p = cosines.astype(np.float64) / ATTRIBUTE_TEMPERATURE
-        log_p -= log_p.max(axis=1, keepdims=True)
-        mass = np.exp(log_p)
-        log_fit += np.log(mass[:, [values.index(v) for v in accepted]].sum(axis=1)) - np.log(mass.sum(axis=1))
+        log_p = _attribute_log_probabilities(attribute, vectors, text_encoder)
+        log_fit += np.logaddexp.reduce(log_p[:, [values.index(v) for v in accepted]], axis=1)
     return np.exp(ATTRIBUTE_FIT_POWER * (log_fit - log_fit.max()))
 
 
