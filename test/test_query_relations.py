@@ -139,3 +139,28 @@ def test_a_reference_nothing_explains_is_said_and_not_guessed(scene):
     got, result = top("the green cube left of the zorblax", scene)
     assert got == 2  # the green cube, by its description alone
     assert "reference of 'left_of' ('zorblax') names no known object" in result.understood
+
+
+def test_an_object_the_embedding_hesitates_about_stays_a_candidate():
+    """'The largest cube': a big object whose embedding says cube nearly as much as box (a cube seen
+    badly) is still among the cubes the superlative compares; a clear box is not."""
+    words = ["red", "cube", "box", "sphere", "cylinder", "cone"]
+
+    class ShapeAxes(WordAxisEncoder):
+        dim = len(words)
+
+        def encode(self, texts):
+            rows = [np.array([float(w in t.lower().split()) for w in words], np.float32) for t in texts]
+            return normalize_rows(np.stack([r if r.any() else np.full(len(words), 0.1, np.float32) for r in rows]))
+
+    def mixed(iid, cube, box, size):
+        e = np.array([1.0, cube, box, 0.0, 0.0, 0.0], np.float32)
+        return InstanceRecord(id=iid, centroid=np.array([3.0, iid - 2.0, size / 2]),
+                              box_center=np.array([3.0, iid - 2.0, size / 2]),
+                              box_size=np.array([size, size, size]), embedding=e / np.linalg.norm(e))
+
+    def largest_cube(instances):
+        return answer_query("the largest cube", instances, ShapeAxes(), viewer=np.eye(4)).ranked[0].instance.id
+
+    assert largest_cube([mixed(1, 1.0, 0.0, 0.2), mixed(2, 0.995, 1.0, 0.6), mixed(3, 0.0, 1.0, 0.9)]) == 2
+    assert largest_cube([mixed(1, 1.0, 0.0, 0.2), mixed(2, 0.5, 1.0, 0.6), mixed(3, 0.0, 1.0, 0.9)]) == 1
