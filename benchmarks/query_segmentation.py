@@ -1,7 +1,7 @@
 """Semantic segmentation of shape classes through the replay report (the paper's 2D mIoU, 2D mAcc, 3D mIoU).
 
     .venv/bin/python benchmarks/query_segmentation.py --scenes 20
-    .venv/bin/python benchmarks/query_segmentation.py --scenes 10 --engine torch   # the embedded model
+    .venv/bin/python benchmarks/query_segmentation.py --scenes 20 --engine torch   # the embedded model
 
 Each held-out benchmark scene (`iggt_ros.vlm.train_region.SEEDS['benchmark']`, never seen in training)
 is written as a sample bag and replayed (`iggt-ros replay` code path) with `query.label_vocabulary`
@@ -9,6 +9,8 @@ set to the scenes' shape words. Instances are labelled with the closest shape wo
 index, as the node labels them, and the replay report scores them against the bag's true objects
 (`iggt_ros.eval.semantic`): every pixel of every output view, and every point of every published
 cloud. The scenes' confusion matrices are summed, so the totals weigh every pixel (point) once.
+Cameras are --width x --height; the oracle engine runs at that size, a model at its own input size
+(the embedded model: the size it was trained at), as `benchmarks/quality.py` runs them.
 
 Writes benchmarks/results/query_segmentation_<engine>.json and query_segmentation.md (which also shows
 the ground-truth-mask numbers of `benchmarks/query.py --segmentation-only`, query_segmentation.json,
@@ -40,6 +42,7 @@ from iggt_ros.bag.sample import SampleBagSpec, write_sample_bag  # noqa: E402
 from iggt_ros.config import IggtConfig  # noqa: E402
 from iggt_ros.eval.semantic import ConfusionMatrix  # noqa: E402
 from iggt_ros.synthetic.attributes import SHAPES  # noqa: E402
+from iggt_ros.train.evaluate import model_input_hw  # noqa: E402
 from iggt_ros.vlm.train_region import SEEDS  # noqa: E402
 
 TRAJECTORIES = ("orbit", "walk", "pan")
@@ -51,8 +54,9 @@ def run_scene(seed: int, args: argparse.Namespace, workdir: Path) -> dict:
     traj = TRAJECTORIES[seed % len(TRAJECTORIES)]
     spec = SampleBagSpec(seed=seed, frames=args.steps, width=args.width, height=args.height, trajectory=traj)
     write_sample_bag(workdir / f"in_{seed}", spec)
-    cfg = IggtConfig().replace(**{"engine.backend": args.engine, "input.image_width": args.width,
-                                  "input.image_height": args.height, "query.label_vocabulary": list(SHAPES)})
+    model_h, model_w = (args.height, args.width) if args.engine == "oracle" else model_input_hw()
+    cfg = IggtConfig().replace(**{"engine.backend": args.engine, "input.image_width": model_w,
+                                  "input.image_height": model_h, "query.label_vocabulary": list(SHAPES)})
     t0 = time.perf_counter()
     summary = replay_bag(workdir / f"in_{seed}", workdir / f"out_{seed}", cfg, report_dir=workdir / f"report_{seed}")
     seg = (summary.metrics or {}).get("segmentation")
@@ -131,7 +135,8 @@ def main(argv: list[str] | None = None) -> int:
              "points_unplaced": sum(s["points_unplaced"] for s in scenes)}
     command = " ".join(argv if argv is not None else sys.argv[1:])
     meta = {"command": f"python benchmarks/query_segmentation.py {command}",
-            "engine": args.engine, "classes": list(SHAPES), "seeds": [seeds[0], seeds[-1]], "steps": args.steps,
+            "engine": args.engine, "model_input_hw": None if args.engine == "oracle" else list(model_input_hw()),
+            "classes": list(SHAPES), "seeds": [seeds[0], seeds[-1]], "steps": args.steps,
             "width": args.width, "height": args.height, "wall_s": time.perf_counter() - started,
             "machine": f"{platform.machine()}, {os.cpu_count()} CPUs, Python {platform.python_version()}"}
     out = Path(args.out)
