@@ -103,8 +103,11 @@ def markdown(results: dict[str, dict], masks: dict | None) -> str:
                   "|---|---|---|---|"]
         for k, name in enumerate(SHAPES):
             lines.append(f"| {name} | {pct(t['iou_2d'][k])} | {pct(t['accuracy_2d'][k])} | {pct(t['iou_3d'][k])} |")
-        lines += ["", f"{t['pixels']} pixels and {t['points']} points scored ({t['points_unplaced']} points no view "
-                  "showed were not); per scene 2D mIoU " + ", ".join(pct(s["miou_2d"]) for s in r["scenes"]) + ".",
+        why = (": windows published from the model's point map, without TF scale, as in the scenes that only turn"
+               if t["points_unplaced"] else "")
+        lines += ["", f"{t['pixels']} pixels and {t['points']} points scored ({t['points_unplaced']} points whose "
+                  f"depth no view of their window agrees with were not{why}); per scene 2D mIoU "
+                  + ", ".join(pct(s["miou_2d"]) for s in r["scenes"]) + ".",
                   "", f"Command: `{r['meta']['command']}` ({r['meta']['machine']}, {r['meta']['wall_s']:.0f} s)."]
     return "\n".join(lines) + "\n"
 

@@ -4,6 +4,7 @@ replay report of a bag with ground truth."""
 from __future__ import annotations
 
 import json
+import re
 
 import numpy as np
 import pytest
@@ -135,3 +136,18 @@ def test_replay_report_scores_shape_classes(tmp_path):
     summary_md = (tmp_path / "report" / "summary.md").read_text()
     assert "## Semantic segmentation" in summary_md and f"| {100 * seg['miou_2d']:.1f} % |" in summary_md
     assert any(line.startswith("semantic segmentation") for line in summary.headline())
+
+
+def test_readme_shows_the_committed_segmentation_numbers():
+    from pathlib import Path
+
+    root = Path(__file__).resolve().parents[1]
+    rows = [line for line in (root / "README.md").read_text().splitlines()
+            if line.startswith("| shape-class segmentation through the replay report")]
+    assert len(rows) == 1
+    shown = [float(x) for x in re.findall(r"\b0\.\d{3}\b", rows[0])]
+    expected = []
+    for engine in ("oracle", "torch"):
+        total = json.loads((root / "benchmarks" / "results" / f"query_segmentation_{engine}.json").read_text())["total"]
+        expected += [round(total[k], 3) for k in ("miou_2d", "macc_2d", "miou_3d")]
+    assert shown == expected

@@ -226,7 +226,7 @@ def segmentation_markdown(seg: SegmentationMetrics) -> list[str]:
     lines = ["", "## Semantic segmentation", "",
              f"Classes: {', '.join(seg.classes)}. An instance's class is the word it was last labelled with; a "
              f"pixel or point of a true object is scored once ({seg.pixels} pixels, {seg.points} points; "
-             f"{seg.points_unplaced} points no view showed are not scored).", "",
+             f"{seg.points_unplaced} points whose depth no view of their window agrees with are not scored).", "",
              "| 2D mIoU | 2D mAcc | 3D mIoU | 3D mAcc |", "|---|---|---|---|",
              f"| {_fmt(seg.miou_2d, percent=True)} | {_fmt(seg.macc_2d, percent=True)} "
              f"| {_fmt(seg.miou_3d, percent=True)} | {_fmt(seg.macc_3d, percent=True)} |", "",

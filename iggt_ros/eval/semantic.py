@@ -171,7 +171,8 @@ class SegmentationMetrics:
     pixels: int
     points: int
     points_unplaced: int
-    """Points of the published clouds no view showed (not scored)."""
+    """Points of the published clouds whose depth no view of their window agrees with (not scored): points a
+    view does not show, or, without TF, points of the model's point map that its depth disagrees with."""
     objects: int
     """True objects with a class."""
     objects_without_class: list[str]
