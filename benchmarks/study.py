@@ -69,10 +69,10 @@ def group_table(results: dict, group: str) -> str:
     head = ("| design | CPU min | steps | T-mIoU | T-SR | pairs kept | missed (mean / worst) "
             "| IDs/object (mean / worst) | depth Abs.Rel | grid ceiling |")
     rows = [head, "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
-    for entry in sorted(results["runs"].values(), key=lambda e: (e["design"] != "shipped", e["design"],
+    for entry in sorted(results["runs"].values(), key=lambda e: (e["budget_min"] is not None, e["design"],
                                                                  e["budget_min"] or 0)):
         m, w = entry["scores"][group]["means"], entry["scores"][group]["worst"]
-        budget = "shipped" if entry["budget_min"] is None else f"{entry['budget_min']:g}"
+        budget = "" if entry["budget_min"] is None else f"{entry['budget_min']:g}"
         rows.append("| " + " | ".join([
             entry["design"], budget, str(entry["info"].get("steps") or ""), _fmt(m["t_miou"]), _fmt(m["t_sr"]),
             _fmt(m["duplicates_kept"]), f"{_fmt(m['missed_share'])} / {_fmt(w['missed_share'])}",
@@ -119,7 +119,7 @@ def plot(results: dict, path: Path, groups: list[str]) -> None:
                 ax.plot(*zip(*pts, strict=True), marker="o", label=design)
         for e in results["runs"].values():
             if e["budget_min"] is None:
-                ax.axhline(e["scores"][group]["means"]["t_miou"], color="grey", ls="--", label="shipped weights")
+                ax.axhline(e["scores"][group]["means"]["t_miou"], ls="--", label=e["design"])
         ax.set_title(f"{group} group")
         ax.set_xlabel("training CPU minutes (1 thread)")
         ax.set_ylabel("T-mIoU (published IDs)")
@@ -155,20 +155,32 @@ def main() -> int:
             ceilings[key] = {g: group_ceiling(GROUPS[g], design)["mean"] for g in groups}
         return ceilings[key]
 
+    from dataclasses import asdict
+
+    from iggt_ros.config import IggtConfig
+    from iggt_ros.engine.weights import EMBEDDED_WEIGHTS, file_sha256
+
+    clustering = asdict(IggtConfig().clustering)  # scores of other post-processing settings are redone
     todo: list[tuple[str, str, float | None, Path | None]] = []
     if not args.no_shipped:
-        todo.append(("shipped", "shipped", None, None))
+        # named by content, so the row of earlier embedded weights stays when new ones are shipped
+        todo.append((f"embedded {file_sha256(EMBEDDED_WEIGHTS)[:8]}", "shipped", None, None))
     for design in [d.strip() for d in args.designs.split(",") if d.strip()]:
         for path in sorted(Path(args.runs, design).glob("budget_*m.safetensors")):
             todo.append((f"{design}@{BUDGET_FILE.search(path.name).group(1)}", design,
                          float(BUDGET_FILE.search(path.name).group(1)), path))
+    # rows of other post-processing settings that are not scored again (earlier embedded weights) are dropped
+    names = {name for name, *_ in todo}
+    results["runs"] = {k: v for k, v in results["runs"].items() if k in names or v.get("clustering") == clustering}
     for name, design, budget, path in todo:
         stamp = path.stat().st_mtime if path else None
         old = results["runs"].get(name)
-        if old and old.get("stamp") == stamp and all(g in old["scores"] for g in groups):
+        if (old and old.get("stamp") == stamp and old.get("clustering") == clustering
+                and all(g in old["scores"] for g in groups)):
             continue
         start = time.perf_counter()
-        entry = {"design": design, "budget_min": budget, "weights": str(path) if path else "embedded", "stamp": stamp,
+        entry = {"design": design if path else name, "budget_min": budget, "weights": str(path) if path else "embedded",
+                 "stamp": stamp, "clustering": clustering,
                  "info": weights_info(path) if path else {}, "ceiling": ceiling_of(path),
                  "scores": score_weights(path, groups, args.threads)}
         results["runs"][name] = entry

@@ -231,9 +231,11 @@ class ClusteringConfig:
     min_piece_fraction: float = 0.1
     """Per view, a connected piece of a mask is kept when it is at least this fraction of the mask's largest piece
     and at least half the minimum instance area; smaller pieces (speckle) become 0."""
-    merge_cosine: float = 0.9999
+    merge_cosine: float = 0.95
     """Clusters whose prototypes have at least this cosine are one instance (HDBSCAN splits groups of identical
-    features, which real instance heads give; twins would split an object pixel by pixel). 1 = never merge."""
+    or near-identical features, which instance heads give: an object would split into pieces). 1 = never merge.
+    0.95 was chosen on tuning scenes outside every benchmark: it halves the embedded model's IDs per object
+    (3.8 -> 1.6) and leaves the oracle engine's instances as they were (0.9999 before)."""
     assignment: str = "coarse_to_fine"
     """'coarse_to_fine': 4x4-px blocks that agree with their neighbours are assigned whole, the rest pixel by pixel;
     'exact': every pixel on its own (the reference the shortcut is measured against)."""
