@@ -40,7 +40,7 @@ from iggt_ros import threads
 from iggt_ros.config import IggtConfig
 from iggt_ros.engine.base import Engine, EngineError, ViewKey, WindowPrediction
 from iggt_ros.engine.preprocess import preprocess_images
-from iggt_ros.perception import map_store, pixel_kernels, reidentify, structure
+from iggt_ros.perception import map_store, pixel_kernels, reidentify, structure, twin_split
 from iggt_ros.perception.clustering import ClusterResult, InstanceClusterer
 from iggt_ros.perception.frames import CameraFrame, FrameSet, MissingFrame
 from iggt_ros.perception.map_bounds import MapBounds, MapSize
@@ -370,6 +370,10 @@ class Pipeline:
 
         t = time.perf_counter()
         step = self._grid_step(pred)
+        if self.config.clustering.split_gap_m > 0:  # look-alikes standing apart: one instance each
+            split_step = twin_split.points_step(step)
+            cluster = twin_split.split_parts(cluster, alignment.view_points(pred, split_step), split_step,
+                                             self.config.clustering.split_gap_m if alignment.metric else 0.0)
         grid = self._grid(pred, valid, cluster, alignment, step)
         detections, det_points = self._detections(cluster, grid)
         track_result = tracker.update(detections, cluster.labels, keys, window.stamp_ns, alignment.metric)
