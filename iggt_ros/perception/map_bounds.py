@@ -9,8 +9,11 @@ Policy (``mapping`` keys), applied after every window once the window's detectio
   saved map counts its age from the window it was loaded in, not from when it was saved, so a map
   loaded after a long stop is not emptied at once. 0 turns the age rule off.
 * Unconfirmed: an instance lost before it was ever confirmed (detected in fewer than
-  ``tracking.confirm_windows`` windows) is removed at once: a one-window blip (a speck of a wall, a
-  reflection) is not an object to remember for an hour. Counted with the removals by age.
+  ``tracking.confirm_windows`` windows) is removed once it has been unseen for
+  ``UNCONFIRMED_LOST_AGE_S`` seconds of input: a one-window blip (a speck of a wall, a reflection) is
+  not an object to remember for an hour, but an object a panning camera glimpsed at the edge of one
+  window and sees again on the way back keeps its ID (removed at once, it came back under a new
+  one). Counted with the removals by age.
 * ``max_instances``: when the map holds more, instances are removed until it fits: never one detected
   in the current window (a confirmed instance in view always stays), tentative ones before confirmed
   ones, and among them the least recently seen first. When every instance is in view, the map stays
@@ -29,6 +32,9 @@ from dataclasses import dataclass
 
 from iggt_ros.config import MappingConfig
 from iggt_ros.perception.records import TrackState
+
+UNCONFIRMED_LOST_AGE_S = 10.0
+"""Seconds of input an instance lost before it was confirmed stays in the map (see the module policy)."""
 
 
 @dataclass(frozen=True)
@@ -64,7 +70,9 @@ def select_removals(candidates: Iterable[Candidate], config: MappingConfig, now_
     """
     items = list(candidates)
     age_from_ns = age_from_ns or {}
-    by_age = [c.id for c in items if c.state == TrackState.LOST and not c.in_view and not c.confirmed]
+    grace_ns = int(UNCONFIRMED_LOST_AGE_S * 1e9)
+    by_age = [c.id for c in items if c.state == TrackState.LOST and not c.in_view and not c.confirmed
+              and now_ns - max(c.last_seen_ns, age_from_ns.get(c.id, 0)) > grace_ns]
     if config.max_lost_age_s > 0:
         limit_ns = int(config.max_lost_age_s * 1e9)
         for c in items:
