@@ -236,12 +236,10 @@ class ClusteringConfig:
     or near-identical features, which instance heads give: an object would split into pieces). 1 = never merge.
     0.95 was chosen on tuning scenes outside every benchmark: it halves the embedded model's IDs per object
     (3.8 -> 1.6) and leaves the oracle engine's instances as they were (0.9999 before)."""
-    split_gap_m: float = 0.0
-    """An instance whose points fall into parts at least this far apart in space (metres, with metric depth; at an
-    unknown scale only the points' own spacing counts), parts that a view sees together or side by side, becomes one
-    instance per part: identical objects get the same features but stand apart (`perception.twin_split`). 0 = never
-    split (the default: 0.05 keeps identical pairs apart under features blind to them and leaves the oracle engine
-    as it was, but gives the embedded models more IDs per object, up to 1.9x, on tuning scenes)."""
+    split_gap_m: float = 0.05
+    """An instance whose points fall cleanly into parts at least this far apart in space (metres, with metric depth; at
+    an unknown scale only the points' own spacing counts), parts that a view sees together, becomes one instance per
+    part: identical objects get the same features but stand apart (`perception.twin_split`). 0 = never split."""
     assignment: str = "coarse_to_fine"
     """'coarse_to_fine': 4x4-px blocks that agree with their neighbours are assigned whole, the rest pixel by pixel;
     'exact': every pixel on its own (the reference the shortcut is measured against)."""

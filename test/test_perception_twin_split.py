@@ -27,8 +27,7 @@ from iggt_ros.perception.twin_split import split_parts
 from iggt_ros.synthetic.spec import SceneSpec
 from iggt_ros.train.evaluate import duplicate_pairs_kept
 
-GAP_M = 0.05
-"""clustering.split_gap_m of the cases (off by default: see the README)."""
+GAP_M = IggtConfig().clustering.split_gap_m
 H, W = 40, 60
 PX_M = 0.01
 """Size of a pixel on the objects' front faces (a plane 2 m in front of the camera)."""

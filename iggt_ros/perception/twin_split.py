@@ -8,11 +8,12 @@ frame) are linked when they lie closer than a link distance; when the links leav
 that each hold a fair share of the points and that some view sees together, each part becomes an
 instance of its own, in every view of the window at once (the parts are found over all views jointly,
 so the labels stay consistent across views), and the tracker follows each part with the position cue
-that keeps look-alikes apart. Two guards keep single objects whole:
+that keeps look-alikes apart. Three guards keep single objects whole:
 
 * The link distance is at least ``clustering.split_gap_m`` and at least a few times the points' own
   spacing, so the gaps of a sparse or noisy sampling link up, and a split needs a gap in space, not a
   scatter.
+* The parts hold nearly all the points: a scatter of pieces of every size is noise, not objects.
 * Parts no view sees together are one object whose views disagree (depth off in some of the views,
   which shifts all of that view's points together), not two objects: they are joined again. Two
   objects side by side are seen together by nearly every view of the window.
@@ -36,13 +37,18 @@ from iggt_ros.perception.clustering import ClusterResult
 MIN_PART_FRACTION = 0.05
 """A part holds at least this fraction of its instance's points (smaller ones are flying pixels at depth edges or
 a sliver of the background, joined to the nearest part)."""
+CLEAN_FRACTION = 0.95
+"""The parts hold at least this fraction of the points together: objects apart in space fall cleanly into a few
+parts (plus stray points), where depth noise scatters one object into pieces of every size."""
 MIN_POINTS = 40
 """Instances with fewer grid points are left whole: too few to tell a gap from sparse sampling."""
-MAX_POINTS = 4000
+MAX_POINTS = 2000
 """Points of one instance linked (every n-th when there are more): enough for the shape of every part."""
 SPACING_FACTOR = 3.0
 """The link distance is at least this many times the median distance between the points of neighbouring pixels of
 the instance in one view (the sampling of its surface, with the depth noise)."""
+SPACING_STRIDE = 4
+"""The spacing of an instance's points is measured along every 4th row and column of the point grid."""
 SHARED_VIEW_FRACTION = 0.1
 """Two parts are seen together by a view holding at least this fraction of each part's points."""
 
@@ -70,13 +76,14 @@ def split_parts(cluster: ClusterResult, points: np.ndarray, step: int, gap_m: fl
     if k == 0:
         return cluster
     grid_labels = cluster.labels[:, ::step, ::step]
-    ok = (grid_labels > 0) & np.isfinite(points).all(axis=-1)
-    vi, yi, xi = np.nonzero(ok)
-    lab = grid_labels[vi, yi, xi]
+    vi, yi, xi = np.nonzero(grid_labels > 0)
     pts = points[vi, yi, xi].astype(np.float64)
+    finite = np.isfinite(pts).all(axis=1)
+    vi, yi, xi, pts = vi[finite], yi[finite], xi[finite], pts[finite]
+    lab = grid_labels[vi, yi, xi]
     order = np.argsort(lab, kind="stable")
     bounds = np.searchsorted(lab[order], np.arange(1, k + 2))
-    spacing = _pixel_spacing(grid_labels, points, ok, k)
+    spacing = _pixel_spacing(grid_labels, points, k)
     labels = cluster.labels
     protos = [cluster.prototypes]
     next_label = k + 1
@@ -101,18 +108,22 @@ def split_parts(cluster: ClusterResult, points: np.ndarray, step: int, gap_m: fl
                    pixel_counts=counts.astype(np.int64))
 
 
-def _pixel_spacing(grid_labels: np.ndarray, points: np.ndarray, ok: np.ndarray, k: int) -> np.ndarray:
+def _pixel_spacing(grid_labels: np.ndarray, points: np.ndarray, k: int) -> np.ndarray:
     """[K+1] median distance between the points of neighbouring grid pixels (in a row or a column of one view) of
-    each label: how far apart one view samples the object's surface, noise included (inf: no such pair)."""
+    each label: how far apart one view samples the object's surface, noise included (inf: no such pair). Every
+    SPACING_STRIDE-th row (column) gives the pairs along rows (columns): a median needs no more."""
     dist, lab = [], []
-    for axis in (1, 2):
-        a = [slice(None)] * 3
-        b = [slice(None)] * 3
-        a[axis], b[axis] = slice(1, None), slice(None, -1)
-        a, b = tuple(a), tuple(b)
-        same = ok[a] & ok[b] & (grid_labels[a] == grid_labels[b])
-        dist.append(np.linalg.norm(points[a][same] - points[b][same], axis=-1))
-        lab.append(grid_labels[a][same])
+    thin = SPACING_STRIDE
+    for a, b in (((slice(None), slice(None, None, thin), slice(1, None)),
+                  (slice(None), slice(None, None, thin), slice(None, -1))),
+                 ((slice(None), slice(1, None), slice(None, None, thin)),
+                  (slice(None), slice(None, -1), slice(None, None, thin)))):
+        la = grid_labels[a]
+        same = (la > 0) & (la == grid_labels[b])
+        d = np.linalg.norm(points[a][same] - points[b][same], axis=-1)
+        keep = np.isfinite(d)
+        dist.append(d[keep])
+        lab.append(la[same][keep])
     dist, lab = np.concatenate(dist), np.concatenate(lab)
     spacing = np.full(k + 1, np.inf)
     order = np.argsort(lab, kind="stable")
@@ -141,7 +152,7 @@ def _parts(pts: np.ndarray, views: np.ndarray, num_views: int, link: float) -> n
         return None
     sizes = np.bincount(comp, minlength=num)
     big = np.flatnonzero(sizes >= MIN_PART_FRACTION * m)
-    if len(big) < 2:
+    if len(big) < 2 or sizes[big].sum() < CLEAN_FRACTION * m:
         return None
     group = _join_unseen_together(comp, big, views[pick], num_views)
     if len(np.unique(group)) < 2:
