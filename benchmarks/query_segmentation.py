@@ -31,6 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
+from benchmarks.scene_options import add_scene_arguments  # noqa: E402
 from iggt_ros.threads import prepare_process  # noqa: E402
 
 prepare_process()  # the package's thread policy, before numpy and torch load (they read it once)
@@ -114,10 +115,7 @@ def markdown(results: dict[str, dict], masks: dict | None) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--scenes", type=int, default=20)
-    ap.add_argument("--steps", type=int, default=40)
-    ap.add_argument("--width", type=int, default=504)
-    ap.add_argument("--height", type=int, default=336)
+    add_scene_arguments(ap)
     ap.add_argument("--engine", choices=("oracle", "torch", "onnxruntime"), default="oracle")
     ap.add_argument("--out", default=str(RESULTS))
     args = ap.parse_args(argv)
