@@ -156,6 +156,8 @@ def test_frames_follow_confirmed_instances_and_leave_with_them_on_reset(rclpy_co
         if input_path == "standard":
             assert recorder.tf2_buffer is not None, "the standard path has tf2_ros"
             look_up_with_tf2(recorder.tf2_buffer, instances_at(h, first[-1]))
+        else:
+            assert_own_frames_not_counted_as_tf_input(h, frames[first[-1]])
 
         old = confirmed(instances_at(h, first[-1]))
         reply = h.call(h.service(Trigger, "/iggt/reset"), Trigger.Request(), 10.0)
@@ -189,6 +191,18 @@ def test_no_frames_unless_switched_on_and_at_run_time(rclpy_context, input_path)
         assert_frames_match(frames[on[0]], instances_at(h, on[0]))
     finally:
         h.close()
+
+
+def assert_own_frames_not_counted_as_tf_input(h: Harness, last_frames: dict[str, object]) -> None:
+    """TF health (lag, message rate in /diagnostics) counts the robot's /tf, not the node's own instance frames,
+    which leave after inference and would read as the pipeline's latency. The fallback path records a /tf
+    message and then adds it to its buffer in one callback, so once the buffer holds the last window's
+    instance frames, every /tf message before them has been counted or skipped."""
+    buffer = h.node.paths.tf_buffer
+    wait_for(lambda: set(last_frames) <= buffer.frames, 20.0, "the node's own instance frames in its TF buffer")
+    robot = [m for m in h.messages("/tf") if not any(t.child_frame_id.startswith(INSTANCE_FRAME_PREFIX)
+                                                      for t in m.transforms)]
+    assert robot and h.node.tf_health.messages == len(robot), (h.node.tf_health.messages, len(robot))
 
 
 def look_up_with_tf2(buffer, array) -> None:

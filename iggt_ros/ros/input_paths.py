@@ -29,6 +29,7 @@ from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy, qos_profi
 
 from iggt_ros.config import IggtConfig
 from iggt_ros.messages.message import stamp_ns
+from iggt_ros.messages.outputs import INSTANCE_FRAME_PREFIX
 from iggt_ros.messages.tf_buffer import TransformBuffer
 from iggt_ros.perception.frames import CameraFrame, FrameSet, MissingFrame
 from iggt_ros.perception.input_checks import InputProblem, problem
@@ -180,11 +181,17 @@ class InputPaths:
                                                             callback_group=self._tf_group))
 
     def _record_tf_lag(self, msg: Any) -> None:
-        """How late a /tf message arrived: now (node clock) minus its newest stamp."""
+        """How late a /tf message arrived: now (node clock) minus its newest stamp.
+
+        The node's own instance frames (`publish.instance_frames`) go out on /tf after inference, stamped
+        with the window: counted, they would report the pipeline's latency as TF lag.
+        """
         health = self._tf_health
-        if health is None or not msg.transforms:
+        stamps = [stamp_ns(t.header.stamp) for t in msg.transforms
+                  if not t.child_frame_id.startswith(INSTANCE_FRAME_PREFIX)]
+        if health is None or not stamps:
             return
-        newest = max(stamp_ns(t.header.stamp) for t in msg.transforms)
+        newest = max(stamps)
         health.record_message(newest, self._node.get_clock().now().nanoseconds)
 
     # ------------------------------------------------------------------ cameras
