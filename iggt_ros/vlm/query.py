@@ -13,8 +13,9 @@ Scores are (1 + cosine) / 2 in [0, 1] between the query's text embedding and an 
 embedding, weighed by how surely the instance has each named attribute relative to the instance
 that fits best (`attribute_fit`), so a minimum score of 0 keeps every ranked instance, as the
 service promises. With a
-relation or superlative, a score is the best attribute score times the instance's weight
-(attribute match relative to the best, times its geometric fit), so the order is the order of scores.
+relation or superlative, a score is the best attribute score times the instance's weight (the
+chance that it is what the description names, `attribute_membership`, times its geometric fit,
+`relations.relate`), so the order is the order of scores.
 """
 
 from __future__ import annotations
@@ -32,7 +33,7 @@ from iggt_ros.perception.records import LABEL_REASON, InstanceRecord
 from iggt_ros.synthetic.attributes import COLORS, SHAPES, SIZES
 from iggt_ros.vlm.encoders import TextEncoder, normalize_rows
 from iggt_ros.vlm.labels import NOT_EMBEDDED_YET
-from iggt_ros.vlm.relations import Geometry, relate
+from iggt_ros.vlm.relations import Geometry, cube_log_odds, relate
 from iggt_ros.vlm.understanding import Description, ParsedQuery, QueryReader, reader_for
 
 ATTRIBUTE_VALUES: dict[str, list[str]] = {"color": list(COLORS), "shape": list(SHAPES), "size": list(SIZES)}
@@ -143,35 +144,57 @@ def _mentions(parsed: ParsedQuery) -> list[Description | None]:
     return [None if d.empty else d for d in (parsed.target, *parsed.references)]
 
 
-def attribute_matches(mention: Description, vectors: np.ndarray, text_encoder: TextEncoder) -> np.ndarray | None:
-    """[N] bool: instances that may have every attribute the mention names.
+def attribute_membership(mention: Description, vectors: np.ndarray, text_encoder: TextEncoder,
+                         sizes: np.ndarray | None = None) -> np.ndarray | None:
+    """[N] in [0, 1]: the chance that each instance has every attribute the mention names.
 
-    A relation or superlative chooses among the objects that fit the description; deciding that
-    attribute by attribute ('is red a likely colour, is cube a likely shape?') holds up better than a
-    threshold on the joint score, whose scale varies between descriptions. A value is likely when its
-    probability among the attribute's values is at least `MATCH_RATIO` of the most probable one's, so
-    an object the model hesitates about (a cube or a box?) stays a candidate for the geometry to decide.
+    A relation or superlative chooses among the objects that fit the description, and the region
+    embedding is sometimes unsure of an attribute (a cube seen badly looks like a box). A yes/no
+    decision per instance drops the right object whenever the embedding leans the wrong way, and
+    then no geometry can bring it back; a probability lets the geometry weigh a likely member that
+    stands in the relation against a surer one that does not (`relations.relate`). Attribute by
+    attribute ('is red a likely colour, is cube a likely shape?'), as a softmax over the attribute's
+    values at `MEMBERSHIP_TEMPERATURE`, the temperature at which these probabilities match how often
+    the instances really have the value. With the map boxes' `sizes` ([N, 3]), 'cube' and 'box' also
+    weigh the box's proportions (`relations.cube_log_odds`). None when the mention names no
+    attribute, or a value outside the vocabulary (then the joint score decides,
+    `relations.attribute_weights`).
     """
     named = [(a, v) for a, v in (("color", mention.colors), ("shape", (mention.shape,)),
                                  ("size", (mention.size,))) if v and v[0]]
     if not named:
         return None
-    ok = np.ones(len(vectors), bool)
+    log_member = np.zeros(len(vectors))
     for attribute, accepted in named:
         values = ATTRIBUTE_VALUES[attribute]
         if any(v not in values for v in accepted):
             return None
-        log_p = _attribute_log_probabilities(attribute, vectors, text_encoder)
-        best = log_p.max(axis=1)
-        ok &= log_p[:, [values.index(v) for v in accepted]].max(axis=1) >= best + np.log(MATCH_RATIO)
-    return ok
+        log_p = _attribute_log_probabilities(attribute, vectors, text_encoder, MEMBERSHIP_TEMPERATURE)
+        if attribute == "shape" and sizes is not None:
+            log_p = _with_proportions(log_p, sizes)
+        log_member += np.logaddexp.reduce(log_p[:, [values.index(v) for v in accepted]], axis=1)
+    return np.exp(log_member)
 
 
-def _attribute_log_probabilities(attribute: str, vectors: np.ndarray, text_encoder: TextEncoder) -> np.ndarray:
-    """[N, values] log-softmax of the cosines to each value's prompt, at `ATTRIBUTE_TEMPERATURE`."""
+def _with_proportions(log_p: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """Shape log-probabilities with the embedding's share between 'cube' and 'box' re-weighed by the
+    map box's proportions; the pair's total and the other shapes are left as they are."""
+    cube, box = ATTRIBUTE_VALUES["shape"].index("cube"), ATTRIBUTE_VALUES["shape"].index("box")
+    pair = np.logaddexp(log_p[:, cube], log_p[:, box])
+    log_odds = log_p[:, cube] - log_p[:, box] + cube_log_odds(sizes)
+    out = log_p.copy()
+    out[:, cube] = pair - np.logaddexp(0.0, -log_odds)
+    out[:, box] = pair - np.logaddexp(0.0, log_odds)
+    return out
+
+
+def _attribute_log_probabilities(attribute: str, vectors: np.ndarray, text_encoder: TextEncoder,
+                                 temperature: float | None = None) -> np.ndarray:
+    """[N, values] log-softmax of the cosines to each value's prompt, at `temperature`
+    (default `ATTRIBUTE_TEMPERATURE`)."""
     values = ATTRIBUTE_VALUES[attribute]
     cosines = vectors @ text_encoder.encode([ATTRIBUTE_PROMPTS[attribute].format(v) for v in values]).T
-    logits = cosines.astype(np.float64) / ATTRIBUTE_TEMPERATURE
+    logits = cosines.astype(np.float64) / (temperature or ATTRIBUTE_TEMPERATURE)
     logits -= logits.max(axis=1, keepdims=True)
     return logits - np.log(np.exp(logits).sum(axis=1, keepdims=True))
 
@@ -180,8 +203,11 @@ ATTRIBUTE_TEMPERATURE = 0.02
 """Softmax temperature over one attribute's values (cosines of the attribute prompts)."""
 ATTRIBUTE_FIT_POWER = 0.5
 """How strongly `attribute_fit` weighs a score: 0 ignores it."""
-MATCH_RATIO = 0.5
-"""An attribute value is likely for an instance when its probability is at least this share of the best value's."""
+MEMBERSHIP_TEMPERATURE = 0.04
+"""Softmax temperature of `attribute_membership`: the one at which the probabilities of the embedded
+region encoder are calibrated (mean log-likelihood of the true shape and size of replayed instances,
+scenes outside every benchmark; the sharper ATTRIBUTE_TEMPERATURE is overconfident: a value it gives
+0.1 to 0.5 is the true one about a third of the time)."""
 
 
 def attribute_fit(mention: Description | None, vectors: np.ndarray, text_encoder: TextEncoder) -> np.ndarray:
@@ -233,9 +259,10 @@ def _rank(query: str, parsed: ParsedQuery, vectors: np.ndarray, boxes: Sequence[
         return target * attribute_fit(mentions[0], vectors, text_encoder), parsed.summary() + note
     geometry = Geometry.from_boxes(np.stack([b.box_center for b in boxes]), np.stack([b.box_size for b in boxes]),
                                    viewer)
-    matches = [None if m is None else attribute_matches(m, vectors, text_encoder) for m in mentions]
-    result = relate(parsed, geometry, target, per_mention[1:], target_matches=matches[0],
-                    reference_matches=matches[1:])
+    sizes = np.stack([b.box_size for b in boxes])
+    members = [None if m is None else attribute_membership(m, vectors, text_encoder, sizes) for m in mentions]
+    result = relate(parsed, geometry, target, per_mention[1:], target_membership=members[0],
+                    reference_membership=members[1:])
     best = float(target.max()) if target is not None else 1.0
     understood = parsed.summary()
     if result.references:

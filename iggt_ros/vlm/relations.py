@@ -8,9 +8,14 @@ target and for each reference (`ParsedQuery`); this module turns the map's geome
 to the left of X along the line of sight from the viewer to X, 'in front of X' nearer to the
 viewer than X along that line, 'behind' farther.
 
-Attribute scores become weights relative to the best match (`exp((s - s_max) / tau)`), so an
-instance that fits the description about as well as the best one competes on geometry, while one
-that fits clearly worse does not.
+Each instance weighs as much as the chance that it is what the description names (`membership`,
+from the attribute probabilities of its embedding; without them, its attribute score relative to
+the best match, `exp((s - s_max) / tau)`). A superlative ('the largest box', 'the cube nearest to
+the ball') then picks the instance that is both likely a member and not outdone by another likely
+member: its weight times, for each instance more extreme than it, the chance that that one is not
+a member (`_extreme`). So an object the embedding is unsure about still wins when every more
+extreme object is surely not one, and an unlikely member that happens to be the most extreme does
+not hide the likely ones behind it.
 """
 
 from __future__ import annotations
@@ -26,12 +31,14 @@ ATTRIBUTE_TAU = 0.02
 """Attribute-score gap (on the (1 + cos) / 2 scale) that weighs a candidate down by e."""
 SIDE_SCALE_M = 0.05
 """Softness of left/right/front/behind decisions (metres)."""
-DISTANCE_SCALE_M = 0.15
-"""A candidate this much farther than the nearest (or nearer than the farthest) is weighed down by e."""
-SIZE_SCALE = 0.15
-"""Log-volume (or log-height) gap that weighs a candidate down by e for largest/smallest/tallest."""
-CANDIDATE_WEIGHT = 0.5
-"""Instances weighing at least this much (attribute and relation) are the set a superlative picks from."""
+DISTANCE_SCALE_M = 0.05
+"""Softness of 'nearer than' / 'farther than' between two instances (metres)."""
+SIZE_SCALE = 0.1
+"""Softness of 'larger than' / 'smaller than' (log-volume)."""
+HEIGHT_SCALE_M = 0.03
+"""Softness of 'taller than' (top height, metres)."""
+BEARING_SCALE_RAD = 0.03
+"""Softness of 'more to the left / right than' (bearing from the robot, radians)."""
 
 
 @dataclass
@@ -69,45 +76,64 @@ class RelationResult:
     """Indices of the instances taken as the relation's references (empty for the robot)."""
 
 
+EQUAL_SIDES_RATIO = 0.7
+"""Shortest over longest extent of a map box that is as likely a cube's as a (non-cubic) box's."""
+EQUAL_SIDES_SCALE = 0.05
+"""Change of that ratio that multiplies the odds 'cube rather than box' by e."""
+EQUAL_SIDES_MAX_LOG_ODDS = 2.0
+"""Bound on the proportions' say: a box seen from one side only can look thinner than it is."""
+
+
+def cube_log_odds(sizes: np.ndarray) -> np.ndarray:
+    """[N] log-likelihood ratio 'cube' : 'box' of each map box from its proportions alone.
+
+    A cube is a box with equal sides; that is all that tells the two words apart, and it is the
+    distinction the region embedding gets wrong most often (about two thirds of its shape errors
+    on replayed scenes), while the map's box measures it directly. 0 for a box with no extent.
+    """
+    e = np.asarray(sizes, np.float64).reshape(-1, 3)
+    longest = e.max(axis=1)
+    ratio = e.min(axis=1) / np.maximum(longest, 1e-9)
+    odds = np.clip((ratio - EQUAL_SIDES_RATIO) / EQUAL_SIDES_SCALE, -EQUAL_SIDES_MAX_LOG_ODDS,
+                   EQUAL_SIDES_MAX_LOG_ODDS)
+    return np.where(longest > 1e-6, odds, 0.0)
+
+
 def _sigmoid(x: np.ndarray) -> np.ndarray:
     return 1.0 / (1.0 + np.exp(-np.clip(x, -50, 50)))
 
 
-NON_MATCH_WEIGHT = 0.3
-"""Most an instance whose attributes do not all match the description can weigh (a match weighs 1)."""
-
-
-def attribute_weights(scores: np.ndarray | None, n: int, matches: np.ndarray | None = None,
+def attribute_weights(scores: np.ndarray | None, n: int, membership: np.ndarray | None = None,
                       tau: float = ATTRIBUTE_TAU) -> np.ndarray:
-    """1 for an instance whose every named attribute matches; otherwise exp((s - s_best) / tau), capped
-    at NON_MATCH_WEIGHT, with s_best the best score of a match (of any instance when none matches).
-    All ones when the mention names no attribute (scores None)."""
+    """How much each instance counts as what a mention describes: its membership probability when
+    known; else exp((s - s_best) / tau) of the attribute scores; all ones when the mention names
+    nothing (scores None)."""
+    if membership is not None:
+        return np.clip(np.asarray(membership, np.float64), 0.0, 1.0)
     if scores is None:
         return np.ones(n)
     s = np.asarray(scores, np.float64)
-    if matches is None or not np.any(matches):
-        return np.exp((s - s.max()) / tau)
-    m = np.asarray(matches, bool)
-    return np.where(m, 1.0, np.minimum(NON_MATCH_WEIGHT, np.exp((s - s[m].max()) / tau)))
+    return np.exp((s - s.max()) / tau)
 
 
 def relate(parsed: ParsedQuery, geometry: Geometry, target_scores: np.ndarray | None,
            reference_scores: Sequence[np.ndarray | None], tau: float = ATTRIBUTE_TAU,
-           target_matches: np.ndarray | None = None,
-           reference_matches: Sequence[np.ndarray | None] | None = None) -> RelationResult:
+           target_membership: np.ndarray | None = None,
+           reference_membership: Sequence[np.ndarray | None] | None = None) -> RelationResult:
     """Weights of every instance for a query with a relation and/or a superlative.
 
     `reference_scores[k]` are the attribute scores of reference k (None when it names no attribute);
-    the optional `*_matches` masks say which instances match a mention attribute by attribute.
+    the optional `*_membership` give, per instance, the chance that it has every attribute the
+    mention names (`query.attribute_membership`).
     """
     n = len(geometry.centers)
-    w = attribute_weights(target_scores, n, target_matches, tau)
+    w = attribute_weights(target_scores, n, target_membership, tau)
     refs: list[int] = []
     fit = np.ones(n)
     if parsed.relation is not None:
-        ref_matches = list(reference_matches or [None] * len(reference_scores))
+        ref_members = list(reference_membership or [None] * len(reference_scores))
         refs = _references(parsed, [None if s is None else attribute_weights(s, n, m, tau) * (1 + s)
-                                    for s, m in zip(reference_scores, ref_matches, strict=True)], n)
+                                    for s, m in zip(reference_scores, ref_members, strict=True)], n)
         if parsed.references and not refs:
             return RelationResult(np.zeros(n), [])
         w = w.copy()
@@ -170,8 +196,9 @@ def superlative_fit(superlative: str, g: Geometry, w: np.ndarray) -> np.ndarray:
     volume = np.log(np.maximum(np.prod(np.maximum(g.sizes, 1e-3), axis=1), 1e-9))
     values = {
         "largest": (volume, SIZE_SCALE), "smallest": (-volume, SIZE_SCALE),
-        "tallest": (g.top, DISTANCE_SCALE_M / 3),
-        "leftmost": (np.arctan2(c[:, 1], c[:, 0]), 0.05), "rightmost": (-np.arctan2(c[:, 1], c[:, 0]), 0.05),
+        "tallest": (g.top, HEIGHT_SCALE_M),
+        "leftmost": (np.arctan2(c[:, 1], c[:, 0]), BEARING_SCALE_RAD),
+        "rightmost": (-np.arctan2(c[:, 1], c[:, 0]), BEARING_SCALE_RAD),
         "nearest": (-np.linalg.norm(c[:, :2], axis=1), DISTANCE_SCALE_M),
         "farthest": (np.linalg.norm(c[:, :2], axis=1), DISTANCE_SCALE_M),
     }
@@ -182,7 +209,13 @@ def superlative_fit(superlative: str, g: Geometry, w: np.ndarray) -> np.ndarray:
 
 
 def _extreme(value: np.ndarray, w: np.ndarray, scale: float) -> np.ndarray:
-    """exp((value - best) / scale), capped at 1, where best is the highest value among the candidates."""
-    candidates = w >= CANDIDATE_WEIGHT * max(float(w.max()), 1e-12)
-    best = float(value[candidates].max()) if candidates.any() else float(value.max())
-    return np.exp(np.minimum(value - best, 0.0) / scale)
+    """[N] in [0, 1]: the chance that no other instance is both a member (weight `w`) and more extreme.
+
+    prod over j != i of (1 - w_j * sigmoid((value_j - value_i) / scale)): an instance outdone only by
+    unlikely members keeps most of its weight; two equal values halve each other (identical copies
+    tie).
+    """
+    v = np.asarray(value, np.float64)
+    beats = np.asarray(w, np.float64)[None, :] * _sigmoid((v[None, :] - v[:, None]) / scale)
+    np.fill_diagonal(beats, 0.0)
+    return np.prod(1.0 - np.clip(beats, 0.0, 1.0), axis=1)
