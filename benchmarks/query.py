@@ -31,7 +31,7 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
 
-from benchmarks.scene_options import add_scene_arguments  # noqa: E402
+from benchmarks.scene_options import add_scene_arguments, scene_seeds  # noqa: E402
 from iggt_ros.threads import prepare_process  # noqa: E402
 
 prepare_process()  # the package's thread policy, before numpy and torch load (they read it once)
@@ -131,8 +131,11 @@ def run_scene(seed: int, args, cfg: QueryConfig, text_encoder, region_encoder) -
     return outcomes + relations, stats, instances
 
 
-def run_pipeline_scene(seed: int, args, text_encoder, workdir: Path) -> tuple[list, dict]:
-    """Sample bag -> replay (oracle engine, embedded region encoder) -> saved state -> queries."""
+def run_pipeline_scene(seed: int, args, text_encoder, workdir: Path, seen: set[int]) -> tuple[list, dict]:
+    """Sample bag -> replay (oracle engine, embedded region encoder) -> saved state -> queries.
+
+    `seen`: the objects the cameras saw (the scene's ground-truth instances); relation answers are
+    decided among them, whether or not the map's instance of each could be matched to it."""
     from iggt_ros.apps.replay import replay_bag
     from iggt_ros.bag.sample import SampleBagSpec, write_sample_bag
     from iggt_ros.config import IggtConfig
@@ -156,7 +159,7 @@ def run_pipeline_scene(seed: int, args, text_encoder, workdir: Path) -> tuple[li
     outcomes = query_outcomes(seed, state.instances, text_encoder, cfg.query, args)
     outcomes += evaluate_relations(seed, state.instances, text_encoder, scene.objects, plan.world_from_base[-1],
                                    match_objects(state.instances, scene.objects), cfg.query, seed=args.seed,
-                                   per_kind=args.relations_per_kind)
+                                   per_kind=args.relations_per_kind, seen=seen)
     stats = {"seed": seed, "trajectory": traj, "objects": len(scene.objects), "instances": len(state.instances),
              "matched": matched, "embedded": sum(i.embedding is not None for i in state.instances),
              "views": summary.views, "replay_s": round(replay_s, 1)}
@@ -332,8 +335,7 @@ def main(argv: list[str] | None = None) -> int:
     text_encoder, region_encoder = make_text_encoder(cfg), make_region_encoder(cfg)
     args.blind_reader = QueryReader(getattr(text_encoder, "encode_base", text_encoder.encode),
                                     exclude=held_out_words())
-    lo = SEEDS[args.split][0]
-    seeds = list(range(lo, lo + args.scenes))
+    seeds = scene_seeds(args, SEEDS[args.split][0])
     load_start = os.getloadavg()[0]
     if args.segmentation_only:
         from iggt_ros.synthetic.attributes import SHAPES
@@ -379,8 +381,8 @@ def main(argv: list[str] | None = None) -> int:
 
         p_outcomes = []
         with tempfile.TemporaryDirectory(prefix="iggt_query_bench_") as tmp:
-            for seed in seeds[:args.pipeline_scenes]:
-                o, s = run_pipeline_scene(seed, args, text_encoder, Path(tmp))
+            for seed, instances in zip(seeds[:args.pipeline_scenes], pool, strict=False):
+                o, s = run_pipeline_scene(seed, args, text_encoder, Path(tmp), {int(i.id) for i in instances})
                 p_outcomes += o
                 pipeline_scenes.append(s)
                 print(f"pipeline scene {seed}: {s['matched']}/{s['objects']} objects matched, {len(o)} queries, "

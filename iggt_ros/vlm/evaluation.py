@@ -17,7 +17,7 @@ from __future__ import annotations
 
 import random
 import time
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -164,11 +164,15 @@ def label_from_scene(instances: Sequence[InstanceRecord], objects, max_distance_
 
 def evaluate_relations(scene: int, instances: Sequence[InstanceRecord], text_encoder: TextEncoder,
                        objects, viewer: np.ndarray, object_to_instance: dict[int, int],
-                       config: QueryConfig | None = None, seed: int = 0, per_kind: int = 3) -> list[QueryOutcome]:
+                       config: QueryConfig | None = None, seed: int = 0, per_kind: int = 3,
+                       seen: Collection[int] | None = None) -> list[QueryOutcome]:
     """Relation and superlative queries made from the true geometry of the objects the map holds.
 
     `objects` are the scene's true objects; only those with an embedded instance
-    (`object_to_instance`) are asked about or used as references. A query is correct when the
+    (`object_to_instance`) are asked about or used as references. The right answer is decided
+    among those and the `seen` object IDs (what the cameras saw), so that an object whose map
+    instance could not be matched to it (a centroid too far off, two objects merged) still counts
+    when the generator decides which object is, say, the largest box. A query is correct when the
     instance of its target object ranks first. Outcomes carry the relation as their kind.
     """
     from iggt_ros.vlm.relation_queries import generate, scene_objects
@@ -179,7 +183,7 @@ def evaluate_relations(scene: int, instances: Sequence[InstanceRecord], text_enc
     keep = {oid for oid, iid in object_to_instance.items() if iid in have}
     rng = random.Random(seed * 104729 + scene)
     outcomes = []
-    for q in generate(scene_objects(objects, viewer, keep), rng, per_kind):
+    for q in generate(scene_objects(objects, viewer, keep | set(seen or ())), rng, per_kind, askable=keep):
         t0 = time.perf_counter()
         result = answer_query(q.text, embedded, text_encoder, cfg, max_results=max(3, cfg.max_results),
                               viewer=viewer)

@@ -3,8 +3,10 @@
 Each query has exactly one right answer that only the relation can single out: the target's
 description matches at least two objects, of which exactly one stands in the relation (or is the
 most extreme) by a clear margin, and every other match clearly does not. References are named by
-a description unique in the scene. Directions are those of `relations` (from the robot's
-`base_link` at the end of the sequence), computed here from the true object centres and sizes.
+a description unique in the scene. 'Cube' and 'box' are not used where a box with nearly equal
+sides would count (it looks like a cube: which objects the word covers is not clear). Directions
+are those of `relations` (from the robot's `base_link` at the end of the sequence), computed here
+from the true object centres and sizes.
 
 `on_top_of` needs stacked objects, which the synthetic scenes do not have; it is reported with no
 queries rather than left out silently.
@@ -13,7 +15,7 @@ queries rather than left out silently.
 from __future__ import annotations
 
 import random
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -28,6 +30,9 @@ SIZE_RATIO = 1.5
 HEIGHT_MARGIN_M = 0.1
 BEARING_MARGIN_RAD = 0.15
 NEXT_TO_MAX_M = 1.5
+CUBE_LOOKALIKE_RATIO = 0.85
+"""A box whose shortest side is at least this share of its longest looks like a cube to anyone: a
+description that names 'cube' or 'box' where such a box would count has no one clear answer."""
 
 PHRASES: dict[str, list[str]] = {
     "left_of": ["left of", "to the left of", "on the left of"],
@@ -68,6 +73,8 @@ class RelationQuery:
     """The relation or superlative it tests."""
     text: str
     target: int
+    references: tuple[int, ...] = ()
+    """IDs of the objects the text names as references."""
 
 
 def _phrase(key: tuple[str | None, str | None, str | None]) -> str:
@@ -80,10 +87,22 @@ def _matches(o: SceneObject, key) -> bool:
     return (c is None or o.color == c) and (s is None or o.shape == s) and (z is None or o.size == z)
 
 
+def _shape_ambiguous(key, objects: Sequence[SceneObject]) -> bool:
+    """Whether `key` names 'cube' or 'box' and an object it would otherwise fit is a box that looks
+    like a cube (`CUBE_LOOKALIKE_RATIO`), so that whether it counts depends on who looks."""
+    color, shape, size = key
+    if shape not in ("cube", "box"):
+        return False
+    return any(o.shape == "box" and float(np.min(o.extent)) >= CUBE_LOOKALIKE_RATIO * float(np.max(o.extent))
+               and _matches(o, (color, None, size)) for o in objects)
+
+
 def _unique_name(o: SceneObject, objects: Sequence[SceneObject]) -> str | None:
     """The shortest description naming `o` alone (colour and shape first)."""
     for use_c, use_s, use_z in sorted(ATTRIBUTE_PATTERNS, key=lambda p: (sum(p), not p[0], not p[1])):
         key = (o.color if use_c else None, o.shape if use_s else None, o.size if use_z else None)
+        if _shape_ambiguous(key, objects):
+            continue
         if [x.id for x in objects if _matches(x, key)] == [o.id]:
             return "the " + _phrase(key)
     return None
@@ -109,19 +128,28 @@ def _side_values(relation: str, centers: np.ndarray, ref: np.ndarray) -> np.ndar
     return -depth if relation == "in_front_of" else depth
 
 
-def generate(objects: Sequence[SceneObject], rng: random.Random, per_kind: int = 3) -> list[RelationQuery]:
-    """Up to `per_kind` unambiguous queries per relation and superlative for one scene."""
+def generate(objects: Sequence[SceneObject], rng: random.Random, per_kind: int = 3,
+             askable: Collection[int] | None = None) -> list[RelationQuery]:
+    """Up to `per_kind` unambiguous queries per relation and superlative for one scene.
+
+    `objects` are every object the answer depends on (all the robot saw); targets and references
+    are drawn from `askable` IDs only (default: all), e.g. those the map has an instance of, so a
+    query's answer never changes because some other object was left out.
+    """
     out: list[RelationQuery] = []
     objs = list(objects)
     centers = np.array([o.center for o in objs]) if objs else np.zeros((0, 3))
+    can_ask = [askable is None or o.id in askable for o in objs]
     for kind in (*RELATIONS, *SUPERLATIVES):
         found: list[RelationQuery] = []
         order = list(range(len(objs)))
         rng.shuffle(order)
         for ti in order:
             t = objs[ti]
+            if not can_ask[ti]:
+                continue
             for key in _target_keys(t):
-                q = _one(kind, ti, key, objs, centers, rng)
+                q = _one(kind, ti, key, objs, centers, rng, can_ask)
                 if q is not None:
                     found.append(q)
                     break
@@ -132,8 +160,10 @@ def generate(objects: Sequence[SceneObject], rng: random.Random, per_kind: int =
 
 
 def _one(kind: str, ti: int, key, objs: list[SceneObject], centers: np.ndarray,
-         rng: random.Random) -> RelationQuery | None:
+         rng: random.Random, can_ask: list[bool]) -> RelationQuery | None:
     t = objs[ti]
+    if _shape_ambiguous(key, objs):
+        return None
     if kind in SUPERLATIVES:
         members = [i for i, o in enumerate(objs) if _matches(o, key)]
         if len(members) < 2 or not _is_extreme(kind, ti, members, objs, centers):
@@ -142,7 +172,7 @@ def _one(kind: str, ti: int, key, objs: list[SceneObject], centers: np.ndarray,
         return RelationQuery(kind, text, t.id)
     if kind == "on_top_of":
         return None
-    refs_pool = [i for i in range(len(objs)) if i != ti]
+    refs_pool = [i for i in range(len(objs)) if i != ti and can_ask[i]]
     rng.shuffle(refs_pool)
     for ri in refs_pool[:6]:
         ref_name = _unique_name(objs[ri], objs)
@@ -163,7 +193,7 @@ def _one(kind: str, ti: int, key, objs: list[SceneObject], centers: np.ndarray,
         if not _relation_ok(kind, ti, refs, members, centers):
             continue
         text = f"the {_phrase(key)} {rng.choice(PHRASES[kind])} {ref_name}"
-        return RelationQuery(kind, text, t.id)
+        return RelationQuery(kind, text, t.id, tuple(objs[r].id for r in refs))
     return None
 
 
