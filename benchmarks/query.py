@@ -262,9 +262,11 @@ def markdown(summary: dict, meta: dict, scenes: list[dict], pipeline: dict | Non
             "## Relations and superlatives, ground-truth masks",
             "",
             "Generated from the true object geometry (`iggt_ros.vlm.relation_queries`): each query has one right "
-            "answer that only the relation singles out (its description matches two or more objects). "
-            "Directions from the robot's base_link at the end of the sequence. on_top_of: the scenes have no "
-            "stacked objects, so no queries.",
+            "answer that only the relation singles out (its description matches two or more objects), by a clear "
+            "margin (volumes 1.5x apart, tops 0.1 m, bearings 0.15 rad, distances 0.25 m, sides 0.12 m). 'Cube' "
+            "and 'box' are not used where a box with sides within 15 % of each other would count (it looks like "
+            "a cube). Directions from the robot's base_link at the end of the sequence. on_top_of: the scenes "
+            "have no stacked objects, so no queries.",
             "",
             *_table(relations),
         ]
@@ -280,8 +282,11 @@ def markdown(summary: dict, meta: dict, scenes: list[dict], pipeline: dict | Non
             *_table(pipeline),
         ]
         if pipeline_relations:
-            lines += ["", "Relations and superlatives through the pipeline (map boxes, tracker IDs):", "",
-                      *_table(pipeline_relations)]
+            lines += ["", "Relations and superlatives through the pipeline (map boxes, tracker IDs). The right answer "
+                      "is decided among every object the cameras saw (the scene's ground-truth instances); targets "
+                      "and references are objects matched to a map instance (centroid within 0.35 m), so an object "
+                      "the matching misses is never asked about but still decides, say, which box is the largest:",
+                      "", *_table(pipeline_relations)]
         lines.append("")
         lines.append("Instances matched to scene objects: "
                      + ", ".join(f"{s['matched']}/{s['objects']}" for s in pipeline_scenes) + ".")
