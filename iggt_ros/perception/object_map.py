@@ -39,6 +39,7 @@ from scipy.spatial import cKDTree
 from iggt_ros.config import MappingConfig
 from iggt_ros.perception import pixel_kernels
 from iggt_ros.perception.records import TrackState
+from iggt_ros.vlm.shape_geometry import ShapeCues, shape_cues
 
 log = logging.getLogger(__name__)
 
@@ -68,6 +69,8 @@ class ObjectInstance:
     label_reason: str = ""
     """Why there is no label (empty when labelled). Not kept by the map: the reader that knows it (the
     query side) fills it in on the copy it publishes."""
+    shape_cues: ShapeCues | None = None
+    """What the voxels' outline says about the shape (`vlm.shape_geometry`), for queries that name one."""
 
 
 @dataclass
@@ -77,7 +80,7 @@ class _Entry:
     colors: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.uint8))
     age: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     """Window index at which each voxel was last observed."""
-    geometry: tuple[np.ndarray, np.ndarray, np.ndarray, float] | None = None
+    geometry: tuple[np.ndarray, np.ndarray, np.ndarray, float, ShapeCues | None] | None = None
     bounds: tuple[np.ndarray, np.ndarray] | None = None
     """(min, max) corner of `points`, computed at the first read after they changed (the proximity test's filter)."""
     """(centroid, box centre, box size, yaw) of `points`, computed at the first read after they changed: most
@@ -352,11 +355,11 @@ class ObjectMap:
     def _describe(instance_id: int, e: _Entry) -> ObjectInstance:
         if e.geometry is None:  # points are only replaced (in _store), never changed in place
             centroid = e.points.mean(0).astype(np.float64) if len(e.points) else np.zeros(3)
-            e.geometry = (centroid, *gravity_aligned_box(e.points))
-        centroid, center, size, yaw = e.geometry
+            e.geometry = (centroid, *gravity_aligned_box(e.points), shape_cues(e.points))
+        centroid, center, size, yaw, cues = e.geometry
         return ObjectInstance(
             id=int(instance_id), state=e.state, centroid=centroid.copy(), box_center=center.copy(),
             box_size=size.copy(), box_yaw=yaw,
             num_points=int(len(e.points)), views_seen=e.views_seen, windows_seen=e.windows_seen,
             first_seen_ns=e.first_seen_ns, last_seen_ns=e.last_seen_ns,
-            label=e.label, score=e.score)
+            label=e.label, score=e.score, shape_cues=cues)

@@ -16,6 +16,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from iggt_ros.perception.object_map import ObjectInstance
+    from iggt_ros.vlm.shape_geometry import ShapeCues
 
 class TrackState(IntEnum):
     """State of a tracked instance: the tracker, the object map and Instance.state (msg/Instance.msg) share it."""
@@ -59,6 +60,8 @@ class InstanceRecord:
     attributes: dict[str, str] = field(default_factory=dict)
     embedding: np.ndarray | None = None
     """[D] unit vector from the region encoder; None until the instance has been embedded (query side only)."""
+    shape_cues: ShapeCues | None = None
+    """What the instance's points say about its shape (`vlm.shape_geometry`); None when unknown."""
 
 
 def instance_record(inst: ObjectInstance, embedding: np.ndarray | None = None) -> InstanceRecord:
@@ -73,4 +76,4 @@ def instance_record(inst: ObjectInstance, embedding: np.ndarray | None = None) -
         box_yaw=float(inst.box_yaw), state=int(inst.state), label=inst.label,
         score=float(inst.score), point_count=int(inst.num_points), views_seen=int(inst.views_seen),
         first_seen_ns=int(inst.first_seen_ns), last_seen_ns=int(inst.last_seen_ns), embedding=embedding,
-        attributes={LABEL_REASON: reason} if reason else {})
+        shape_cues=inst.shape_cues, attributes={LABEL_REASON: reason} if reason else {})

@@ -11,7 +11,11 @@ Two files with one stem:
      "instances": [{"id": 3, "centroid": [x, y, z], "box_center": [x, y, z],
                     "box_size": [sx, sy, sz], "box_yaw": 0.0, "state": 1, "label": "",
                     "score": 0.0, "point_count": 812, "views_seen": 14,
-                    "first_seen_ns": 0, "last_seen_ns": 0, "attributes": {"color": "red"}}, ...]}
+                    "first_seen_ns": 0, "last_seen_ns": 0, "attributes": {"color": "red"},
+                    "shape_cues": {"fill": 0.79, "top_taper": 0.98, "bottom_taper": 1.0,
+                                   "sectors": 8, "points": 812}}, ...]}
+
+("shape_cues" only where the map measured them, `shape_geometry.ShapeCues`; older files lack it.)
 
 `<stem>.npz`: `ids` uint32 [N] and `embeddings` float32 [N, D] for the instances that have one
 (N may be smaller than the instance list; missing rows mean "not embedded yet").
@@ -28,6 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from iggt_ros.perception.records import InstanceRecord
+from iggt_ros.vlm.shape_geometry import ShapeCues
 
 FORMAT = "iggt_ros.query_state"
 VERSION = 1
@@ -78,6 +83,8 @@ def save_query_state(path: str | os.PathLike[str], instances: Sequence[InstanceR
             "first_seen_ns": int(inst.first_seen_ns), "last_seen_ns": int(inst.last_seen_ns),
             "attributes": {str(k): str(v) for k, v in inst.attributes.items()},
         })
+        if inst.shape_cues is not None:  # NaN (a band too thin to measure) is written as null
+            records[-1]["shape_cues"] = {k: (None if v != v else v) for k, v in inst.shape_cues.as_dict().items()}
         vec = inst.embedding if inst.embedding is not None else (embeddings or {}).get(inst.id)
         if vec is not None:
             ids.append(int(inst.id))
@@ -90,6 +97,14 @@ def save_query_state(path: str | os.PathLike[str], instances: Sequence[InstanceR
     with open(npz_path, "wb") as f:
         np.savez(f, ids=np.asarray(ids, dtype=np.uint32), embeddings=emb)
     return json_path, npz_path
+
+
+def _cues(doc: object) -> ShapeCues | None:
+    if doc is None:
+        return None
+    if not isinstance(doc, dict):
+        raise TypeError(f"shape_cues must be an object, not {type(doc).__name__}")
+    return ShapeCues.from_dict({k: (float("nan") if v is None else v) for k, v in doc.items()})
 
 
 def load_query_state(path: str | os.PathLike[str]) -> QueryState:
@@ -122,7 +137,8 @@ def load_query_state(path: str | os.PathLike[str]) -> QueryState:
                 embedding=vectors.get(iid), state=int(r.get("state", 1)), label=str(r.get("label", "")),
                 score=float(r.get("score", 0.0)), point_count=int(r.get("point_count", 0)),
                 views_seen=int(r.get("views_seen", 0)), first_seen_ns=int(r.get("first_seen_ns", 0)),
-                last_seen_ns=int(r.get("last_seen_ns", 0)), attributes=dict(r.get("attributes", {}))))
+                last_seen_ns=int(r.get("last_seen_ns", 0)), attributes=dict(r.get("attributes", {})),
+                shape_cues=_cues(r.get("shape_cues"))))
     except (KeyError, TypeError, ValueError) as exc:
         raise QueryStateError(f"'{json_path}' has a malformed instance record: {exc}") from exc
     return QueryState(instances=instances, frame_id=str(doc.get("frame_id", "")),
