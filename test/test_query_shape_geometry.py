@@ -94,6 +94,21 @@ def test_object_map_and_saved_state_carry_the_cues(tmp_path):
     assert loaded.shape_cues == record.shape_cues
 
 
+
+def test_likelihood_is_worked_out_once_per_measurement_and_anew_when_the_points_change():
+    omap = ObjectMap(MappingConfig(voxel_size_m=0.01))
+    ball = surface("sphere", size=0.25) + np.array([1.0, 2.0, 0.0])
+    omap.update(7, ball.astype(np.float32), np.full((len(ball), 3), 200, np.uint8), views=3, stamp_ns=1, window=0)
+    first = omap.instance(7).shape_cues
+    assert first.log_likelihood is omap.instance(7).shape_cues.log_likelihood  # read again: not recomputed
+    assert SHAPES[int(np.argmax(first.log_likelihood))] == "sphere"
+    can = surface("cylinder", size=0.25, seed=1) + np.array([1.0, 2.0, 0.0])  # the ball inside a can
+    omap.update(7, can.astype(np.float32), np.full((len(can), 3), 200, np.uint8), views=3, stamp_ns=2, window=1)
+    changed = omap.instance(7).shape_cues
+    assert changed is not first and changed.log_likelihood is not first.log_likelihood
+    assert SHAPES[int(np.argmax(changed.log_likelihood))] == "cylinder"
+
+
 WORDS = ["red", "blue", *SHAPES]
 
 

@@ -28,6 +28,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 
@@ -83,6 +84,15 @@ class ShapeCues:
     def usable(self) -> bool:
         """Whether the points say anything about the shape (the rule in the module text)."""
         return self.points >= MIN_POINTS and self.sectors >= MIN_SECTORS and np.isfinite(self.fill)
+
+    @cached_property
+    def log_likelihood(self) -> np.ndarray | None:
+        """`shape_log_likelihood` of these cues, worked out once: cues are measured anew (a new object)
+        only when an instance's points change, while every query that names a shape reads them."""
+        ll = shape_log_likelihood(self)
+        if ll is not None:
+            ll.flags.writeable = False  # shared by every query that reads it
+        return ll
 
 
 def _support(xy: np.ndarray) -> np.ndarray:
@@ -189,10 +199,11 @@ def shape_log_likelihood(cues: ShapeCues | None) -> np.ndarray | None:
 
 
 def shape_log_likelihoods(cues: Sequence[ShapeCues | None]) -> np.ndarray:
-    """[N, len(SHAPES)]: `shape_log_likelihood` per instance, rows of zeros where the points say nothing."""
+    """[N, len(SHAPES)]: `shape_log_likelihood` per instance (each cues' cached `ShapeCues.log_likelihood`),
+    rows of zeros where the points say nothing."""
     out = np.zeros((len(cues), len(SHAPES)))
     for i, c in enumerate(cues):
-        ll = shape_log_likelihood(c)
+        ll = None if c is None else c.log_likelihood
         if ll is not None:
             out[i] = ll
     return out
