@@ -194,6 +194,45 @@ def test_cube_odds_follow_the_proportions():
     assert odds[3] == 0.0  # no extent, no evidence
 
 
+def test_a_box_not_seen_down_to_the_floor_may_be_as_tall_as_its_top():
+    """A cube whose lower half is hidden has a flat map box, which alone says 'box'. Its bottom 0.2 m
+    above the floor says the hidden part may reach down to it: the height is taken, between the seen
+    0.2 m and the top's 0.4 m, as near the 0.4 m footprint as it can be, and the box reads as a cube.
+    The same flat box standing on the floor is a flat box."""
+    from iggt_ros.vlm.relations import EQUAL_SIDES_MAX_LOG_ODDS, cube_log_odds
+
+    flat = np.array([[0.4, 0.4, 0.2], [0.4, 0.4, 0.2], [0.4, 0.4, 0.2]])
+    odds = cube_log_odds(flat, bottoms=np.array([0.2, 0.0, 0.05]))
+    assert odds[0] == EQUAL_SIDES_MAX_LOG_ODDS and odds[1] == -EQUAL_SIDES_MAX_LOG_ODDS
+    assert odds[2] == pytest.approx((0.25 / 0.4 - 0.75) / 0.05)  # top at 0.25 m: as tall as that, no more
+    assert (cube_log_odds(flat) == -EQUAL_SIDES_MAX_LOG_ODDS).all()
+
+
+def test_uneven_sides_of_an_object_not_seen_all_round_leave_cube_or_box_to_the_embedding():
+    from iggt_ros.vlm.relations import EQUAL_SIDES_MAX_LOG_ODDS, PARTLY_SEEN_MAX_BOX_LOG_ODDS, cube_log_odds
+
+    sizes = np.array([[0.4, 0.1, 0.4], [0.4, 0.1, 0.4], [0.4, 0.4, 0.4]])
+    odds = cube_log_odds(sizes, seen_all_round=np.array([True, False, False]))
+    assert odds[0] == -EQUAL_SIDES_MAX_LOG_ODDS and odds[1] == -PARTLY_SEEN_MAX_BOX_LOG_ODDS
+    assert odds[2] == EQUAL_SIDES_MAX_LOG_ODDS  # even sides still say cube
+
+
+def test_a_cube_seen_from_one_side_is_left_to_its_embedding():
+    """'The cube': a slab of a map box (0.4 x 0.1 x 0.4) whose embedding leans cube, and an object of
+    even sides whose embedding leans a little toward box. Measured from one side only, the slab's
+    uneven sides say nothing and its embedding makes it the cube; seen all round, they say box, and
+    the even object is the cube."""
+    from iggt_ros.vlm.shape_geometry import MIN_POINTS, ShapeCues
+
+    slab = leaning(1, 1.0, 0.9, [0.4, 0.1, 0.4], y=0.0)
+    even = leaning(2, 0.8, 1.0, [0.3, 0.3, 0.3], y=1.0)
+    other = leaning(3, 0.0, 0.0, [0.4, 0.4, 0.4], y=-1.0)
+    for sectors, expected in ((3, 1), (8, 2)):
+        slab.shape_cues = ShapeCues(1.0, 1.0, 1.0, sectors=sectors, points=MIN_POINTS * 4)
+        result = answer_query("the cube left of the red sphere", [slab, even, other], ShapeAxes(), viewer=np.eye(4))
+        assert result.ranked[0].instance.id == expected, (sectors, result.understood)
+
+
 def test_identical_copies_tie_and_outrank_the_rest():
     """Two equal largest cubes halve each other's chance alike and both stay above a smaller cube."""
     from iggt_ros.vlm.relations import _extreme

@@ -37,7 +37,7 @@ from iggt_ros.synthetic.attributes import COLORS, SHAPES, SIZES
 from iggt_ros.vlm.encoders import TextEncoder, normalize_rows
 from iggt_ros.vlm.labels import NOT_EMBEDDED_YET
 from iggt_ros.vlm.relations import Geometry, cube_log_odds, relate
-from iggt_ros.vlm.shape_geometry import shape_log_likelihoods
+from iggt_ros.vlm.shape_geometry import MIN_SECTORS, shape_log_likelihoods
 from iggt_ros.vlm.understanding import Description, ParsedQuery, QueryReader, reader_for
 
 ATTRIBUTE_VALUES: dict[str, list[str]] = {"color": list(COLORS), "shape": list(SHAPES), "size": list(SIZES)}
@@ -149,7 +149,8 @@ def _mentions(parsed: ParsedQuery) -> list[Description | None]:
 
 
 def attribute_membership(mention: Description, vectors: np.ndarray, text_encoder: TextEncoder,
-                         sizes: np.ndarray | None = None, shape_evidence: np.ndarray | None = None
+                         sizes: np.ndarray | None = None, shape_evidence: np.ndarray | None = None,
+                         bottoms: np.ndarray | None = None, seen_all_round: np.ndarray | None = None
                          ) -> np.ndarray | None:
     """[N] in [0, 1]: the chance that each instance has every attribute the mention names.
 
@@ -161,7 +162,8 @@ def attribute_membership(mention: Description, vectors: np.ndarray, text_encoder
     attribute ('is red a likely colour, is cube a likely shape?'), as a softmax over the attribute's
     values at `MEMBERSHIP_TEMPERATURE`, the temperature at which these probabilities match how often
     the instances really have the value. With the map boxes' `sizes` ([N, 3]), 'cube' and 'box' also
-    weigh the box's proportions (`relations.cube_log_odds`); with `shape_evidence` ([N, shapes], the
+    weigh the box's proportions (`relations.cube_log_odds`, which also reads the boxes' `bottoms` and
+    whether each was `seen_all_round`, when given); with `shape_evidence` ([N, shapes], the
     log-likelihood of each shape given the instance's points, `shape_geometry.shape_log_likelihoods`),
     the shape probabilities also weigh what the points say (`with_shape_evidence`). None when the mention names no
     attribute, or a value outside the vocabulary (then the joint score decides,
@@ -180,7 +182,7 @@ def attribute_membership(mention: Description, vectors: np.ndarray, text_encoder
         if attribute == "shape" and shape_evidence is not None:
             log_p = with_shape_evidence(log_p, shape_evidence)
         if attribute == "shape" and sizes is not None:
-            log_p = _with_proportions(log_p, sizes)
+            log_p = _with_proportions(log_p, cube_log_odds(sizes, bottoms, seen_all_round))
         log_member += np.logaddexp.reduce(log_p[:, [values.index(v) for v in accepted]], axis=1)
     return np.exp(log_member)
 
@@ -194,12 +196,13 @@ def with_shape_evidence(log_p: np.ndarray, evidence: np.ndarray, weight: float |
     return logits - np.logaddexp.reduce(logits, axis=1, keepdims=True)
 
 
-def _with_proportions(log_p: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+def _with_proportions(log_p: np.ndarray, cube_odds: np.ndarray) -> np.ndarray:
     """Shape log-probabilities with the embedding's share between 'cube' and 'box' re-weighed by the
-    map box's proportions; the pair's total and the other shapes are left as they are."""
+    map box's proportions (`cube_odds`, `relations.cube_log_odds`); the pair's total and the other
+    shapes are left as they are."""
     cube, box = ATTRIBUTE_VALUES["shape"].index("cube"), ATTRIBUTE_VALUES["shape"].index("box")
     pair = np.logaddexp(log_p[:, cube], log_p[:, box])
-    log_odds = log_p[:, cube] - log_p[:, box] + cube_log_odds(sizes)
+    log_odds = log_p[:, cube] - log_p[:, box] + cube_odds
     out = log_p.copy()
     out[:, cube] = pair - np.logaddexp(0.0, -log_odds)
     out[:, box] = pair - np.logaddexp(0.0, log_odds)
@@ -288,7 +291,11 @@ def _rank(query: str, parsed: ParsedQuery, vectors: np.ndarray, boxes: Sequence[
     geometry = Geometry.from_boxes(np.stack([b.box_center for b in boxes]), np.stack([b.box_size for b in boxes]),
                                    viewer)
     sizes = np.stack([b.box_size for b in boxes])
-    members = [None if m is None else attribute_membership(m, vectors, text_encoder, sizes, evidence) for m in mentions]
+    bottoms = np.array([b.box_center[2] for b in boxes], np.float64) - sizes[:, 2] / 2  # map frame: z = 0 floor
+    # unmeasured outlines (no cues) count as seen all round: the proportions keep their full say, as before
+    seen_all_round = np.array([b.shape_cues is None or b.shape_cues.sectors >= MIN_SECTORS for b in boxes])
+    members = [None if m is None else attribute_membership(m, vectors, text_encoder, sizes, evidence, bottoms,
+                                                           seen_all_round) for m in mentions]
     result = relate(parsed, geometry, target, per_mention[1:], target_membership=members[0],
                     reference_membership=members[1:])
     best = float(target.max()) if target is not None else 1.0
