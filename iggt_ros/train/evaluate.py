@@ -149,6 +149,9 @@ class SequenceScore:
     """True objects that no published ID covers with T-mIoU >= 0.5 (unmatched, or matched to a poor mask)."""
     extra_ids: int = 0
     """Published IDs matched to no true object (split-off pieces, background blobs)."""
+    published_scale: float = math.nan
+    """Median over views of published / true depth: 1 when the output is metric (TF gave moving poses and the
+    map moved into the world frame); the model's own scale while it stays in iggt_map."""
     extra: dict = field(default_factory=dict)
 
     def as_dict(self) -> dict:
@@ -230,6 +233,7 @@ def evaluate_sequence(
         seconds=time.perf_counter() - start,
         missed_objects=sum(1 for o in inst.objects if o.pred_id is None or o.t_miou < FOUND_MIN_IOU),
         extra_ids=int(inst.num_pred_ids) - len(set(inst.matching.values())),
+        published_scale=float(as_published.ratio) if as_published else math.nan,
     )
 
 
