@@ -208,6 +208,40 @@ def test_a_box_not_seen_down_to_the_floor_may_be_as_tall_as_its_top():
     assert (cube_log_odds(flat) == -EQUAL_SIDES_MAX_LOG_ODDS).all()
 
 
+def test_a_box_resting_on_another_box_was_seen_down_to_where_it_stands():
+    """A flat box on a table is not lifted off the floor with its lower part hidden: its bottom touches the
+    table's top over the table's footprint, so it keeps its flat height and reads as a box. The same flat
+    box at the same height beside the table (nothing under it) may reach down to the floor."""
+    from iggt_ros.vlm.relations import EQUAL_SIDES_MAX_LOG_ODDS, cube_log_odds, heights_above_support
+
+    table = ([1.0, 0.0, 0.36], [1.2, 0.8, 0.72])
+    on_table = ([1.2, 0.1, 0.745], [0.3, 0.3, 0.05])  # bottom at 0.72 m, the table's top
+    beside = ([3.0, 0.1, 0.745], [0.3, 0.3, 0.05])  # the same box and height, nothing under it
+    on_floor = ([1.0, 2.0, 0.025], [0.3, 0.3, 0.05])
+    centers, sizes = (np.array([b[k] for b in (table, on_table, beside, on_floor)]) for k in (0, 1))
+    heights = heights_above_support(centers, sizes)
+    assert heights[1] == 0.0 and heights[2] == pytest.approx(0.72) and heights[3] == pytest.approx(0.0)
+    assert heights[0] == pytest.approx(0.0)  # the table stands on the floor
+    odds = cube_log_odds(sizes, bottoms=heights)
+    assert odds[1] == -EQUAL_SIDES_MAX_LOG_ODDS and odds[3] == -EQUAL_SIDES_MAX_LOG_ODDS  # flat boxes
+    assert odds[2] == EQUAL_SIDES_MAX_LOG_ODDS  # may be a cube whose lower part is hidden
+
+
+def test_a_flat_box_on_a_table_is_not_the_cube():
+    """'The cube left of the red sphere' on a tabletop: a flat box on a table whose embedding leans a
+    little to cube, and a cube on the floor, both left of the sphere. Resting on the table, the flat box
+    was seen down to where it stands, so its flat proportions say box and the cube is the answer; taken
+    for an object lifted off the floor with its lower part hidden, it would read as a cube and win."""
+    table = leaning(1, 0.0, 0.0, [1.2, 0.8, 0.72], y=0.0)
+    flat = leaning(2, 1.0, 0.9, [0.3, 0.3, 0.05], y=0.1)
+    flat.box_center = flat.centroid = np.array([3.0, 0.1, 0.745])
+    cube = leaning(3, 0.9, 1.0, [0.3, 0.3, 0.3], y=1.0)
+    sphere = leaning(4, 0.0, 0.0, [0.4, 0.4, 0.4], y=-1.0)
+    result = answer_query("the cube left of the red sphere", [table, flat, cube, sphere], ShapeAxes(),
+                          viewer=np.eye(4))
+    assert result.ranked[0].instance.id == 3, result.understood
+
+
 def test_uneven_sides_of_an_object_not_seen_all_round_leave_cube_or_box_to_the_embedding():
     from iggt_ros.vlm.relations import EQUAL_SIDES_MAX_LOG_ODDS, PARTLY_SEEN_MAX_BOX_LOG_ODDS, cube_log_odds
 

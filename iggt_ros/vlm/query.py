@@ -36,7 +36,7 @@ from iggt_ros.perception.records import LABEL_REASON, InstanceRecord
 from iggt_ros.synthetic.attributes import COLORS, SHAPES, SIZES
 from iggt_ros.vlm.encoders import TextEncoder, normalize_rows
 from iggt_ros.vlm.labels import NOT_EMBEDDED_YET
-from iggt_ros.vlm.relations import Geometry, cube_log_odds, relate
+from iggt_ros.vlm.relations import Geometry, cube_log_odds, heights_above_support, relate
 from iggt_ros.vlm.shape_geometry import MIN_SECTORS, shape_log_likelihoods
 from iggt_ros.vlm.understanding import Description, ParsedQuery, QueryReader, reader_for
 
@@ -291,7 +291,7 @@ def _rank(query: str, parsed: ParsedQuery, vectors: np.ndarray, boxes: Sequence[
     geometry = Geometry.from_boxes(np.stack([b.box_center for b in boxes]), np.stack([b.box_size for b in boxes]),
                                    viewer)
     sizes = np.stack([b.box_size for b in boxes])
-    bottoms = np.array([b.box_center[2] for b in boxes], np.float64) - sizes[:, 2] / 2  # map frame: z = 0 floor
+    bottoms = heights_above_support(np.stack([b.box_center for b in boxes]), sizes)  # map frame: z = 0 floor
     # unmeasured outlines (no cues) count as seen all round: the proportions keep their full say, as before
     seen_all_round = np.array([b.shape_cues is None or b.shape_cues.sectors >= MIN_SECTORS for b in boxes])
     members = [None if m is None else attribute_membership(m, vectors, text_encoder, sizes, evidence, bottoms,

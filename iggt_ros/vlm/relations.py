@@ -90,8 +90,27 @@ PARTLY_SEEN_MAX_BOX_LOG_ODDS = 0.0
 as long as the true one (a cube seen from one side is a slab), so uneven sides then say little, and
 the embedding decides; even sides still say 'cube' (up to `EQUAL_SIDES_MAX_LOG_ODDS`)."""
 FLOOR_CONTACT_M = 0.03
-"""A map box whose bottom is this far or less above the floor (z = 0 of the map frame) was seen down to
-where it stands; one higher may have its lower part hidden (by a neighbour, or out of view)."""
+"""A map box whose bottom is this far or less above the floor (z = 0 of the map frame), or from the top of
+another box under it, was seen down to where it stands; one higher may have its lower part hidden (by a
+neighbour, or out of view)."""
+
+
+def heights_above_support(centers: np.ndarray, sizes: np.ndarray) -> np.ndarray:
+    """[N] height of each map box's bottom above what holds it: 0 for a box resting on another box (its
+    bottom within `FLOOR_CONTACT_M` of that box's top, its centre over that box's footprint: a mug on a
+    table, a box on a box), else its bottom's height above z = 0 of the map frame.
+
+    Without this a flat box on a table would look lifted off the floor with its lower part hidden, and
+    `cube_log_odds` would let it grow to its top: every tabletop box would read as a cube.
+    """
+    c = np.asarray(centers, np.float64).reshape(-1, 3)
+    e = np.asarray(sizes, np.float64).reshape(-1, 3)
+    bottom, top = c[:, 2] - e[:, 2] / 2, c[:, 2] + e[:, 2] / 2
+    reach = np.linalg.norm(e[:, :2], axis=1) / 2  # the footprint's half diagonal: any yaw fits inside
+    over = np.linalg.norm(c[:, None, :2] - c[None, :, :2], axis=2) <= reach[None, :]
+    touching = np.abs(bottom[:, None] - top[None, :]) <= FLOOR_CONTACT_M
+    rests = (over & touching & ~np.eye(len(c), dtype=bool)).any(axis=1)
+    return np.where(rests, 0.0, bottom)
 
 
 def cube_log_odds(sizes: np.ndarray, bottoms: np.ndarray | None = None,
