@@ -36,10 +36,12 @@ changes where the work is spent:
    low-confidence pixels stay 0.
 4. Clean-up: per view, connected pieces of a mask much smaller than its largest piece (speckle: features
    of background pixels that happen to lie near a prototype) become 0, so every mask is one or a few
-   regions of meaningful size; a cluster covering more than ``background_fraction`` of the window's pixels and half of
-   its 3D extent is scene structure (floor, walls) and is labelled 0; per view, masks smaller than
-   ``min_instance_area`` (a fraction of the view) are dropped from that view (a quarter of it for an
-   instance that is large elsewhere in the window: a partial view at the image border).
+   regions of meaningful size; a cluster that is only a thin band along another instance's outline (features
+   blurred across the boundary: `rims`) is no instance; a cluster covering more than ``background_fraction``
+   of the window's pixels and half of its 3D extent is scene structure (floor, walls) and is labelled 0;
+   per view, masks smaller than ``min_instance_area`` (a fraction of the view) are dropped from that view
+   (a quarter of it for an instance that is large elsewhere in the window: a partial view at the image
+   border).
 """
 
 from __future__ import annotations
@@ -53,7 +55,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from iggt_ros.config import ClusteringConfig
-from iggt_ros.perception import pixel_kernels
+from iggt_ros.perception import pixel_kernels, rims
 from iggt_ros.perception.blas import single_threaded_blas
 from iggt_ros.perception.pixel_ops import BlockStats, make_pixel_ops, min_cosine
 from iggt_ros.perception.scaling import ViewScale, patch_grid_size, view_scale
@@ -502,7 +504,7 @@ class InstanceClusterer:
 
     def _clean(self, labels: np.ndarray, protos: np.ndarray, valid: np.ndarray, points: np.ndarray | None,
                min_area_px: float) -> tuple[np.ndarray, np.ndarray, np.ndarray, list[int]]:
-        """Drop scene structure and small per-view masks, then renumber 1..K.
+        """Drop scene structure, rims and small per-view masks, then renumber 1..K.
 
         Structure (floor, walls) covers more than ``background_fraction`` of the window's pixels and,
         when points are given, spans at least half the window's 3D extent; a big object close to the
@@ -526,6 +528,8 @@ class InstanceClusterer:
         removed = drop_small_pieces_window(labels, 0.5 * min_area_px, cfg.min_piece_fraction, skip)[:, : k + 1]
         counts[:, : removed.shape[1]] -= removed
         counts[:, 0] += removed.sum(axis=1)
+        # bands along an object's outline (features blurred across the boundary) are no instance of their own
+        rim = rims.rim_labels(labels, k, cfg.rim_width_px, skip)
         lut = np.tile(np.arange(k + 1, dtype=np.int32), (v, 1))
         # an instance established in the window (4x the minimum area in total) keeps smaller partial views
         # (down to a quarter of the minimum): an object entering the image is a sliver before it is a mask
@@ -533,6 +537,7 @@ class InstanceClusterer:
         per_view_min = np.where(established, min_area_px / 4.0, min_area_px)
         lut[counts < per_view_min[None, :]] = 0
         lut[:, 0] = 0
+        lut[:, rim] = 0
         for bg in background:
             lut[:, bg] = 0
         kept = np.zeros(k + 1, bool)
