@@ -110,12 +110,12 @@ def _features_with_rim(rim_px: int) -> tuple[np.ndarray, np.ndarray]:
 
 
 def test_the_clusterer_leaves_the_outline_unlabelled_and_keeps_the_thin_object():
-    assert ClusteringConfig().rim_width_px == 2
+    assert ClusteringConfig().rim_width_px == 0  # off by default: every label is kept
     feats, points = _features_with_rim(2)
-    # the default width against none
-    on = InstanceClusterer(ClusteringConfig(min_cluster_size=3, min_samples=2)).cluster(feats, points=points)
-    off = InstanceClusterer(ClusteringConfig(rim_width_px=0, min_cluster_size=3, min_samples=2)).cluster(
+    # width 2 against the default
+    on = InstanceClusterer(ClusteringConfig(rim_width_px=2, min_cluster_size=3, min_samples=2)).cluster(
         feats, points=points)
+    off = InstanceClusterer(ClusteringConfig(min_cluster_size=3, min_samples=2)).cluster(feats, points=points)
     assert off.num_instances == on.num_instances + 1  # the outline was its own instance
     block = on.labels[0, 35, 50]
     assert block > 0
