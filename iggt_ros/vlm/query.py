@@ -288,10 +288,9 @@ def _rank(query: str, parsed: ParsedQuery, vectors: np.ndarray, boxes: Sequence[
     evidence = shape_log_likelihoods([b.shape_cues for b in boxes])
     if parsed.relation is None and parsed.superlative is None:
         return target * attribute_fit(mentions[0], vectors, text_encoder, evidence), parsed.summary() + note
-    geometry = Geometry.from_boxes(np.stack([b.box_center for b in boxes]), np.stack([b.box_size for b in boxes]),
-                                   viewer)
-    sizes = np.stack([b.box_size for b in boxes])
-    bottoms = heights_above_support(np.stack([b.box_center for b in boxes]), sizes)  # map frame: z = 0 floor
+    centers, sizes = np.stack([b.box_center for b in boxes]), np.stack([b.box_size for b in boxes])
+    geometry = Geometry.from_boxes(centers, sizes, viewer)
+    bottoms = heights_above_support(centers, sizes)  # map frame: z = 0 floor
     # unmeasured outlines (no cues) count as seen all round: the proportions keep their full say, as before
     seen_all_round = np.array([b.shape_cues is None or b.shape_cues.sectors >= MIN_SECTORS for b in boxes])
     members = [None if m is None else attribute_membership(m, vectors, text_encoder, sizes, evidence, bottoms,
