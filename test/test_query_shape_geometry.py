@@ -12,7 +12,7 @@ from iggt_ros.perception.records import InstanceRecord, instance_record
 from iggt_ros.synthetic.attributes import SHAPES
 from iggt_ros.vlm.encoders import TextEncoder, normalize_rows
 from iggt_ros.vlm.query import answer_query
-from iggt_ros.vlm.shape_geometry import MIN_POINTS, shape_cues, shape_log_likelihood
+from iggt_ros.vlm.shape_geometry import MIN_POINTS, PendingCues, measured, shape_cues, shape_log_likelihood
 from iggt_ros.vlm.state import load_query_state, save_query_state
 
 
@@ -87,11 +87,21 @@ def test_object_map_and_saved_state_carry_the_cues(tmp_path):
     points = surface("sphere", size=0.25) + np.array([1.0, 2.0, 0.0])
     omap.update(7, points.astype(np.float32), np.full((len(points), 3), 200, np.uint8), views=3, stamp_ns=1, window=0)
     record = instance_record(omap.instance(7))
-    assert record.shape_cues is not None and record.shape_cues.usable
+    assert measured(record.shape_cues) is not None and measured(record.shape_cues).usable
     assert best_shapes(omap.points(7)[0]) == {"sphere"}
     save_query_state(tmp_path / "state", [record])
     loaded = load_query_state(tmp_path / "state").instances[0]
-    assert loaded.shape_cues == record.shape_cues
+    assert loaded.shape_cues == measured(record.shape_cues)
+
+
+def test_the_map_measures_the_cues_only_when_a_reader_asks():
+    omap = ObjectMap(MappingConfig(voxel_size_m=0.01))
+    ball = surface("sphere", size=0.25) + np.array([1.0, 2.0, 0.0])
+    omap.update(7, ball.astype(np.float32), np.full((len(ball), 3), 200, np.uint8), views=3, stamp_ns=1, window=0)
+    pending = instance_record(omap.instances()[0]).shape_cues  # what the outputs build every window
+    assert isinstance(pending, PendingCues) and not pending.is_measured
+    assert measured(omap.instance(7).shape_cues) == shape_cues(omap.points(7)[0])  # the same points, read now
+    assert pending.is_measured  # one measurement, shared by every copy of this version of the points
 
 
 
@@ -99,12 +109,12 @@ def test_likelihood_is_worked_out_once_per_measurement_and_anew_when_the_points_
     omap = ObjectMap(MappingConfig(voxel_size_m=0.01))
     ball = surface("sphere", size=0.25) + np.array([1.0, 2.0, 0.0])
     omap.update(7, ball.astype(np.float32), np.full((len(ball), 3), 200, np.uint8), views=3, stamp_ns=1, window=0)
-    first = omap.instance(7).shape_cues
-    assert first.log_likelihood is omap.instance(7).shape_cues.log_likelihood  # read again: not recomputed
+    first = measured(omap.instance(7).shape_cues)
+    assert first.log_likelihood is measured(omap.instance(7).shape_cues).log_likelihood  # read again: not recomputed
     assert SHAPES[int(np.argmax(first.log_likelihood))] == "sphere"
     can = surface("cylinder", size=0.25, seed=1) + np.array([1.0, 2.0, 0.0])  # the ball inside a can
     omap.update(7, can.astype(np.float32), np.full((len(can), 3), 200, np.uint8), views=3, stamp_ns=2, window=1)
-    changed = omap.instance(7).shape_cues
+    changed = measured(omap.instance(7).shape_cues)
     assert changed is not first and changed.log_likelihood is not first.log_likelihood
     assert SHAPES[int(np.argmax(changed.log_likelihood))] == "cylinder"
 

@@ -39,7 +39,7 @@ from scipy.spatial import cKDTree
 from iggt_ros.config import MappingConfig
 from iggt_ros.perception import pixel_kernels
 from iggt_ros.perception.records import TrackState
-from iggt_ros.vlm.shape_geometry import ShapeCues, shape_cues
+from iggt_ros.vlm.shape_geometry import PendingCues, ShapeCues
 
 log = logging.getLogger(__name__)
 
@@ -69,8 +69,9 @@ class ObjectInstance:
     label_reason: str = ""
     """Why there is no label (empty when labelled). Not kept by the map: the reader that knows it (the
     query side) fills it in on the copy it publishes."""
-    shape_cues: ShapeCues | None = None
-    """What the voxels' outline says about the shape (`vlm.shape_geometry`), for queries that name one."""
+    shape_cues: ShapeCues | PendingCues | None = None
+    """What the voxels' outline says about the shape (`vlm.shape_geometry`), for queries that name one; read it
+    with `shape_geometry.measured` (it is measured at the first read)."""
 
 
 @dataclass
@@ -80,7 +81,7 @@ class _Entry:
     colors: np.ndarray = field(default_factory=lambda: np.zeros((0, 3), np.uint8))
     age: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     """Window index at which each voxel was last observed."""
-    geometry: tuple[np.ndarray, np.ndarray, np.ndarray, float, ShapeCues | None] | None = None
+    geometry: tuple[np.ndarray, np.ndarray, np.ndarray, float, PendingCues] | None = None
     bounds: tuple[np.ndarray, np.ndarray] | None = None
     """(min, max) corner of `points`, computed at the first read after they changed (the proximity test's filter)."""
     """(centroid, box centre, box size, yaw) of `points`, computed at the first read after they changed: most
@@ -355,7 +356,7 @@ class ObjectMap:
     def _describe(instance_id: int, e: _Entry) -> ObjectInstance:
         if e.geometry is None:  # points are only replaced (in _store), never changed in place
             centroid = e.points.mean(0).astype(np.float64) if len(e.points) else np.zeros(3)
-            e.geometry = (centroid, *gravity_aligned_box(e.points), shape_cues(e.points))
+            e.geometry = (centroid, *gravity_aligned_box(e.points), PendingCues(e.points))
         centroid, center, size, yaw, cues = e.geometry
         return ObjectInstance(
             id=int(instance_id), state=e.state, centroid=centroid.copy(), box_center=center.copy(),

@@ -37,7 +37,7 @@ from iggt_ros.synthetic.attributes import COLORS, SHAPES, SIZES
 from iggt_ros.vlm.encoders import TextEncoder, normalize_rows
 from iggt_ros.vlm.labels import NOT_EMBEDDED_YET
 from iggt_ros.vlm.relations import Geometry, cube_log_odds, heights_above_support, relate
-from iggt_ros.vlm.shape_geometry import MIN_SECTORS, shape_log_likelihoods
+from iggt_ros.vlm.shape_geometry import MIN_SECTORS, measured, shape_log_likelihoods
 from iggt_ros.vlm.understanding import Description, ParsedQuery, QueryReader, reader_for
 
 ATTRIBUTE_VALUES: dict[str, list[str]] = {"color": list(COLORS), "shape": list(SHAPES), "size": list(SIZES)}
@@ -285,14 +285,15 @@ def _rank(query: str, parsed: ParsedQuery, vectors: np.ndarray, boxes: Sequence[
                            / 2.0, 0.0, 1.0)
                    for m in mentions]
     target = per_mention[0]
-    evidence = shape_log_likelihoods([b.shape_cues for b in boxes])
+    cues = [measured(b.shape_cues) for b in boxes]
+    evidence = shape_log_likelihoods(cues)
     if parsed.relation is None and parsed.superlative is None:
         return target * attribute_fit(mentions[0], vectors, text_encoder, evidence), parsed.summary() + note
     centers, sizes = np.stack([b.box_center for b in boxes]), np.stack([b.box_size for b in boxes])
     geometry = Geometry.from_boxes(centers, sizes, viewer)
     bottoms = heights_above_support(centers, sizes)  # map frame: z = 0 floor
     # unmeasured outlines (no cues) count as seen all round: the proportions keep their full say, as before
-    seen_all_round = np.array([b.shape_cues is None or b.shape_cues.sectors >= MIN_SECTORS for b in boxes])
+    seen_all_round = np.array([c is None or c.sectors >= MIN_SECTORS for c in cues])
     members = [None if m is None else attribute_membership(m, vectors, text_encoder, sizes, evidence, bottoms,
                                                            seen_all_round) for m in mentions]
     result = relate(parsed, geometry, target, per_mention[1:], target_membership=members[0],

@@ -12,7 +12,9 @@ surface points, and three cheap measurements of them separate the shapes the emb
   (Over the whole footprint, not the middle band's: the walls at mid-height are seen only from where
   the cameras went, while a top face seen from above outlines the whole footprint.)
 
-`shape_cues` measures them (the object map does, whenever an instance's points change);
+`shape_cues` measures them (the object map hands out a `PendingCues` for each version of an instance's
+points, measured at the first read: only queries that name a shape read them, and measuring every changed
+instance every window cost about a millisecond each);
 `shape_log_likelihood` turns them into a log-likelihood of each shape, which the query side adds to
 the embedding's log-probabilities at `GEOMETRY_WEIGHT`. Cube and box get the same likelihood: their
 footprints and profiles are alike, and the map box's proportions already tell them apart
@@ -196,6 +198,34 @@ def shape_log_likelihood(cues: ShapeCues | None) -> np.ndarray | None:
         by_class[name] = total
     out = np.array([next(v for k, v in by_class.items() if s in GEOMETRIC_CLASSES[k]) for s in SHAPES])
     return out - out.max()
+
+
+class PendingCues:
+    """The cues of one version of an instance's points, measured at the first `get` and then kept. Readers
+    take `measured(x)` of a cues field, which may hold a `PendingCues`, a `ShapeCues` or None."""
+
+    __slots__ = ("_points", "_cues")
+
+    def __init__(self, points: np.ndarray) -> None:
+        self._points: np.ndarray | None = points
+        """Not copied: the map replaces an instance's points, it never changes them in place."""
+        self._cues: ShapeCues | None = None
+
+    @property
+    def is_measured(self) -> bool:
+        return self._points is None
+
+    def get(self) -> ShapeCues | None:
+        points = self._points  # one read: another thread may measure at the same time, with the same result
+        if points is not None:
+            self._cues = shape_cues(points)
+            self._points = None
+        return self._cues
+
+
+def measured(cues: ShapeCues | PendingCues | None) -> ShapeCues | None:
+    """The cues themselves, measured now if they were pending."""
+    return cues.get() if isinstance(cues, PendingCues) else cues
 
 
 def shape_log_likelihoods(cues: Sequence[ShapeCues | None]) -> np.ndarray:

@@ -32,7 +32,7 @@ from pathlib import Path
 import numpy as np
 
 from iggt_ros.perception.records import InstanceRecord
-from iggt_ros.vlm.shape_geometry import ShapeCues
+from iggt_ros.vlm.shape_geometry import ShapeCues, measured
 
 FORMAT = "iggt_ros.query_state"
 VERSION = 1
@@ -83,8 +83,9 @@ def save_query_state(path: str | os.PathLike[str], instances: Sequence[InstanceR
             "first_seen_ns": int(inst.first_seen_ns), "last_seen_ns": int(inst.last_seen_ns),
             "attributes": {str(k): str(v) for k, v in inst.attributes.items()},
         })
-        if inst.shape_cues is not None:  # NaN (a band too thin to measure) is written as null
-            records[-1]["shape_cues"] = {k: (None if v != v else v) for k, v in inst.shape_cues.as_dict().items()}
+        cues = measured(inst.shape_cues)
+        if cues is not None:  # NaN (a band too thin to measure) is written as null
+            records[-1]["shape_cues"] = {k: (None if v != v else v) for k, v in cues.as_dict().items()}
         vec = inst.embedding if inst.embedding is not None else (embeddings or {}).get(inst.id)
         if vec is not None:
             ids.append(int(inst.id))
