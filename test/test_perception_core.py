@@ -558,3 +558,18 @@ def test_object_map_reexpress_moves_every_instance():
 def test_box_of_no_points_is_empty():
     center, size, yaw = gravity_aligned_box(np.zeros((0, 3)))
     assert not center.any() and not size.any() and yaw == 0.0
+
+
+def test_points_of_chosen_pixels_are_those_of_the_whole_view_grid():
+    """The twin split places only the pixels it looks at (`pixel_points`); they must be the points `view_points`
+    gives for the same pixels, in both alignment modes."""
+    rng = np.random.default_rng(6)
+    poses = [cam_pose(0.3 * i, 0.1 * i) for i in range(4)]
+    pred, _ = textured_scene(poses, 0.37, random_rotation(rng), rng.normal(size=3))
+    valid = np.ones((4, 56, 84), bool)
+    v, y, x = rng.integers(0, 4, 200), rng.integers(0, 56, 200), rng.integers(0, 84, 200)
+    for with_tf in (True, False):
+        aligner = WorldAligner(MappingConfig(), InputConfig(world_frame="odom"))
+        a = aligner.align(pred, keys(0, 1, 2, 3), scene_frames(poses, [0, 1, 2, 3], with_tf), valid)
+        assert a.mode == ("tf" if with_tf else "first")
+        np.testing.assert_allclose(a.pixel_points(pred, v, y, x), a.view_points(pred)[v, y, x], rtol=1e-5, atol=1e-5)

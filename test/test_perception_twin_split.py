@@ -48,6 +48,11 @@ def cluster_of(labels: np.ndarray) -> ClusterResult:
     return ClusterResult(labels.astype(np.int32), protos, counts)
 
 
+def at(points: np.ndarray, step: int):
+    """The points of pixels, from [V,h,w,3] points of every `step`-th pixel (what the pipeline's alignment gives)."""
+    return lambda v, y, x: points[v, y // step, x // step]
+
+
 def naive_parts(pts: np.ndarray, link: float) -> np.ndarray:
     """Sizes of the parts a plain single-linkage at `link` finds (what a rule without guards would split)."""
     pairs = cKDTree(pts).query_pairs(link, output_type="ndarray")
@@ -64,7 +69,7 @@ def test_two_identical_objects_side_by_side_become_two_instances_in_every_view()
     labels[:, 5:15, 48:58] = 2
     points = plane_points(v)
     points[:, :, 48:58, 2] -= 0.3  # the third object stands in front
-    out = split_parts(cluster_of(labels), points, 1, GAP_M)
+    out = split_parts(cluster_of(labels), at(points, 1), 1, GAP_M)
 
     assert out.num_instances == 3
     left, right = out.labels[0, 20, 10], out.labels[0, 20, 35]
@@ -85,7 +90,7 @@ def test_objects_touching_in_the_image_but_apart_in_depth_are_split():
     labels[:, 10:30, 25:40] = 1
     points = plane_points(2)
     points[:, :, 25:40, 2] += 0.4
-    out = split_parts(cluster_of(labels), points, 1, GAP_M)
+    out = split_parts(cluster_of(labels), at(points, 1), 1, GAP_M)
     assert out.num_instances == 2
     assert len(np.unique(out.labels[:, 10:30, 10:25])) == 1 and len(np.unique(out.labels[:, 10:30, 25:40])) == 1
     assert out.labels[0, 20, 12] != out.labels[0, 20, 30]
@@ -102,7 +107,7 @@ def test_one_object_with_noisy_depth_stays_one_instance():
     points[..., 2] += np.kron(rng.normal(scale=0.08, size=(2, H // 10, W // 10)), np.ones((10, 10)))
     pts = points[labels > 0]
     assert (naive_parts(pts, GAP_M) >= 0.05 * len(pts)).sum() >= 2  # a plain 5-cm linkage cuts it apart
-    out = split_parts(cluster_of(labels), points, 1, GAP_M)
+    out = split_parts(cluster_of(labels), at(points, 1), 1, GAP_M)
     assert out.num_instances == 1
     np.testing.assert_array_equal(out.labels, labels)
 
@@ -115,7 +120,7 @@ def test_one_object_whose_views_disagree_about_its_depth_stays_one_instance():
     points[1, ..., 2] *= 1.1
     pts = points[labels > 0]
     assert (naive_parts(pts, GAP_M) >= 0.3 * len(pts)).sum() == 2
-    out = split_parts(cluster_of(labels), points, 1, GAP_M)
+    out = split_parts(cluster_of(labels), at(points, 1), 1, GAP_M)
     assert out.num_instances == 1
 
 
@@ -125,7 +130,7 @@ def test_flying_pixels_at_a_depth_edge_do_not_split_an_object():
     labels[:, 5:35, 10:40] = 1
     points = plane_points(2)
     points[:, 5:35, 39, 2] += 1.0
-    out = split_parts(cluster_of(labels), points, 1, GAP_M)
+    out = split_parts(cluster_of(labels), at(points, 1), 1, GAP_M)
     assert out.num_instances == 1
 
 
@@ -137,7 +142,7 @@ def test_points_at_a_coarser_stride_split_every_pixel():
     points = plane_points(2)[:, ::step, ::step]
     points[..., 0] *= step  # the points of every second pixel: x = column * 1 cm
     points[..., 1] *= step
-    out = split_parts(cluster_of(labels), points, step, GAP_M)
+    out = split_parts(cluster_of(labels), at(points, step), step, GAP_M)
     assert out.num_instances == 2
     assert len(np.unique(out.labels[:, 10:30, 5:20])) == 1 and len(np.unique(out.labels[:, 10:30, 29:44])) == 1
     assert out.labels[0, 20, 10] != out.labels[0, 20, 35]

@@ -155,6 +155,17 @@ class Alignment:
         return back_project(pred.depth[:, ::step, ::step] * np.float32(self.scale), self.view_intrinsics,
                             self.view_poses, step)
 
+    def pixel_points(self, pred: WindowPrediction, view: np.ndarray, row: np.ndarray, col: np.ndarray) -> np.ndarray:
+        """[N,3] output-frame points (float32) of the pixels (view[i], row[i], col[i]): `view_points` where only a
+        few pixels of a window are needed."""
+        if self.view_poses is None or self.view_intrinsics is None:
+            return self.apply(pred.world_points[view, row, col])
+        rays = _pixel_rays(self.view_intrinsics, self.view_poses)
+        pix = np.stack([col, row, np.ones_like(col)], axis=-1).astype(np.float32)
+        direction = np.einsum("nij,nj->ni", rays[view], pix)
+        depth = pred.depth[view, row, col].astype(np.float32) * np.float32(self.scale)
+        return direction * depth[:, None] + np.asarray(self.view_poses, np.float32)[view, :3, 3]
+
     def camera_poses(self, extrinsics: np.ndarray) -> np.ndarray:
         """[V,4,4] world_from_camera of the views in the output frame (rigid; depth carries the scale).
 
@@ -178,6 +189,13 @@ class Alignment:
         return out
 
 
+def _pixel_rays(intrinsics: np.ndarray, poses: np.ndarray) -> np.ndarray:
+    """[V,3,3] float32: R_i @ K_i^-1, the world direction, per unit of depth, of pixel (u, v) is this @ (u, v, 1)."""
+    poses = np.asarray(poses, np.float64)
+    return np.einsum("vij,vjk->vik", poses[:, :3, :3], np.linalg.inv(np.asarray(intrinsics, np.float64))
+                     ).astype(np.float32)
+
+
 def back_project(depth: np.ndarray, intrinsics: np.ndarray, poses: np.ndarray, step: int = 1) -> np.ndarray:
     """[V,h,w,3] world points (float32) of [V,h,w] depth sampled at every `step`-th pixel of the full image.
 
@@ -185,9 +203,7 @@ def back_project(depth: np.ndarray, intrinsics: np.ndarray, poses: np.ndarray, s
     """
     _, h, w = depth.shape
     poses = np.asarray(poses, np.float64)
-    # world direction, per unit of depth, of pixel (u, v): R_i @ K_i^-1 @ (u, v, 1)
-    m = np.einsum("vij,vjk->vik", poses[:, :3, :3], np.linalg.inv(np.asarray(intrinsics, np.float64)))
-    m = m.astype(np.float32)
+    m = _pixel_rays(intrinsics, poses)
     u = (np.arange(w, dtype=np.float32) * step)[None, None, :, None]
     vv = (np.arange(h, dtype=np.float32) * step)[None, :, None, None]
     rays = m[:, None, None, :, 0] * u + m[:, None, None, :, 1] * vv + m[:, None, None, :, 2]

@@ -372,7 +372,7 @@ class Pipeline:
         step = self._grid_step(pred)
         if self.config.clustering.split_gap_m > 0:  # look-alikes standing apart: one instance each
             split_step = twin_split.points_step(step)
-            cluster = twin_split.split_parts(cluster, alignment.view_points(pred, split_step), split_step,
+            cluster = twin_split.split_parts(cluster, lambda v, y, x: alignment.pixel_points(pred, v, y, x), split_step,
                                              self.config.clustering.split_gap_m if alignment.metric else 0.0)
         grid = self._grid(pred, valid, cluster, alignment, step)
         detections, det_points = self._detections(cluster, grid)

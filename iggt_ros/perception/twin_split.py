@@ -29,6 +29,7 @@ scale only the spacing of the points sets the link distance.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import replace
 
 import numpy as np
@@ -54,11 +55,15 @@ SPACING_FACTOR = 3.0
 the instance in one view (the sampling of its surface, with the depth noise)."""
 SPACING_STRIDE = 8
 """The spacing of an instance's points is measured along every 8th row and column of the point grid."""
+
+PointsAt = Callable[[np.ndarray, np.ndarray, np.ndarray], np.ndarray]
+"""(view, row, column) pixel indices [N] of a window -> [N,3] their metric output-frame points (NaN where invalid):
+only the pixels the split looks at are placed, a few per cent of the window's."""
 SHARED_VIEW_FRACTION = 0.1
 """Two parts are seen together by a view holding at least this fraction of each part's points."""
 CUBE_FRACTION = 0.5
 """Points are linked through a grid of cubes this fraction of the link distance wide."""
-MAX_CUBES = 1 << 18
+MAX_CUBES = 1 << 15
 """Cubes in the grid of one instance at most: a room-sized instance (a wall, the floor) gets wider cubes. Its
 sample is too sparse to link at the finer distance anyway, so it stays whole either way."""
 
@@ -69,14 +74,13 @@ def points_step(cloud_step: int) -> int:
     return max(1, cloud_step // 2)
 
 
-def split_parts(cluster: ClusterResult, points: np.ndarray, step: int, gap_m: float) -> ClusterResult:
+def split_parts(cluster: ClusterResult, points_at: PointsAt, step: int, gap_m: float) -> ClusterResult:
     """`cluster` with every instance whose points fall apart split into one instance per part.
 
     Args:
         cluster: the window's instances ([V,H,W] labels 1..K).
-        points: [V,h,w,3] metric output-frame points of every `step`-th pixel (rows and columns) of each view
-            (NaN where invalid).
-        step: the stride of `points` in pixels.
+        points_at: the points of pixels of the window.
+        step: the stride, in pixels, of the grid of pixels whose points are linked (rows and columns).
         gap_m: the smallest gap between parts, in the units of `points` (0: only the spacing of the points counts,
             for points at an unknown scale).
     Returns `cluster` itself when nothing is split, else a new result whose split parts have new labels
@@ -90,7 +94,7 @@ def split_parts(cluster: ClusterResult, points: np.ndarray, step: int, gap_m: fl
     lab = grid_labels[vi, yi, xi].astype(_label_key(k))
     order = np.argsort(lab, kind="stable")
     bounds = np.searchsorted(lab[order], np.arange(1, k + 2))
-    spacing = _pixel_spacing(grid_labels, points, k)
+    spacing = _pixel_spacing(grid_labels, points_at, step, k)
     labels = cluster.labels
     protos = [cluster.prototypes]
     next_label = k + 1
@@ -98,13 +102,13 @@ def split_parts(cluster: ClusterResult, points: np.ndarray, step: int, gap_m: fl
         idx = order[bounds[label - 1]:bounds[label]]
         link = max(gap_m, SPACING_FACTOR * spacing[label])
         pick = idx[::max(1, int(np.ceil(len(idx) / MAX_POINTS)))]
-        sample = points[vi[pick], yi[pick], xi[pick]].astype(np.float64)
+        sample = points_at(vi[pick], yi[pick] * step, xi[pick] * step).astype(np.float64)
         keep = np.isfinite(sample).all(axis=1)
         pick, sample = pick[keep], sample[keep]
         sample_parts = _parts(sample, vi[pick], cluster.labels.shape[0], link)
         if sample_parts is None:
             continue
-        pts = points[vi[idx], yi[idx], xi[idx]].astype(np.float64)
+        pts = points_at(vi[idx], yi[idx] * step, xi[idx] * step).astype(np.float64)
         finite = np.isfinite(pts).all(axis=1)
         idx = idx[finite]
         # every point goes with the part of its nearest sample point
@@ -124,22 +128,16 @@ def split_parts(cluster: ClusterResult, points: np.ndarray, step: int, gap_m: fl
                    pixel_counts=counts.astype(np.int64))
 
 
-def _pixel_spacing(grid_labels: np.ndarray, points: np.ndarray, k: int) -> np.ndarray:
+def _pixel_spacing(grid_labels: np.ndarray, points_at: PointsAt, step: int, k: int) -> np.ndarray:
     """[K+1] median distance between the points of neighbouring grid pixels (in a row or a column of one view) of
-    each label: how far apart one view samples the object's surface, noise included (inf: no such pair). Every
-    SPACING_STRIDE-th row (column) gives the pairs along rows (columns): a median needs no more."""
+    each label: how far apart one view samples the object's surface, noise included (inf: no such pair)."""
     dist, lab = [], []
-    thin = SPACING_STRIDE
-    for a, b in (((slice(None), slice(None, None, thin), slice(1, None)),
-                  (slice(None), slice(None, None, thin), slice(None, -1))),
-                 ((slice(None), slice(1, None), slice(None, None, thin)),
-                  (slice(None), slice(None, -1), slice(None, None, thin)))):
-        la = grid_labels[a]
-        same = (la > 0) & (la == grid_labels[b])
-        d = np.linalg.norm(points[a][same] - points[b][same], axis=-1)
+    for dr, dc in ((0, 1), (1, 0)):
+        v, r, c, la = _neighbour_pairs(grid_labels, dr, dc)
+        d = np.linalg.norm(points_at(v, r * step, c * step) - points_at(v, (r + dr) * step, (c + dc) * step), axis=-1)
         keep = np.isfinite(d)
         dist.append(d[keep])
-        lab.append(la[same][keep])
+        lab.append(la[keep])
     dist, lab = np.concatenate(dist), np.concatenate(lab).astype(_label_key(k))
     spacing = np.full(k + 1, np.inf)
     order = np.argsort(lab, kind="stable")
@@ -149,6 +147,18 @@ def _pixel_spacing(grid_labels: np.ndarray, points: np.ndarray, k: int) -> np.nd
         if d.size:
             spacing[label] = float(np.median(d))
     return spacing
+
+
+def _neighbour_pairs(grid_labels: np.ndarray, dr: int, dc: int) -> tuple[np.ndarray, ...]:
+    """(view, row, column, label) of the first grid pixel of the pairs (p, p + (dr, dc)) with one label, on every
+    SPACING_STRIDE-th line along (dr, dc), every other pixel of it: a median needs no more."""
+    _, h, w = grid_labels.shape
+    rows = np.arange(0, h - dr, 2 if dr else SPACING_STRIDE)
+    cols = np.arange(0, w - dc, 2 if dc else SPACING_STRIDE)
+    a = grid_labels[:, rows][:, :, cols]
+    b = grid_labels[:, rows + dr][:, :, cols + dc]
+    v, r, c = np.nonzero((a > 0) & (a == b))
+    return v, rows[r], cols[c], a[v, r, c]
 
 
 def _parts(sample: np.ndarray, views: np.ndarray, num_views: int, link: float) -> np.ndarray | None:
