@@ -203,3 +203,12 @@ def test_without_the_split_identical_duplicates_are_one_instance():
     sequence, metrics = run_twins(0.0)
     pairs, kept = duplicate_pairs_kept(sequence, metrics)
     assert pairs >= 2 and kept == 0.0, (pairs, kept)
+
+
+def test_points_on_top_of_each_other_at_the_models_scale_leave_the_instance_whole():
+    # every pixel at one point and no metric gap: the link distance is 0, and nothing can be told apart
+    labels = np.zeros((2, H, W), np.int32)
+    labels[:, 10:30, 5:20] = 1
+    labels[:, 10:30, 29:44] = 1
+    cluster = cluster_of(labels)
+    assert split_parts(cluster, at(np.zeros((2, H, W, 3), np.float32), 1), 1, 0.0) is cluster

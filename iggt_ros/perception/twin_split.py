@@ -164,7 +164,7 @@ def _neighbour_pairs(grid_labels: np.ndarray, dr: int, dc: int) -> tuple[np.ndar
 def _parts(sample: np.ndarray, views: np.ndarray, num_views: int, link: float) -> np.ndarray | None:
     """Part (0 = the largest) of every sample point, or None when the points form one object."""
     m = len(sample)
-    if m < MIN_POINTS or not np.isfinite(link):
+    if m < MIN_POINTS or not np.isfinite(link) or link <= 0:  # a zero link: points on top of each other
         return None
     num, comp = _linked(sample, link)
     if num < 2:
