@@ -256,7 +256,7 @@ def test_a_cube_seen_from_one_side_is_left_to_its_embedding():
     even sides whose embedding leans a little toward box. Measured from one side only, the slab's
     uneven sides say nothing and its embedding makes it the cube; seen all round, they say box, and
     the even object is the cube."""
-    from iggt_ros.vlm.shape_geometry import MIN_POINTS, ShapeCues
+    from iggt_ros.perception.outline import MIN_POINTS, ShapeCues
 
     slab = leaning(1, 1.0, 0.9, [0.4, 0.1, 0.4], y=0.0)
     even = leaning(2, 0.8, 1.0, [0.3, 0.3, 0.3], y=1.0)

@@ -38,8 +38,8 @@ from scipy.spatial import cKDTree
 
 from iggt_ros.config import MappingConfig
 from iggt_ros.perception import pixel_kernels
+from iggt_ros.perception.outline import PendingCues, ShapeCues
 from iggt_ros.perception.records import TrackState
-from iggt_ros.vlm.shape_geometry import PendingCues, ShapeCues
 
 log = logging.getLogger(__name__)
 
@@ -70,8 +70,8 @@ class ObjectInstance:
     """Why there is no label (empty when labelled). Not kept by the map: the reader that knows it (the
     query side) fills it in on the copy it publishes."""
     shape_cues: ShapeCues | PendingCues | None = None
-    """What the voxels' outline says about the shape (`vlm.shape_geometry`), for queries that name one; read it
-    with `shape_geometry.measured` (it is measured at the first read)."""
+    """What the voxels' outline says about the shape (`perception.outline`), for queries that name one; read it
+    with `outline.measured` (it is measured at the first read)."""
 
 
 @dataclass

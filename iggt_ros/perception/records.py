@@ -16,7 +16,7 @@ import numpy as np
 
 if TYPE_CHECKING:
     from iggt_ros.perception.object_map import ObjectInstance
-    from iggt_ros.vlm.shape_geometry import PendingCues, ShapeCues
+    from iggt_ros.perception.outline import PendingCues, ShapeCues
 
 class TrackState(IntEnum):
     """State of a tracked instance: the tracker, the object map and Instance.state (msg/Instance.msg) share it."""
@@ -61,8 +61,8 @@ class InstanceRecord:
     embedding: np.ndarray | None = None
     """[D] unit vector from the region encoder; None until the instance has been embedded (query side only)."""
     shape_cues: ShapeCues | PendingCues | None = None
-    """What the instance's points say about its shape (`vlm.shape_geometry`; read it with
-    `shape_geometry.measured`); None when unknown."""
+    """What the instance's points say about its shape (`perception.outline`; read it with
+    `outline.measured`); None when unknown."""
 
 
 def instance_record(inst: ObjectInstance, embedding: np.ndarray | None = None) -> InstanceRecord:

@@ -32,12 +32,13 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from iggt_ros.config import QueryConfig
+from iggt_ros.perception.outline import MIN_SECTORS, measured
 from iggt_ros.perception.records import LABEL_REASON, InstanceRecord
 from iggt_ros.synthetic.attributes import COLORS, SHAPES, SIZES
 from iggt_ros.vlm.encoders import TextEncoder, normalize_rows
 from iggt_ros.vlm.labels import NOT_EMBEDDED_YET
 from iggt_ros.vlm.relations import Geometry, cube_log_odds, heights_above_support, relate
-from iggt_ros.vlm.shape_geometry import MIN_SECTORS, measured, shape_log_likelihoods
+from iggt_ros.vlm.shape_geometry import shape_log_likelihoods
 from iggt_ros.vlm.understanding import Description, ParsedQuery, QueryReader, reader_for
 
 ATTRIBUTE_VALUES: dict[str, list[str]] = {"color": list(COLORS), "shape": list(SHAPES), "size": list(SIZES)}

@@ -125,7 +125,7 @@ def cube_log_odds(sizes: np.ndarray, bottoms: np.ndarray | None = None,
     their lowest point), a box not seen down to the floor (`FLOOR_CONTACT_M`) may be as tall as its
     top above the floor: its height is taken, within that range, as close to its footprint's longer
     side as it can be. With `seen_all_round` ([N] bool: the footprint's outline has points all round,
-    `shape_geometry.ShapeCues.sectors`), uneven sides of one that was not count for 'box' at most
+    `perception.outline.ShapeCues.sectors`), uneven sides of one that was not count for 'box' at most
     `PARTLY_SEEN_MAX_BOX_LOG_ODDS`.
     """
     e = np.array(sizes, np.float64).reshape(-1, 3)

@@ -15,7 +15,7 @@ Two files with one stem:
                     "shape_cues": {"fill": 0.79, "top_taper": 0.98, "bottom_taper": 1.0,
                                    "sectors": 8, "points": 812}}, ...]}
 
-("shape_cues" only where the map measured them, `shape_geometry.ShapeCues`; older files lack it.)
+("shape_cues" only where the map measured them, `perception.outline.ShapeCues`; older files lack it.)
 
 `<stem>.npz`: `ids` uint32 [N] and `embeddings` float32 [N, D] for the instances that have one
 (N may be smaller than the instance list; missing rows mean "not embedded yet").
@@ -31,8 +31,8 @@ from pathlib import Path
 
 import numpy as np
 
+from iggt_ros.perception.outline import ShapeCues, measured
 from iggt_ros.perception.records import InstanceRecord
-from iggt_ros.vlm.shape_geometry import ShapeCues, measured
 
 FORMAT = "iggt_ros.query_state"
 VERSION = 1
