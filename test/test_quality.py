@@ -16,8 +16,8 @@ from iggt_ros.model.checkpoint import CONFIG_METADATA_KEY, read_metadata, read_s
 from iggt_ros.train.evaluate import HELD_OUT_SCENARIOS, evaluate_sequence, tiny_engine_factory
 from iggt_ros.train.scenes import HELD_OUT_SEED_LIMIT
 
-# Means measured for the shipped weights (benchmarks/results/quality.json, default look): T-mIoU 0.512, T-SR 0.690,
-# Abs.Rel 0.094, delta<1.03 0.269. The run's 60-minute copy, shipped before, scores 0.526 / 0.609 / 0.148 / 0.167 in
+# Means measured for the shipped weights (benchmarks/results/quality.json, default look): T-mIoU 0.521, T-SR 0.666,
+# Abs.Rel 0.094, delta<1.03 0.269. The run's 60-minute copy, shipped before, scores 0.513 / 0.609 / 0.148 / 0.167 in
 # the same run; the 10x6-token weights before it 0.231 / 0.401 / 0.047 / 0.483 (better depth, far worse instances).
 # Untrained weights of the shipped architecture: 0.000 / 0.000 /
 # 0.345 / 0.057 on the first two sequences. Every floor below fails the untrained weights. T-SR (the paper's
