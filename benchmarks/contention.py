@@ -49,6 +49,8 @@ except ImportError:
     sys.path.insert(0, str(ROOT))
 sys.path.append(str(ROOT))  # benchmarks.postprocess
 
+from benchmarks.result_files import write_results  # noqa: E402
+
 WORKLOADS = ("engine-torch", "engine-onnxruntime", "postprocess", "node", "demo")
 SETTINGS: dict[str, dict[str, object]] = {
     "policy": {},
@@ -388,12 +390,7 @@ def main() -> int:
                 row["ratio"] = loaded / idle if idle and loaded else None
                 report["rows"].append(row)
     report["machine"]["load_average_at_end"] = os.getloadavg()
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "contention.json").write_text(json.dumps(report, indent=1) + "\n")
-    text = markdown(report)
-    (out / "contention.md").write_text(text)
-    print(text)
+    write_results(args.out, "contention", report, markdown(report))
     return 0
 
 

@@ -18,7 +18,6 @@ with T-mIoU >= 0.5), T-mIoU, T-SR and published IDs per true object. Writes twin
 from __future__ import annotations
 
 import argparse
-import json
 import sys
 from dataclasses import replace
 from pathlib import Path
@@ -27,6 +26,7 @@ ROOT = Path(__file__).resolve().parents[1]
 if str(ROOT) not in sys.path:
     sys.path.insert(0, str(ROOT))
 
+from benchmarks.result_files import write_results  # noqa: E402
 from iggt_ros.threads import prepare_process  # noqa: E402
 
 prepare_process()
@@ -110,12 +110,7 @@ def main() -> None:
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
     report = run(args)
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    (out / "twin_split.json").write_text(json.dumps(report, indent=1) + "\n")
-    text = markdown(report)
-    (out / "twin_split.md").write_text(text)
-    print(text)
+    write_results(args.out, "twin_split", report, markdown(report))
 
 
 if __name__ == "__main__":
