@@ -185,12 +185,16 @@ def test_looped_bag_restarts_the_pipeline(base_bag, tmp_path):
     bag = read_back(tmp_path / "out")
     times = [t for msgs in bag.values() for t, _ in msgs]
     assert len(times) == sum(s.output_counts.values())
-    # after the restart the markers of the first loop's instances are deleted
+    # after the restart the markers still shown for the first loop's instances are deleted; those of instances
+    # lost during the first loop went when they were lost
     first_loop_ids = {i.id for _, m in bag["/iggt/instances"][: single.windows] for i in m.instances}
-    restart = bag["/iggt/markers"][single.windows][1].markers
-    deleted = {m.id for m in restart if m.action == L.MARKER_DELETE}
+    markers = bag["/iggt/markers"]
+    shown = {m.id for m in markers[single.windows - 1][1].markers if m.action == L.MARKER_ADD}
+    deleted_before = {m.id for _, msg in markers[: single.windows] for m in msg.markers if m.action == L.MARKER_DELETE}
+    deleted = {m.id for m in markers[single.windows][1].markers if m.action == L.MARKER_DELETE}
     kept = {i.id for i in bag["/iggt/instances"][single.windows][1].instances}
-    assert (first_loop_ids - kept) <= deleted
+    assert shown - kept and shown - kept <= deleted
+    assert first_loop_ids - shown - kept <= deleted_before
     assert "Time jumped back" in s.report.summary_md.read_text()
 
 
