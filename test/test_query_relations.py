@@ -227,6 +227,27 @@ def test_a_box_resting_on_another_box_was_seen_down_to_where_it_stands():
     assert odds[2] == EQUAL_SIDES_MAX_LOG_ODDS  # may be a cube whose lower part is hidden
 
 
+def test_supports_among_many_boxes_are_every_box_over_whose_top_another_rests():
+    """A map near mapping.max_instances: the supports are found through a tree of footprint centres, and they
+    must be exactly the pairs the rule names (centre over the support's footprint, bottom at its top)."""
+    from iggt_ros.vlm.relations import FLOOR_CONTACT_M, heights_above_support
+
+    rng = np.random.default_rng(3)
+    sizes = rng.uniform(0.1, 1.0, (600, 3))
+    centers = rng.uniform(-4.0, 4.0, (600, 3))
+    centers[:, 2] = sizes[:, 2] / 2
+    for i in range(0, 598, 3):  # every third box carries the next one
+        centers[i + 1, :2] = centers[i, :2] + rng.uniform(-0.05, 0.05, 2)
+        centers[i + 1, 2] = sizes[i, 2] + sizes[i + 1, 2] / 2
+    bottom, top = centers[:, 2] - sizes[:, 2] / 2, centers[:, 2] + sizes[:, 2] / 2
+    reach = np.linalg.norm(sizes[:, :2], axis=1) / 2
+    over = np.linalg.norm(centers[:, None, :2] - centers[None, :, :2], axis=2) <= reach[None, :]
+    touching = np.abs(bottom[:, None] - top[None, :]) <= FLOOR_CONTACT_M
+    rests = (over & touching & ~np.eye(600, dtype=bool)).any(axis=1)
+    assert rests[1::3].all()
+    np.testing.assert_array_equal(heights_above_support(centers, sizes), np.where(rests, 0.0, bottom))
+
+
 def test_a_flat_box_on_a_table_is_not_the_cube():
     """'The cube left of the red sphere' on a tabletop: a flat box on a table whose embedding leans a
     little to cube, and a cube on the floor, both left of the sphere. Resting on the table, the flat box

@@ -24,6 +24,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+from scipy.spatial import cKDTree
 
 from iggt_ros.vlm.understanding import ParsedQuery
 
@@ -107,9 +108,12 @@ def heights_above_support(centers: np.ndarray, sizes: np.ndarray) -> np.ndarray:
     e = np.asarray(sizes, np.float64).reshape(-1, 3)
     bottom, top = c[:, 2] - e[:, 2] / 2, c[:, 2] + e[:, 2] / 2
     reach = np.linalg.norm(e[:, :2], axis=1) / 2  # the footprint's half diagonal: any yaw fits inside
-    over = np.linalg.norm(c[:, None, :2] - c[None, :, :2], axis=2) <= reach[None, :]
-    touching = np.abs(bottom[:, None] - top[None, :]) <= FLOOR_CONTACT_M
-    rests = (over & touching & ~np.eye(len(c), dtype=bool)).any(axis=1)
+    rests = np.zeros(len(c), bool)
+    if len(c) > 1:  # per support, the boxes whose centre is over its footprint (a tree: not every pair of boxes)
+        for j, over in enumerate(cKDTree(c[:, :2]).query_ball_point(c[:, :2], r=reach)):
+            over = np.asarray(over, np.int64)
+            over = over[(over != j) & (np.abs(bottom[over] - top[j]) <= FLOOR_CONTACT_M)]
+            rests[over] = True
     return np.where(rests, 0.0, bottom)
 
 
