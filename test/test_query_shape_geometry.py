@@ -168,6 +168,21 @@ def test_points_override_an_embedding_that_took_a_ball_for_a_cube():
     assert result.ranked[0].instance.id == 2
 
 
+def test_only_queries_that_name_a_shape_measure_the_outlines():
+    omap = ObjectMap(MappingConfig(voxel_size_m=0.01))
+    for iid, (shape, x) in enumerate((("sphere", 2.0), ("cube", 3.0)), start=1):
+        pts = surface(shape, size=0.3, seed=iid) + np.array([x, 0.0, 0.0])
+        omap.update(iid, pts.astype(np.float32), np.full((len(pts), 3), 200, np.uint8), views=3, stamp_ns=1,
+                    window=0)
+    scene = [InstanceRecord(**{**vars(instance_record(i)), "embedding": e})
+             for i, e in zip(omap.instances(), normalize_rows(np.eye(2, len(WORDS) + 1, dtype=np.float32)),
+                             strict=True)]
+    answer_query("the red one left of the blue one", scene, WordAxisEncoder(), viewer=np.eye(4))
+    assert not any(r.shape_cues.is_measured for r in scene)
+    answer_query("the largest red sphere", scene, WordAxisEncoder(), viewer=np.eye(4))
+    assert all(r.shape_cues.is_measured for r in scene)
+
+
 def test_too_few_points_leave_the_embedding_to_decide():
     few = surface("sphere", size=0.4, seed=1, n=MIN_POINTS - 5)
     scene = [instance(1, "cube", few, 2.0, also="sphere"),

@@ -286,15 +286,17 @@ def _rank(query: str, parsed: ParsedQuery, vectors: np.ndarray, boxes: Sequence[
                            / 2.0, 0.0, 1.0)
                    for m in mentions]
     target = per_mention[0]
-    cues = [measured(b.shape_cues) for b in boxes]
-    evidence = shape_log_likelihoods(cues)
+    # the points' outline only weighs a named shape: measuring it (the first read after an instance's points
+    # change, about a millisecond each) is left to the queries that name one
+    cues = [measured(b.shape_cues) for b in boxes] if any(m is not None and m.shape for m in mentions) else None
+    evidence = None if cues is None else shape_log_likelihoods(cues)
     if parsed.relation is None and parsed.superlative is None:
         return target * attribute_fit(mentions[0], vectors, text_encoder, evidence), parsed.summary() + note
     centers, sizes = np.stack([b.box_center for b in boxes]), np.stack([b.box_size for b in boxes])
     geometry = Geometry.from_boxes(centers, sizes, viewer)
     bottoms = heights_above_support(centers, sizes)  # map frame: z = 0 floor
     # unmeasured outlines (no cues) count as seen all round: the proportions keep their full say, as before
-    seen_all_round = np.array([c is None or c.sectors >= MIN_SECTORS for c in cues])
+    seen_all_round = None if cues is None else np.array([c is None or c.sectors >= MIN_SECTORS for c in cues])
     members = [None if m is None else attribute_membership(m, vectors, text_encoder, sizes, evidence, bottoms,
                                                            seen_all_round) for m in mentions]
     result = relate(parsed, geometry, target, per_mention[1:], target_membership=members[0],
