@@ -66,6 +66,13 @@ log = logging.getLogger(__name__)
 _EPS = 1e-12
 
 
+def label_order(labels: np.ndarray, num_labels: int) -> np.ndarray:
+    """Stable argsort of window labels 0..`num_labels`, grouping pixels (or points) by instance: as 16-bit integers
+    when they fit, which numpy sorts by radix, several times faster than 32-bit ones (tens of thousands of
+    values, a few labels)."""
+    return np.argsort(labels.astype(np.int16) if num_labels < 2 ** 15 else labels, kind="stable")
+
+
 @dataclass
 class ClusterResult:
     """Window-local instance labels: 1..K, 0 = no instance."""

@@ -49,6 +49,7 @@ import logging
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
+from functools import cached_property
 
 import numpy as np
 
@@ -160,11 +161,15 @@ class Alignment:
         few pixels of a window are needed."""
         if self.view_poses is None or self.view_intrinsics is None:
             return self.apply(pred.world_points[view, row, col])
-        rays = _pixel_rays(self.view_intrinsics, self.view_poses)
         pix = np.stack([col, row, np.ones_like(col)], axis=-1).astype(np.float32)
-        direction = np.einsum("nij,nj->ni", rays[view], pix)
+        direction = np.einsum("nij,nj->ni", self._rays[view], pix)
         depth = pred.depth[view, row, col].astype(np.float32) * np.float32(self.scale)
         return direction * depth[:, None] + np.asarray(self.view_poses, np.float32)[view, :3, 3]
+
+    @cached_property
+    def _rays(self) -> np.ndarray:
+        """`_pixel_rays` of the TF-placed views, worked out once: `pixel_points` is called several times a window."""
+        return _pixel_rays(self.view_intrinsics, self.view_poses)
 
     def camera_poses(self, extrinsics: np.ndarray) -> np.ndarray:
         """[V,4,4] world_from_camera of the views in the output frame (rigid; depth carries the scale).

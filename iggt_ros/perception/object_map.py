@@ -82,10 +82,11 @@ class _Entry:
     age: np.ndarray = field(default_factory=lambda: np.zeros(0, np.int64))
     """Window index at which each voxel was last observed."""
     geometry: tuple[np.ndarray, np.ndarray, np.ndarray, float, PendingCues] | None = None
+    """(centroid, box centre, box size, yaw, outline cues) of `points`, computed at the first read after they
+    changed (the cues at the first read of them): most instances are not seen in a given window, and their box
+    percentiles were most of the map's time."""
     bounds: tuple[np.ndarray, np.ndarray] | None = None
     """(min, max) corner of `points`, computed at the first read after they changed (the proximity test's filter)."""
-    """(centroid, box centre, box size, yaw) of `points`, computed at the first read after they changed: most
-    instances are not seen in a given window, and their box percentiles were most of the map's time."""
     state: TrackState = TrackState.TENTATIVE
     views_seen: int = 0
     windows_seen: int = 0

@@ -41,7 +41,7 @@ from iggt_ros.config import IggtConfig
 from iggt_ros.engine.base import Engine, EngineError, ViewKey, WindowPrediction
 from iggt_ros.engine.preprocess import preprocess_images
 from iggt_ros.perception import map_store, pixel_kernels, reidentify, structure, twin_split
-from iggt_ros.perception.clustering import ClusterResult, InstanceClusterer
+from iggt_ros.perception.clustering import ClusterResult, InstanceClusterer, label_order
 from iggt_ros.perception.frames import CameraFrame, FrameSet, MissingFrame
 from iggt_ros.perception.map_bounds import MapBounds, MapSize
 from iggt_ros.perception.map_store import MapFileError, SavedMap
@@ -564,8 +564,7 @@ class Pipeline:
         labels = grid["labels"]
         sel = labels > 0
         lab, pts, cols = labels[sel], grid["points"][sel], grid["colors"][sel]
-        # a 16-bit key sorts by radix (a few labels over tens of thousands of points)
-        order = np.argsort(lab.astype(np.int16) if cluster.num_instances < 2 ** 15 else lab, kind="stable")
+        order = label_order(lab, cluster.num_instances)
         lab, pts, cols = lab[order], pts[order], cols[order]
         bounds = np.searchsorted(lab, np.arange(1, cluster.num_instances + 2))
         detections: list[Detection] = []

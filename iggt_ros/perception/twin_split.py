@@ -38,7 +38,7 @@ from scipy.sparse import coo_matrix
 from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
-from iggt_ros.perception.clustering import ClusterResult
+from iggt_ros.perception.clustering import ClusterResult, label_order
 
 MIN_PART_FRACTION = 0.05
 """A part holds at least this fraction of its instance's points (smaller ones are flying pixels at depth edges or
@@ -93,8 +93,8 @@ def split_parts(cluster: ClusterResult, points_at: PointsAt, step: int, gap_m: f
         return cluster
     grid_labels = cluster.labels[:, ::step, ::step]
     vi, yi, xi = np.nonzero(grid_labels > 0)
-    lab = grid_labels[vi, yi, xi].astype(_label_key(k))
-    order = np.argsort(lab, kind="stable")
+    lab = grid_labels[vi, yi, xi]
+    order = label_order(lab, k)
     bounds = np.searchsorted(lab[order], np.arange(1, k + 2))
     spacing = _pixel_spacing(grid_labels, points_at, step, k)
     labels = cluster.labels
@@ -140,9 +140,9 @@ def _pixel_spacing(grid_labels: np.ndarray, points_at: PointsAt, step: int, k: i
         keep = np.isfinite(d)
         dist.append(d[keep])
         lab.append(la[keep])
-    dist, lab = np.concatenate(dist), np.concatenate(lab).astype(_label_key(k))
+    dist, lab = np.concatenate(dist), np.concatenate(lab)
     spacing = np.full(k + 1, np.inf)
-    order = np.argsort(lab, kind="stable")
+    order = label_order(lab, k)
     bounds = np.searchsorted(lab[order], np.arange(k + 2))
     for label in range(1, k + 1):
         d = dist[order[bounds[label]:bounds[label + 1]]]
@@ -201,11 +201,6 @@ def _linked(pts: np.ndarray, link: float) -> tuple[int, np.ndarray]:
     occupied[cells[:, 0], cells[:, 1], cells[:, 2]] = True
     grid, num = ndimage.label(occupied, structure=np.ones((3, 3, 3), bool))
     return num, grid[cells[:, 0], cells[:, 1], cells[:, 2]] - 1
-
-
-def _label_key(k: int) -> type:
-    """Integer type for sorting labels 0..k: numpy sorts 16-bit integers by radix, several times faster."""
-    return np.int16 if k < np.iinfo(np.int16).max else np.int32
 
 
 def _join_unseen_together(comp: np.ndarray, big: np.ndarray, views: np.ndarray, num_views: int) -> np.ndarray:
