@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import sys
-from dataclasses import replace
 from pathlib import Path
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -34,10 +33,8 @@ prepare_process()
 import numpy as np  # noqa: E402
 
 from iggt_ros.config import IggtConfig  # noqa: E402
-from iggt_ros.engine.oracle import OracleEngine, truth_from_sequence  # noqa: E402
 from iggt_ros.synthetic.spec import SceneSpec  # noqa: E402
 from iggt_ros.train.evaluate import (  # noqa: E402
-    TINY_INPUT_HW,
     Scenario,
     evaluate_sequence,
     oracle_engine_factory,
@@ -55,22 +52,9 @@ def scenes(count: int) -> list[Scenario]:
             for i in range(count)]
 
 
-def twin_blind_factory(input_hw: tuple[int, int] = TINY_INPUT_HW):
-    """The oracle, but identical duplicates share their original's feature (the truth IDs are merged)."""
-    def make(sequence):
-        lut = np.arange(max(o.id for o in sequence.scene.objects) + 1, dtype=np.uint16)
-        for o in sequence.scene.objects:
-            if o.duplicate_of:
-                lut[o.id] = o.duplicate_of
-        truth = {k: replace(v, instance_ids=lut[v.instance_ids]) for k, v in truth_from_sequence(sequence).items()}
-        return OracleEngine(truth, input_size=input_hw, similarity="full", window_local_features=True,
-                            boundary_px=1, seed=0)
-    return make
-
-
 def run(args: argparse.Namespace) -> dict:
     gap = IggtConfig().clustering.split_gap_m
-    engines = {"twin-blind oracle": twin_blind_factory(), "oracle": oracle_engine_factory(),
+    engines = {"twin-blind oracle": oracle_engine_factory(twin_blind=True), "oracle": oracle_engine_factory(),
                "embedded": tiny_engine_factory()}
     rows = []
     for name, factory in engines.items():

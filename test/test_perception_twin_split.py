@@ -7,8 +7,6 @@ whose instance head gives both objects of a pair the same features, as appearanc
 
 from __future__ import annotations
 
-from dataclasses import replace
-
 import numpy as np
 import pytest
 from scipy.sparse import coo_matrix
@@ -16,7 +14,6 @@ from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from iggt_ros.config import IggtConfig
-from iggt_ros.engine.oracle import OracleEngine, truth_from_sequence
 from iggt_ros.engine.preprocess import resize_nearest
 from iggt_ros.eval.metrics import drop_small_instances
 from iggt_ros.eval.record import RunRecord
@@ -25,7 +22,7 @@ from iggt_ros.perception.frames import CameraFrame, FrameSet
 from iggt_ros.perception.pipeline import Pipeline
 from iggt_ros.perception.twin_split import split_parts
 from iggt_ros.synthetic.spec import SceneSpec
-from iggt_ros.train.evaluate import duplicate_pairs_kept
+from iggt_ros.train.evaluate import duplicate_pairs_kept, oracle_engine_factory
 
 GAP_M = IggtConfig().clustering.split_gap_m
 H, W = 40, 60
@@ -150,17 +147,6 @@ def test_points_at_a_coarser_stride_split_every_pixel():
 
 # ---------------------------------------------------------------------------------------------- pipeline
 
-def twin_blind_engine(sequence, input_hw):
-    """The oracle, but identical duplicates share their original's feature (its truth IDs are merged)."""
-    lut = np.arange(max(o.id for o in sequence.scene.objects) + 1, dtype=np.uint16)
-    for o in sequence.scene.objects:
-        if o.duplicate_of:
-            lut[o.id] = o.duplicate_of
-    truth = {k: replace(v, instance_ids=lut[v.instance_ids]) for k, v in truth_from_sequence(sequence).items()}
-    return OracleEngine(truth, input_size=input_hw, similarity="full", window_local_features=True, boundary_px=1,
-                        seed=0)
-
-
 def run_twins(split_gap_m: float):
     sequence = SceneSpec(seed=931_007, cameras=1, frames=24, trajectory="orbit", num_objects=8, room="room",
                          coverage=0.5, duplicate_pairs=3).make()
@@ -170,7 +156,7 @@ def run_twins(split_gap_m: float):
         "window.size": 8, "window.stride": 4, "window.min_translation_m": 0.0, "window.min_rotation_deg": 0.0,
         "window.min_image_change": 0.0, "clustering.min_instance_area_px": min_px,
         "clustering.split_gap_m": split_gap_m})
-    pipe = Pipeline(cfg, twin_blind_engine(sequence, hw))
+    pipe = Pipeline(cfg, oracle_engine_factory(hw, twin_blind=True)(sequence))
     truth = {(v.camera, v.stamp_ns): v for v in sequence.views()}
     record = RunRecord("oracle")
     for step in sequence.steps:

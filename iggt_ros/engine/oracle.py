@@ -23,6 +23,7 @@ from __future__ import annotations
 
 import zlib
 from collections.abc import Callable, Mapping, Sequence
+from dataclasses import replace
 
 import numpy as np
 
@@ -36,6 +37,17 @@ TruthLookup = Callable[[ViewKey], RenderedView] | Mapping[ViewKey, RenderedView]
 def truth_from_sequence(sequence: SyntheticSequence) -> dict[ViewKey, RenderedView]:
     """Every view of a synthetic sequence keyed by (camera, stamp)."""
     return {ViewKey(v.camera, int(v.stamp_ns)): v for v in sequence.views()}
+
+
+def twin_blind_truth(sequence: SyntheticSequence) -> dict[ViewKey, RenderedView]:
+    """`truth_from_sequence` with every identical duplicate under its original's ID: an oracle fed this gives
+    both objects of a pair the same feature, as an instance head that follows appearance does, so only the
+    geometry can tell them apart (what `perception.twin_split` is for)."""
+    lut = np.arange(max((o.id for o in sequence.scene.objects), default=0) + 1, dtype=np.uint16)
+    for o in sequence.scene.objects:
+        if o.duplicate_of:
+            lut[o.id] = o.duplicate_of
+    return {k: replace(v, instance_ids=lut[v.instance_ids]) for k, v in truth_from_sequence(sequence).items()}
 
 
 def _random_rotation(rng: np.random.Generator, max_angle_rad: float) -> np.ndarray:

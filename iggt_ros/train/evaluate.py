@@ -287,10 +287,12 @@ def tiny_engine_factory(weights: str | Path | None = None, input_hw: tuple[int, 
     return lambda _sequence: engine
 
 
-def oracle_engine_factory(input_hw: tuple[int, int] = TINY_INPUT_HW, seed: int = 0
+def oracle_engine_factory(input_hw: tuple[int, int] = TINY_INPUT_HW, seed: int = 0, twin_blind: bool = False
                           ) -> Callable[[SyntheticSequence], Engine]:
-    """Degraded ground truth with window-local features and an unknown per-window similarity."""
-    from iggt_ros.engine.oracle import OracleEngine
+    """Degraded ground truth with window-local features and an unknown per-window similarity; `twin_blind`: the
+    identical duplicates share their original's feature (`oracle.twin_blind_truth`)."""
+    from iggt_ros.engine.oracle import OracleEngine, truth_from_sequence, twin_blind_truth
 
-    return lambda sequence: OracleEngine.from_sequence(sequence, input_size=input_hw, similarity="full",
-                                                       window_local_features=True, boundary_px=1, seed=seed)
+    truth = twin_blind_truth if twin_blind else truth_from_sequence
+    return lambda sequence: OracleEngine(truth(sequence), input_size=input_hw, similarity="full",
+                                         window_local_features=True, boundary_px=1, seed=seed)
