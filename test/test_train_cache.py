@@ -11,7 +11,16 @@ import torch
 
 from iggt_ros.model import Iggt, IggtModelConfig
 from iggt_ros.model.checkpoint import load_model
-from iggt_ros.train.cache import CachedWindowSource, CacheError, CacheSpec, crop_window, mirror_window, render_cache
+from iggt_ros.train.cache import (
+    Augment,
+    CachedWindowSource,
+    CacheError,
+    CacheSpec,
+    crop_window,
+    mirror_window,
+    recolour_instances,
+    render_cache,
+)
 from iggt_ros.train.trainer import TrainConfig, Trainer
 
 
@@ -60,6 +69,30 @@ def test_flips_and_crops_keep_the_views_geometrically_consistent(cache):
     cropped = crop_window(window, 6, 10, 42, 63)
     assert cropped.rgb.shape == window.rgb.shape
     assert reprojected_id_agreement(cropped) > base - 0.05
+
+
+def test_recolouring_gives_each_instance_one_new_colour_map_in_every_view():
+    rng = np.random.default_rng(3)
+    ids = rng.integers(0, 4, size=(3, 10, 12))
+    rgb = rng.integers(100, 141, size=(3, 10, 12, 3)).astype(np.uint8)  # mid-range: nothing clips, maps stay linear
+    out = recolour_instances(rgb, ids, np.random.default_rng(4)).astype(np.float64)
+    maps = []
+    for label in range(4):
+        x, y = rgb[ids == label].astype(np.float64), out[ids == label]
+        m, *_ = np.linalg.lstsq(x, y, rcond=None)  # one 3x3 map per instance, whatever view a pixel is in
+        assert np.abs(x @ m - y).max() <= 0.75  # rounding to 8 bits only
+        # a hue turn and a saturation change keep the grey level; only the brightness gain scales it
+        gain = y.mean(axis=1) / x.mean(axis=1)
+        assert gain.std() < 0.02 and 0.7 - 0.02 <= gain.mean() <= 1.3 + 0.02
+        maps.append(m)
+    assert all(not np.allclose(a, b, atol=0.05) for i, a in enumerate(maps) for b in maps[i + 1:])
+
+
+def test_recolouring_is_drawn_per_window_at_the_configured_share(cache):
+    plain = CachedWindowSource(cache, 56, 84, augment=Augment(flip=0, crop=0, colour=0))
+    always = CachedWindowSource(cache, 56, 84, augment=Augment(flip=0, crop=0, colour=0, recolour=1.0))
+    a, b = plain.batch(5, 1, 0.5)[0], always.batch(5, 1, 0.5)[0]
+    assert np.array_equal(a.instance_ids, b.instance_ids) and not np.array_equal(a.rgb, b.rgb)
 
 
 def test_batches_are_a_function_of_the_step(cache):

@@ -140,6 +140,32 @@ def jitter_colours(rgb: np.ndarray, rng: np.random.Generator) -> np.ndarray:
     return (np.clip(x, 0.0, 1.0) * 255.0 + 0.5).astype(np.uint8)
 
 
+def _grey_axis_turn(angle: np.ndarray) -> np.ndarray:
+    """Rotation matrices (N, 3, 3) about RGB's grey axis: a hue turn that keeps every pixel's brightness."""
+    k = np.full(3, 1.0 / np.sqrt(3.0))
+    cross = np.array([[0.0, -k[2], k[1]], [k[2], 0.0, -k[0]], [-k[1], k[0], 0.0]])
+    c, s = np.cos(angle)[:, None, None], np.sin(angle)[:, None, None]
+    return c * np.eye(3) + s * cross + (1.0 - c) * np.outer(k, k)
+
+
+def recolour_instances(rgb: np.ndarray, instance_ids: np.ndarray, rng: np.random.Generator) -> np.ndarray:
+    """Give every instance (and the background, ID 0) its own hue turn, saturation and brightness.
+
+    A window's objects keep their shading, texture and outline and look the same in every view, but
+    their colours are drawn afresh, so the instance features cannot lean on the few colours that the
+    training looks happen to give an object: what makes an instance is that its pixels belong together.
+    """
+    ids, inverse = np.unique(instance_ids, return_inverse=True)
+    n = len(ids)
+    saturation = rng.uniform(0.3, 1.5, size=n)[:, None, None]
+    grey = np.full((3, 3), 1.0 / 3.0)
+    matrices = rng.uniform(0.7, 1.3, size=n)[:, None, None] * (
+        (1.0 - saturation) * grey + saturation * np.eye(3)) @ _grey_axis_turn(rng.uniform(-np.pi, np.pi, size=n))
+    x = rgb.reshape(-1, 3).astype(np.float32)
+    out = np.einsum("nij,nj->ni", matrices.astype(np.float32)[inverse.reshape(-1)], x)
+    return (np.clip(out, 0.0, 255.0) + 0.5).astype(np.uint8).reshape(rgb.shape)
+
+
 @dataclass
 class Augment:
     """Probabilities and ranges of the on-the-fly augmentation."""
@@ -148,6 +174,8 @@ class Augment:
     crop: float = 0.4
     crop_scale: tuple[float, float] = (0.7, 1.0)
     colour: float = 0.8
+    recolour: float = 0.0
+    """Share of windows whose instances each get new colours (`recolour_instances`)."""
 
 
 @dataclass
@@ -214,6 +242,8 @@ class CachedWindowSource:
             h, w = max(8, int(round(self.height * scale))), max(8, int(round(self.width * scale)))
             window = crop_window(window, int(rng.integers(0, self.height - h + 1)),
                                  int(rng.integers(0, self.width - w + 1)), h, w)
+        if aug.recolour > 0 and rng.random() < aug.recolour:
+            window.rgb = recolour_instances(window.rgb, window.instance_ids, rng)
         if rng.random() < aug.colour:
             window.rgb = jitter_colours(window.rgb, rng)
         return window

@@ -38,6 +38,8 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
                         help="train at this smaller size first (synthetic scenes), then at --size")
     parser.add_argument("--small-until", type=float, default=0.0,
                         help="fraction of --steps trained at --small-size")
+    parser.add_argument("--recolour", type=float, default=0.0, metavar="P",
+                        help="with --cache: share of windows whose instances each get new colours")
     parser.add_argument("--frames", default="2:8", metavar="MIN:MAX", help="frames per window")
     parser.add_argument("--domain", default="train", choices=["train", "none"],
                         help="look of the synthetic scenes: 'train' randomises textures, shapes, lights, lenses and "
@@ -110,9 +112,10 @@ def build_trainer(args: argparse.Namespace) -> Trainer:
 
         print(f"warm start from {args.transfer}: {transfer_weights(model, args.transfer).describe()}")
     if args.cache:
-        from iggt_ros.train.cache import CachedWindowSource
+        from iggt_ros.train.cache import Augment, CachedWindowSource
 
-        source = CachedWindowSource(args.cache, height, width, min_frames, max_frames, seed=args.seed)
+        source = CachedWindowSource(args.cache, height, width, min_frames, max_frames, seed=args.seed,
+                                    augment=Augment(recolour=args.recolour))
     elif args.data:
         from iggt_ros.train.dataset import FolderWindowSource
 
