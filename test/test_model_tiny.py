@@ -56,7 +56,7 @@ def test_every_parameter_receives_a_gradient(tiny):
     tiny.eval()
 
 
-@pytest.mark.parametrize("preset", ["tiny_fine", "tiny_fine_image"])
+@pytest.mark.parametrize("preset", ["tiny_fine", "tiny_fine_image", "tiny_wide_image"])
 def test_finer_token_grid_designs_keep_the_output_contract(preset):
     torch.manual_seed(0)
     config = getattr(IggtModelConfig, preset)()
@@ -66,7 +66,7 @@ def test_finer_token_grid_designs_keep_the_output_contract(preset):
         out = model(torch.rand(3, 3, 84, 140))
     assert out["part_feat"].shape == (1, 3, 8, 84, 140)
     assert out["depth"].shape == (1, 3, 84, 140, 1) and bool((out["depth"] > 0).all())
-    assert hasattr(model.part_head, "image_branch") == (preset == "tiny_fine_image")
+    assert hasattr(model.part_head, "image_branch") == preset.endswith("_image")
     with pytest.raises(ValueError, match="multiples of 28"):
         model(torch.rand(1, 3, 56, 70))
 

@@ -14,14 +14,15 @@ from iggt_ros.train.losses import LossWeights
 from iggt_ros.train.trainer import TrainConfig, Trainer, start_instance_features_centered
 
 PRESETS = {"tiny": IggtModelConfig.tiny, "tiny_fine": IggtModelConfig.tiny_fine,
-           "tiny_fine_image": IggtModelConfig.tiny_fine_image, "official": IggtModelConfig.official}
+           "tiny_fine_image": IggtModelConfig.tiny_fine_image, "tiny_wide_image": IggtModelConfig.tiny_wide_image,
+           "official": IggtModelConfig.official}
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--out", default="runs/tiny", help="output folder: checkpoints, log, curves, weights")
     parser.add_argument("--model", default="tiny",
-                        help="'tiny', 'tiny_fine', 'tiny_fine_image', 'official', or a JSON file with an "
-                             "IggtModelConfig")
+                        help="'tiny', 'tiny_fine', 'tiny_fine_image', 'tiny_wide_image', 'official', or a JSON file "
+                             "with an IggtModelConfig")
     parser.add_argument("--init", default=None,
                         help="start from these weights (.safetensors/.pt/.pth), e.g. the official checkpoint")
     parser.add_argument("--transfer", default=None,
