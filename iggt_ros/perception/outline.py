@@ -23,7 +23,7 @@ window cost about a millisecond each.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 
 import numpy as np
 
@@ -63,9 +63,6 @@ class ShapeCues:
     sectors: int
     """Compass sectors (of 8) around the footprint's centre that hold points of its outer half."""
     points: int
-    memo: dict = field(default_factory=dict, compare=False, repr=False)
-    """What readers work out from these cues once (the query side's shape likelihood): the cues of an
-    instance are measured anew only when its points change, while every query that names a shape reads them."""
 
     def as_dict(self) -> dict[str, float]:
         return {"fill": self.fill, "top_taper": self.top_taper, "bottom_taper": self.bottom_taper,

@@ -12,6 +12,7 @@ say nothing (`ShapeCues.usable`), the embedding decides alone.
 
 from __future__ import annotations
 
+import functools
 from collections.abc import Sequence
 
 import numpy as np
@@ -68,14 +69,12 @@ def shape_log_likelihoods(cues: Sequence[ShapeCues | None]) -> np.ndarray:
     return out
 
 
+@functools.lru_cache(maxsize=4096)
 def cached_log_likelihood(cues: ShapeCues | None) -> np.ndarray | None:
-    """`shape_log_likelihood` of the cues, worked out once per measurement (kept in `ShapeCues.memo`, read-only:
-    every query that reads it shares it)."""
-    if cues is None:
-        return None
-    if "log_likelihood" not in cues.memo:
-        ll = shape_log_likelihood(cues)
-        if ll is not None:
-            ll.flags.writeable = False
-        cues.memo["log_likelihood"] = ll
-    return cues.memo["log_likelihood"]
+    """`shape_log_likelihood` of the cues, worked out once per measurement (cues are equal only when every
+    measurement is; read-only: every query that reads it shares it): an instance's cues change only with its
+    points, while every query that names a shape reads them."""
+    ll = shape_log_likelihood(cues)
+    if ll is not None:
+        ll.flags.writeable = False
+    return ll
