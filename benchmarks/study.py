@@ -34,9 +34,6 @@ from benchmarks.quality import GROUPS, mean_scores, model_patch, verdicts  # noq
 from iggt_ros.train.evaluate import evaluate_sequence, model_input_hw, tiny_engine_factory  # noqa: E402
 
 BUDGET_FILE = re.compile(r"budget_([0-9.]+)m\.safetensors$")
-STARTED_AT_MIN = {"tiny_fine_recolour_fresh": 212.7}
-"""Training CPU minutes already in the weights a run started from (a new schedule counts its own budgets from 0):
-its curve is drawn from there."""
 
 def score_weights(weights: Path | None, groups: list[str], threads: int) -> dict:
     """Means, worst-sequence values and target verdicts of one weights file on each group."""
@@ -61,6 +58,16 @@ def weights_info(weights: Path) -> dict:
     extra = config.extra or {}
     return {"steps": extra.get("train_steps"), "cpu_s": extra.get("train_cpu_seconds"), "patch": config.patch_size,
             "image_features": config.image_features}
+
+
+def started_at_min(run_dir: Path) -> float:
+    """Training CPU minutes already in the weights a run started from (`iggt-ros train --init`: the new run counts
+    its budgets from 0), read from the run's args.json and those weights; 0 for a run from scratch."""
+    args = run_dir / "args.json"
+    init = json.loads(args.read_text()).get("init") if args.exists() else None
+    if not init or not Path(init).is_file():
+        return 0.0
+    return float(weights_info(Path(init)).get("cpu_s") or 0.0) / 60.0
 
 
 def _fmt(value) -> str:
@@ -127,8 +134,7 @@ def plot(results: dict, path: Path, groups: list[str]) -> None:
     designs = sorted({e["design"] for e in results["runs"].values() if e["budget_min"] is not None})
     for ax, group in zip(axes[0], groups, strict=True):
         for design in designs:
-            start = STARTED_AT_MIN.get(design, 0.0)
-            pts = sorted((start + e["budget_min"], e["scores"][group]["means"]["t_miou"])
+            pts = sorted((e.get("start_min", 0.0) + e["budget_min"], e["scores"][group]["means"]["t_miou"])
                          for e in results["runs"].values() if e["design"] == design and e["budget_min"] is not None)
             if pts:
                 ax.plot(*zip(*pts, strict=True), marker="o", label=design)
@@ -194,10 +200,11 @@ def main() -> int:
         old = results["runs"].get(name)
         if (old and old.get("stamp") == stamp and old.get("clustering") == clustering
                 and all(g in old["scores"] for g in groups)):
+            old["start_min"] = started_at_min(path.parent) if path else 0.0
             continue
         start = time.perf_counter()
         entry = {"design": design if path else name, "budget_min": budget, "weights": str(path) if path else "embedded",
-                 "stamp": stamp, "clustering": clustering,
+                 "stamp": stamp, "clustering": clustering, "start_min": started_at_min(path.parent) if path else 0.0,
                  "info": weights_info(path) if path else {}, "ceiling": ceiling_of(path),
                  "scores": score_weights(path, groups, args.threads)}
         results["runs"][name] = entry
