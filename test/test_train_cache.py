@@ -104,6 +104,19 @@ def test_batches_are_a_function_of_the_step(cache):
     assert not all(np.array_equal(x.rgb, y.rgb) for x, y in zip(a, source.batch(8, 2, 0.5), strict=True))
 
 
+def test_recolouring_without_a_cache_or_outside_0_1_is_refused_with_what_to_do(cache):
+    import argparse
+
+    from iggt_ros.train.cli import add_arguments, build_trainer
+
+    parser = argparse.ArgumentParser()
+    add_arguments(parser)
+    with pytest.raises(SystemExit, match="give --cache DIR"):
+        build_trainer(parser.parse_args(["--recolour", "0.5"]))
+    with pytest.raises(SystemExit, match="from 0 to 1"):
+        build_trainer(parser.parse_args(["--cache", str(cache), "--size", "56x84", "--recolour", "1.5"]))
+
+
 def test_a_cache_of_another_size_is_refused_with_what_to_do(cache, tmp_path):
     with pytest.raises(CacheError, match="render a cache at that size"):
         CachedWindowSource(cache, 84, 140)

@@ -242,6 +242,7 @@ class CachedWindowSource:
             h, w = max(8, int(round(self.height * scale))), max(8, int(round(self.width * scale)))
             window = crop_window(window, int(rng.integers(0, self.height - h + 1)),
                                  int(rng.integers(0, self.width - w + 1)), h, w)
+        # no draw when off: the windows of a run without recolouring stay what they were (exact resume, same study)
         if aug.recolour > 0 and rng.random() < aug.recolour:
             window.rgb = recolour_instances(window.rgb, window.instance_ids, rng)
         if rng.random() < aug.colour:

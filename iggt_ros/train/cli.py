@@ -102,6 +102,11 @@ def build_trainer(args: argparse.Namespace) -> Trainer:
     if height % config.size_multiple or width % config.size_multiple:
         raise SystemExit(f"--size must be multiples of {config.size_multiple}, got {height}x{width}")
     min_frames, max_frames = (int(v) for v in args.frames.split(":"))
+    if args.recolour and not args.cache:
+        raise SystemExit("--recolour varies cached windows: give --cache DIR too (render one with "
+                         "`python -m iggt_ros.train.cache --out DIR --windows N`)")
+    if not 0.0 <= args.recolour <= 1.0:
+        raise SystemExit(f"--recolour is a share of windows, from 0 to 1; got {args.recolour}")
     torch.manual_seed(args.seed)
     model = Iggt(config)
     if args.init:
